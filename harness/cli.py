@@ -1,0 +1,228 @@
+"""The `harness` command line: thin Typer commands over the library (harness.*, analysis.*).
+
+Every command takes `--db URL` (else $HARNESS_DB, else sqlite:///results.db). Bad input ends
+with one line on stderr and exit status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from harness import db, grids, queue
+from harness.errors import HarnessError
+
+app = typer.Typer(help=__doc__.split("\n\n")[0] + "\n\nStart with `harness grids`, then "
+                  "`harness enqueue --grid smoke` and `harness work --until-empty`.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+DbOpt = typer.Option(None, "--db", help="SQLAlchemy URL (default: $HARNESS_DB or sqlite:///results.db).")
+
+
+def fail_cleanly(fn):
+    """Turn HarnessError into one line on stderr and exit status 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HarnessError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+    return wrapper
+
+
+# ---- option parsing -----------------------------------------------------------------------
+
+def _split(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _numbers(value: str | None, kind, name: str, allow_full: bool = False) -> list | None:
+    items = _split(value)
+    if items is None:
+        return None
+    out = []
+    for item in items:
+        if allow_full and item.lower() in ("full", "all", "none"):
+            out.append(None)
+            continue
+        try:
+            out.append(kind(item))
+        except ValueError:
+            raise HarnessError(f"{name}: {item!r} is not a {'number' if kind is float else 'whole number'}"
+                               + (" (or 'full')" if allow_full else "")) from None
+    if not out:
+        raise HarnessError(f"{name} is empty")
+    return out
+
+
+def _seeds(value: str | None) -> list[int] | None:
+    """'5' = seeds 0–4; '0,3,7' = those seeds; '2-6' = seeds 2 to 6."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        if "," not in value and "-" in value.lstrip("-"):
+            lo, hi = value.split("-", 1)
+            return list(range(int(lo), int(hi) + 1))
+        if "," not in value:
+            k = int(value)
+            if k <= 0:
+                raise HarnessError(f"--seeds {value}: give a positive count, a list or a range")
+            return list(range(k))
+        return [int(v) for v in _split(value)]
+    except ValueError:
+        raise HarnessError(f"--seeds {value!r}: expected a count (5), a list (0,3,7) or a range (2-6)") from None
+
+
+# ---- commands -----------------------------------------------------------------------------
+
+@app.command("grids")
+@fail_cleanly
+def grids_cmd():
+    """List the named experimental designs and how many jobs each expands to."""
+    for g in grids.GRIDS.values():
+        count = len(grids.expand(g))
+        typer.echo(f"{g.name:<9} v{g.version} {count:>4} jobs  {g.description}")
+
+
+@app.command()
+@fail_cleanly
+def enqueue(
+    grid: str = typer.Option(..., "--grid", "-g", help="Grid to enqueue (see `harness grids`)."),
+    tasks: Optional[str] = typer.Option(None, help="Comma list of tasks, e.g. sst2,qnli."),
+    n: Optional[str] = typer.Option(None, "--n", help="Comma list of training-set sizes; 'full' = all."),
+    seeds: Optional[str] = typer.Option(None, help="Count (5), list (0,3,7) or range (2-6)."),
+    losses: Optional[str] = typer.Option(None, help="Comma list of ce, ce+scl."),
+    noise: Optional[str] = typer.Option(None, help="Comma list of back-translation temperatures; 0 = clean."),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Comma list of batch sizes."),
+    model: Optional[str] = typer.Option(None, help="Hub id or local folder of the encoder."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs."),
+    lam: Optional[float] = typer.Option(None, "--lam", help="λ of (1−λ)·CE + λ·SCL, in [0, 1]."),
+    tau: Optional[float] = typer.Option(None, "--tau", help="SCL temperature τ > 0."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (AdamW)."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Max tokens per example."),
+    warmup_ratio: Optional[float] = typer.Option(None, "--warmup-ratio", help="Linear warm-up share of steps."),
+    scl_reduction: Optional[str] = typer.Option(None, "--scl-reduction", help="mean (default) or sum over anchors."),
+    noise_mode: Optional[str] = typer.Option(None, "--noise-mode", help="augment (default) or replace."),
+    max_attempts: int = typer.Option(queue.MAX_ATTEMPTS, "--max-attempts", min=1, help="Attempts before a job is failed."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be enqueued; write nothing."),
+    db_url: Optional[str] = DbOpt,
+):
+    """Expand a grid into jobs and add those not already in the database."""
+    from harness.enqueue import plan_jobs
+
+    g = grids.get_grid(grid)
+    overrides = dict(
+        tasks=_split(tasks), ns=_numbers(n, int, "--n", allow_full=True), seeds=_seeds(seeds),
+        losses=_split(losses), noises=_numbers(noise, float, "--noise"),
+        batch_sizes=_numbers(batch_size, int, "--batch-size"), model=model, epochs=epochs, lam=lam,
+        tau=tau, lr=lr, max_length=max_length, warmup_ratio=warmup_ratio,
+        scl_reduction=scl_reduction, noise_mode=noise_mode)
+    jobs = plan_jobs(g, overrides)  # validates everything before the database is touched
+    if dry_run:
+        for spec, dep in jobs[:20]:
+            typer.echo(f"{spec.job_id}  {spec.to_json()}" + (f"  after {dep}" if dep else ""))
+        if len(jobs) > 20:
+            typer.echo(f"... and {len(jobs) - 20} more")
+        typer.echo(f"dry run: grid {grid} has {len(jobs)} jobs; nothing written")
+        return
+    engine = db.open_db(db_url, create=True)
+    added, existing = queue.enqueue(engine, grid, [s for s, _ in jobs], max_attempts=max_attempts,
+                                    depends={s.job_id: d for s, d in jobs if d})
+    typer.echo(f"grid {grid}: added {added} jobs, {existing} already existed "
+               f"({engine.url.render_as_string(hide_password=True)})")
+
+
+@app.command()
+@fail_cleanly
+def work(
+    gpu: Optional[int] = typer.Option(None, "--gpu", help="CUDA device index; default: the CPU."),
+    max_jobs: Optional[int] = typer.Option(None, "--max-jobs", min=1, help="Stop after this many jobs."),
+    until_empty: bool = typer.Option(False, "--until-empty", help="Exit when nothing is left to claim."),
+    grid: Optional[str] = typer.Option(None, "--grid", help="Take only this grid's jobs."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Per-job artifacts folder."),
+    lease_seconds: float = typer.Option(queue.LEASE_SECONDS, "--lease-seconds", min=1.0,
+                                        help="Lease length; a heartbeat renews it every quarter."),
+    runner: str = typer.Option("harness.finetune:fine_tune", "--runner", hidden=True),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    db_url: Optional[str] = DbOpt,
+):
+    """Claim jobs one at a time, fine-tune, write the metrics back; repeat.
+
+    Run one per GPU, on as many machines as share the database. SIGINT/SIGTERM hand the current
+    job back to the queue and exit; a killed worker's job is re-run once its lease expires.
+    """
+    from harness.worker import Worker, WorkerOptions
+
+    if grid is not None:
+        grids.get_grid(grid)
+    engine = db.open_db(db_url)
+    opts = WorkerOptions(gpu=gpu, max_jobs=max_jobs, until_empty=until_empty, grid=grid,
+                         runs_dir=runs_dir, lease_seconds=lease_seconds, runner=runner, quiet=quiet)
+    from harness.display import ProgressDisplay
+
+    with ProgressDisplay(enabled=not quiet) as display:
+        worker = Worker(engine, opts, display=display.update)
+        worker.install_signal_handlers()
+        done = worker.run()
+    typer.echo(f"worker {worker.name}: {done} done, {worker.failed} failed", err=True)
+
+
+@app.command()
+@fail_cleanly
+def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+           db_url: Optional[str] = DbOpt):
+    """Queued, running (with progress), done and failed jobs by grid; recent failures."""
+    from harness.status import queue_status
+
+    s = queue_status(db.open_db(db_url))
+    if as_json:
+        typer.echo(json.dumps(s, indent=2))
+        return
+    from harness.display import render_status
+
+    render_status(s)
+
+
+@app.command()
+@fail_cleanly
+def cancel(grid: Optional[str] = typer.Option(None, "--grid"), job: Optional[list[str]] = typer.Option(None, "--job"),
+           db_url: Optional[str] = DbOpt):
+    """Withdraw queued jobs (all of a grid, or the given --job ids)."""
+    if not grid and not job:
+        raise HarnessError("say which jobs: --grid G or --job ID (repeatable)")
+    typer.echo(f"cancelled {queue.cancel(db.open_db(db_url), job_ids=job, grid=grid)} jobs")
+
+
+@app.command()
+@fail_cleanly
+def retry(grid: Optional[str] = typer.Option(None, "--grid"), job: Optional[list[str]] = typer.Option(None, "--job"),
+          db_url: Optional[str] = DbOpt):
+    """Put failed and cancelled jobs back in the queue with fresh attempts."""
+    if not grid and not job:
+        raise HarnessError("say which jobs: --grid G or --job ID (repeatable)")
+    typer.echo(f"re-queued {queue.retry(db.open_db(db_url), job_ids=job, grid=grid)} jobs")
+
+
+@db_app.command("upgrade")
+@fail_cleanly
+def db_upgrade(db_url: Optional[str] = DbOpt):
+    """Create or migrate the schema to this harness's version."""
+    before, after = db.upgrade(db.make_engine(db_url))
+    typer.echo(f"schema version {before or 'none'} -> {after}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""What a person sees: the worker's live progress bar and the `harness status` tables (rich)."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from harness import runner
+
+
+class ProgressDisplay:
+    """One bar for the job in hand: job, epoch, step, loss and ETA. Silent when not a terminal."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                            TextColumn("step {task.completed}/{task.total}"),
+                            TextColumn("epoch {task.fields[epoch]}"), TextColumn("loss {task.fields[loss]}"),
+                            TimeRemainingColumn(), console=Console(stderr=True), disable=not self.enabled)
+        self._task = None
+        self._label = None
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def update(self, label: str, p: runner.Progress) -> None:
+        if not self.enabled:
+            return
+        loss = "-" if p.loss is None else f"{p.loss:.4f}"
+        if label != self._label:
+            if self._task is not None:
+                self.bar.remove_task(self._task)
+            self._task = self.bar.add_task(label, total=p.steps or None, epoch="-", loss="-")
+            self._label = label
+        self.bar.update(self._task, completed=p.step, total=p.steps or None,
+                        epoch=f"{p.epoch}/{p.epochs}" if p.epochs else p.phase, loss=loss,
+                        description=f"{label} [{p.phase}]")
+
+
+def render_status(s: dict) -> None:
+    console = Console()
+    console.print(f"database: {s['database']}")
+    if not s["counts"]:
+        console.print("no jobs yet: `harness enqueue --grid smoke` adds some")
+        return
+    t = Table(title="jobs by grid")
+    statuses = ["queued", "running", "done", "failed", "cancelled"]
+    t.add_column("grid")
+    for st in statuses:
+        t.add_column(st, justify="right")
+    t.add_column("total", justify="right")
+    for grid, c in s["counts"].items():
+        t.add_row(grid, *[str(c.get(st, 0)) for st in statuses], str(sum(c.values())))
+    console.print(t)
+    if s["running"]:
+        r = Table(title="running")
+        for col in ("job", "task", "n", "T", "seed", "loss", "worker", "progress", "lease left"):
+            r.add_column(col)
+        for j in s["running"]:
+            p = j["progress"] or {}
+            prog = (f"{p.get('phase', '')} epoch {p.get('epoch', 0)}/{p.get('epochs', 0)} "
+                    f"step {p.get('step', 0)}/{p.get('steps', 0)}"
+                    + (f" loss {p['loss']:.3f}" if p.get("loss") is not None else "")
+                    + (f" eta {p['eta_seconds']:.0f}s" if p.get("eta_seconds") else "")) if p else "-"
+            r.add_row(j["job_id"], j["task"], str(j["n"] or "full"), f"{j['noise']:g}", str(j["seed"]),
+                      j["loss"], j["worker"] or "-", prog,
+                      "-" if j["lease_left_seconds"] is None else f"{j['lease_left_seconds']:.0f}s")
+        console.print(r)
+    if s["recent_failures"]:
+        f = Table(title="recent errors")
+        for col in ("job", "task", "n", "seed", "loss", "status", "attempts", "error"):
+            f.add_column(col)
+        for j in s["recent_failures"]:
+            f.add_row(j["job_id"], j["task"], str(j["n"] or "full"), str(j["seed"]), j["loss"],
+                      j["status"], str(j["attempts"]), j["error"] or "")
+        console.print(f)

@@ -1,0 +1,123 @@
+"""Named, versioned experimental designs that expand into job specs.
+
+A grid is data: the axes it crosses (tasks, N, noise temperatures, seeds, losses, batch sizes)
+and the hyper-parameters every job shares. Options override either, so `--tasks sst2 --seeds 3`
+narrows a design and `--model`/`--epochs` change what every job runs. Choices the paper leaves
+open (epochs, max length, the SCL reduction) are recorded in every spec, never hidden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+
+from harness.errors import HarnessError
+from harness.spec import DEFAULT_MODEL, LOSSES, SMALL_MODEL, JobSpec
+
+PAPER_LAM, PAPER_TAU = 0.9, 0.3  # the paper's best settings
+TRANSFER_TARGETS = ("amazon_polarity_sample", "yelp_polarity", "mr", "cr", "mpqa", "subj")
+TRANSFER_PER_CLASS = 20  # stage 2: 20 labelled examples per class (N = 40)
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    version: int  # bump when the design changes, so old results stay distinguishable
+    description: str
+    tasks: tuple[str, ...]
+    ns: tuple[int | None, ...]  # None = the full training set
+    seeds: tuple[int, ...]
+    losses: tuple[str, ...] = LOSSES
+    noises: tuple[float, ...] = (0.0,)
+    batch_sizes: tuple[int, ...] = (16,)
+    base: dict = field(default_factory=dict)  # JobSpec fields shared by every job
+
+    def axes(self) -> dict:
+        return dict(tasks=self.tasks, ns=self.ns, seeds=self.seeds, losses=self.losses,
+                    noises=self.noises, batch_sizes=self.batch_sizes)
+
+
+_PAPER = dict(lam=PAPER_LAM, tau=PAPER_TAU, model=DEFAULT_MODEL, lr=1e-5, max_length=128)
+
+GRIDS: dict[str, Grid] = {g.name: g for g in [
+    Grid("fewshot", 1, "Table 2: few-shot SST-2, QNLI, MNLI at N = 20, 100, 1000, 10 samples each",
+         tasks=("sst2", "qnli", "mnli"), ns=(20, 100, 1000), seeds=tuple(range(10)),
+         base=dict(_PAPER, epochs=10)),
+    Grid("noise", 1, "Table 3: back-translated training data at T = 0.3–0.9 (and clean), N = 100",
+         tasks=("sst2", "qnli", "mnli"), ns=(100,), seeds=tuple(range(10)),
+         noises=(0.0, 0.3, 0.5, 0.7, 0.9), base=dict(_PAPER, epochs=10)),
+    Grid("glue", 1, "Table 4: full-data GLUE (validation sets), both losses",
+         tasks=("sst2", "cola", "mrpc", "rte", "qnli", "mnli"), ns=(None,), seeds=(0, 1, 2),
+         base=dict(_PAPER, epochs=5)),
+    Grid("batch", 1, "Table 5: batch size 16, 64, 256 on full SST-2, CoLA, QNLI",
+         tasks=("sst2", "cola", "qnli"), ns=(None,), seeds=(0, 1, 2), batch_sizes=(16, 64, 256),
+         base=dict(_PAPER, model="roberta-base", epochs=5)),
+    Grid("transfer", 1, "Table 7: SST-2 model (stage 1) fine-tuned on related tasks with 20 "
+         "examples per class (stage 2), 10 samples, plus a from-pretrained baseline",
+         tasks=TRANSFER_TARGETS, ns=(2 * TRANSFER_PER_CLASS,), seeds=tuple(range(10)),
+         base=dict(_PAPER, epochs=10)),
+    Grid("smoke", 1, "a minute-scale design for demos and tests: small model, N = 20, 3 epochs",
+         tasks=("sst2", "qnli"), ns=(20,), seeds=(0, 1),
+         base=dict(lam=PAPER_LAM, tau=PAPER_TAU, model=SMALL_MODEL, lr=1e-4, epochs=3,
+                   max_length=128)),
+]}
+
+
+def get_grid(name: str) -> Grid:
+    if name not in GRIDS:
+        raise HarnessError(f"unknown grid {name!r}; known grids: {', '.join(GRIDS)}")
+    return GRIDS[name]
+
+
+AXIS_NAMES = ("tasks", "ns", "seeds", "losses", "noises", "batch_sizes")
+
+
+def expand(grid: Grid, **overrides) -> list[tuple[JobSpec, str | None]]:
+    """The grid's jobs as (spec, depends_on job id or None), in a stable order.
+
+    overrides: any axis (tasks, ns, seeds, losses, noises, batch_sizes) or JobSpec field (model,
+    epochs, lam, tau, lr, ...); None values are ignored.
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    axes = grid.axes() | {k: tuple(overrides.pop(k)) for k in AXIS_NAMES if k in overrides}
+    spec_fields = {f.name for f in dataclasses.fields(JobSpec)}
+    unknown = set(overrides) - spec_fields
+    if unknown:
+        raise HarnessError(f"unknown grid option(s): {', '.join(sorted(unknown))}")
+    base = grid.base | overrides
+    for axis, values in axes.items():
+        if not values:
+            raise HarnessError(f"the {axis} axis of grid {grid.name!r} is empty")
+    if grid.name == "transfer":
+        return _expand_transfer(axes, base)
+    out = []
+    for task, n, noise, bs, seed, loss in itertools.product(
+            axes["tasks"], axes["ns"], axes["noises"], axes["batch_sizes"], axes["seeds"],
+            axes["losses"]):
+        out.append((JobSpec.make(**(base | dict(task=task, n=n, noise=noise, batch_size=bs,
+                                                seed=seed, loss=loss))), None))
+    return out
+
+
+def _expand_transfer(axes: dict, base: dict) -> list[tuple[JobSpec, str | None]]:
+    """Stage 1: full SST-2 per loss (seed 0). Stage 2: each target × sample seed × loss, starting
+    from the stage-1 model of the same loss and trained with that loss. Baseline: each target ×
+    sample seed from the pretrained model with CE."""
+    out: list[tuple[JobSpec, str | None]] = []
+    (n,) = axes["ns"][:1]
+    per_class = None if n is None else max(1, n // 2)
+    stage1 = {}
+    for loss in axes["losses"]:
+        s1 = JobSpec.make(**(base | dict(task="sst2", n=None, seed=0, loss=loss, epochs=min(
+            base.get("epochs", 10), 5))))
+        stage1[loss] = s1
+        out.append((s1, None))
+    for task, seed in itertools.product(axes["tasks"], axes["seeds"]):
+        for loss in axes["losses"]:
+            s2 = JobSpec.make(**(base | dict(task=task, n=n, per_class=per_class, seed=seed,
+                                             loss=loss, init_from=stage1[loss].job_id)))
+            out.append((s2, stage1[loss].job_id))
+        out.append((JobSpec.make(**(base | dict(task=task, n=n, per_class=per_class, seed=seed,
+                                                loss="ce"))), None))
+    return out

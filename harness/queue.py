@@ -1,0 +1,276 @@
+"""The job queue, as a handful of verbs over the database: enqueue, claim, heartbeat, finish,
+fail, release, requeue_stale, cancel, retry.
+
+Every verb is one short transaction. Time for leases is always the database's clock, so that
+workers on machines whose clocks disagree still agree on which lease has expired.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import socket
+import traceback
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from harness import db
+from harness.runner import RunResult
+from harness.spec import JobSpec
+
+LEASE_SECONDS = 60.0  # a running job whose lease is this old without a heartbeat is presumed lost
+MAX_ATTEMPTS = 3  # attempts before a job that keeps failing (or being lost) is marked failed
+INSERT_CHUNK = 500  # rows per INSERT statement when enqueueing
+
+
+class Status(str, enum.Enum):
+    QUEUED = "queued"  # waiting for a worker
+    RUNNING = "running"  # claimed; a worker holds the lease and renews it by heartbeat
+    DONE = "done"  # finished with exactly one row in results
+    FAILED = "failed"  # failed on its last attempt (or permanently); the error is kept
+    CANCELLED = "cancelled"  # withdrawn by a user; never claimed again unless retried
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a worker holds: run_id identifies this attempt, and every later verb checks it."""
+
+    job_id: str
+    run_id: int
+    attempt: int
+    grid: str
+    spec: JobSpec
+    worker: str
+
+
+def now_sql(conn: Connection) -> str:
+    """SQL for the database clock in seconds since the epoch."""
+    if conn.dialect.name == "sqlite":
+        return "((julianday('now') - 2440587.5) * 86400.0)"
+    return "extract(epoch from clock_timestamp())"
+
+
+# ---- enqueue ------------------------------------------------------------------------------
+
+def enqueue(engine: Engine, grid: str, specs: Iterable[JobSpec], *,
+            max_attempts: int = MAX_ATTEMPTS, depends: dict[str, str] | None = None) -> tuple[int, int]:
+    """Insert jobs that are not there yet (insert-or-ignore by job id). Returns (added, existing).
+
+    Concurrent enqueues of the same grid are safe: the primary key decides, not a prior read.
+    """
+    specs = list({s.job_id: s for s in specs}.values())
+    depends = depends or {}
+    rows = [dict(id=s.job_id, grid=grid, spec=s.to_json(), task=s.task, n=s.n, noise=s.noise,
+                 seed=s.seed, loss=s.loss, model=s.model, max_attempts=max_attempts,
+                 depends_on=depends.get(s.job_id), seq=i)
+            for i, s in enumerate(specs)]
+    added = 0
+    with db.connect(engine) as conn, conn.begin():
+        base = conn.execute(sa.select(sa.func.coalesce(sa.func.max(db.jobs.c.seq), 0))).scalar_one()
+        for r in rows:
+            r["seq"] += base + 1
+        for i in range(0, len(rows), INSERT_CHUNK):
+            # RETURNING counts what was inserted: rowcount is not reliable for multi-row inserts.
+            stmt = _insert_ignore(conn, db.jobs, rows[i:i + INSERT_CHUNK]).returning(db.jobs.c.id)
+            added += len(conn.execute(stmt).all())
+    return added, len(rows) - added
+
+
+def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict]):
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    return insert(table).values(rows).on_conflict_do_nothing(index_elements=["id"])
+
+
+# ---- claim --------------------------------------------------------------------------------
+
+def claim(engine: Engine, worker: str, *, grid: str | None = None, host: str | None = None,
+          pid: int | None = None, device: str | None = None, versions: dict | None = None,
+          git_rev: str | None = None, lease_seconds: float = LEASE_SECONDS) -> Claim | None:
+    """Atomically take the next queued job whose dependency (if any) is done; None if there is none.
+
+    SQLite: the transaction starts with BEGIN IMMEDIATE (see harness.db), so claims serialise.
+    PostgreSQL: FOR UPDATE SKIP LOCKED lets concurrent claimers pass over each other's rows.
+    """
+    with db.connect(engine) as conn, conn.begin():
+        skip_locked = "" if conn.dialect.name == "sqlite" else " FOR UPDATE SKIP LOCKED"
+        grid_filter = " AND j.grid = :grid" if grid else ""
+        row = conn.execute(sa.text(
+            "SELECT j.id, j.attempts, j.grid, j.spec FROM jobs j"
+            " WHERE j.status = 'queued'" + grid_filter +
+            " AND (j.depends_on IS NULL OR EXISTS"
+            "      (SELECT 1 FROM jobs d WHERE d.id = j.depends_on AND d.status = 'done'))"
+            " ORDER BY j.priority, j.seq LIMIT 1" + skip_locked.replace("UPDATE", "UPDATE OF j")),
+            {"grid": grid}).first()
+        if row is None:
+            return None
+        job_id, attempts, job_grid, spec_json = row
+        attempt = attempts + 1
+        run_id = conn.execute(sa.insert(db.runs).values(
+            job_id=job_id, attempt=attempt, worker=worker, host=host or socket.gethostname(),
+            pid=pid, device=device, versions=json.dumps(versions or {}), git_rev=git_rev,
+        ).returning(db.runs.c.id)).scalar_one()
+        conn.execute(sa.text(
+            "UPDATE jobs SET status = 'running', attempts = :attempt, run_id = :run_id,"
+            f" worker = :worker, lease_expires = {now_sql(conn)} + :lease, progress = NULL,"
+            " updated_at = CURRENT_TIMESTAMP WHERE id = :id"),
+            {"attempt": attempt, "run_id": run_id, "worker": worker, "lease": lease_seconds,
+             "id": job_id})
+    return Claim(job_id, run_id, attempt, job_grid, JobSpec.from_json(spec_json), worker)
+
+
+# ---- while running ------------------------------------------------------------------------
+
+def heartbeat(engine: Engine, c: Claim, progress: dict | None = None,
+              lease_seconds: float = LEASE_SECONDS) -> bool:
+    """Renew the lease (and store progress). False: the lease is lost, stop working on the job."""
+    with db.connect(engine) as conn, conn.begin():
+        res = conn.execute(sa.text(
+            f"UPDATE jobs SET lease_expires = {now_sql(conn)} + :lease,"
+            " progress = COALESCE(:progress, progress)"
+            " WHERE id = :id AND run_id = :run_id AND status = 'running'"),
+            {"lease": lease_seconds, "progress": json.dumps(progress) if progress else None,
+             "id": c.job_id, "run_id": c.run_id})
+        return res.rowcount == 1
+
+
+def _owns(conn: Connection, c: Claim) -> bool:
+    """Lock the job row and check that this attempt still holds it."""
+    lock = "" if conn.dialect.name == "sqlite" else " FOR UPDATE"
+    row = conn.execute(sa.text(f"SELECT status, run_id FROM jobs WHERE id = :id{lock}"),
+                       {"id": c.job_id}).first()
+    return row is not None and row[0] == Status.RUNNING.value and row[1] == c.run_id
+
+
+def _end_run(conn: Connection, run_id: int, outcome: str, error: str | None = None,
+             config: dict | None = None) -> None:
+    """Close an attempt's record. An attempt already closed (e.g. marked lost when its lease
+    expired) keeps its first outcome."""
+    values = dict(outcome=outcome, error=error, ended_at=sa.func.current_timestamp())
+    if config is not None:
+        values["config"] = json.dumps(config, default=str)
+    conn.execute(sa.update(db.runs).where(db.runs.c.id == run_id, db.runs.c.outcome == "running")
+                 .values(**values))
+
+
+# ---- finish / fail / release --------------------------------------------------------------
+
+def finish(engine: Engine, c: Claim, result: RunResult, wall_seconds: float | None = None) -> bool:
+    """Write the result, its metrics, predictions and embeddings, and mark the job done, in one
+    transaction. False (and nothing written) when this attempt no longer holds the job."""
+    s = c.spec
+    with db.connect(engine) as conn, conn.begin():
+        if not _owns(conn, c):
+            _end_run(conn, c.run_id, "abandoned", "lease lost before the result was written")
+            return False
+        conn.execute(sa.insert(db.results).values(
+            job_id=c.job_id, run_id=c.run_id, grid=c.grid, task=s.task, n=s.n, noise=s.noise,
+            seed=s.seed, loss=s.loss, lam=s.lam, tau=s.tau, scl_reduction=s.scl_reduction,
+            model=s.model, batch_size=s.batch_size, lr=s.lr, epochs=s.epochs,
+            metric=result.metric, val_score=result.val_score, test_score=result.test_score,
+            val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy,
+            best_epoch=result.best_epoch, n_train=result.n_train, n_test=result.n_test,
+            train_seconds=result.train_seconds, wall_seconds=wall_seconds, spec=s.to_json()))
+        if result.metrics:
+            conn.execute(sa.insert(db.metrics), [
+                dict(run_id=c.run_id, job_id=c.job_id, split=split, epoch=epoch, name=name,
+                     value=float(value)) for split, epoch, name, value in result.metrics])
+        if result.predictions:
+            conn.execute(sa.insert(db.predictions), [
+                dict(job_id=c.job_id, run_id=c.run_id, example=int(ex), label=float(label),
+                     prediction=float(pred)) for ex, label, pred in result.predictions])
+        if result.embeddings is not None:
+            emb = np.ascontiguousarray(result.embeddings, dtype=np.float16)
+            conn.execute(sa.insert(db.embeddings).values(
+                job_id=c.job_id, run_id=c.run_id, split="test", rows=emb.shape[0],
+                dim=emb.shape[1], examples=json.dumps([int(e) for e in result.embedding_examples]),
+                labels=json.dumps([float(v) for v in result.embedding_labels]), data=emb.tobytes()))
+        if result.train_examples:
+            conn.execute(sa.insert(db.train_examples).values(
+                job_id=c.job_id, examples=json.dumps([int(e) for e in result.train_examples])))
+        _end_run(conn, c.run_id, "done", config=result.config)
+        conn.execute(sa.text(
+            "UPDATE jobs SET status = 'done', lease_expires = NULL, error = NULL,"
+            " updated_at = CURRENT_TIMESTAMP WHERE id = :id"), {"id": c.job_id})
+    return True
+
+
+def fail(engine: Engine, c: Claim, exc: BaseException, *, permanent: bool = False) -> str | None:
+    """Record a failed attempt. The job goes back to the queue while attempts remain (unless the
+    failure is permanent), else it is failed. Returns the job's new status, None if not ours."""
+    tb = "".join(traceback.format_exception(exc))
+    line = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+    with db.connect(engine) as conn, conn.begin():
+        if not _owns(conn, c):
+            _end_run(conn, c.run_id, "abandoned", tb)
+            return None
+        _end_run(conn, c.run_id, "failed", tb)
+        status = conn.execute(sa.text(
+            "UPDATE jobs SET status = CASE WHEN :permanent OR attempts >= max_attempts"
+            " THEN 'failed' ELSE 'queued' END, error = :error, lease_expires = NULL, run_id = NULL,"
+            " updated_at = CURRENT_TIMESTAMP WHERE id = :id RETURNING status"),
+            {"permanent": permanent, "error": line, "id": c.job_id}).scalar_one()
+    return status
+
+
+def release(engine: Engine, c: Claim, reason: str = "worker stopped") -> bool:
+    """Hand a job back to the queue without using up an attempt (the worker was asked to stop)."""
+    with db.connect(engine) as conn, conn.begin():
+        if not _owns(conn, c):
+            return False
+        _end_run(conn, c.run_id, "interrupted", reason)
+        conn.execute(sa.text(
+            "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_expires = NULL,"
+            " run_id = NULL, worker = NULL, updated_at = CURRENT_TIMESTAMP WHERE id = :id"),
+            {"id": c.job_id})
+    return True
+
+
+# ---- housekeeping -------------------------------------------------------------------------
+
+def requeue_stale(engine: Engine) -> int:
+    """Jobs whose lease expired (worker killed, machine lost): their attempt is recorded as lost,
+    and the job goes back to the queue, or to failed after its last attempt. Returns how many."""
+    with db.connect(engine) as conn, conn.begin():
+        now = now_sql(conn)
+        stale = conn.execute(sa.text(
+            f"SELECT id, run_id FROM jobs WHERE status = 'running' AND lease_expires < {now}")).all()
+        for job_id, run_id in stale:
+            if run_id is not None:
+                _end_run(conn, run_id, "lost", "lease expired: the worker stopped sending heartbeats")
+            conn.execute(sa.text(
+                "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'failed'"
+                " ELSE 'queued' END, error = 'lease expired (worker lost)', lease_expires = NULL,"
+                " run_id = NULL, updated_at = CURRENT_TIMESTAMP WHERE id = :id AND status = 'running'"),
+                {"id": job_id})
+    return len(stale)
+
+
+def cancel(engine: Engine, *, job_ids: list[str] | None = None, grid: str | None = None) -> int:
+    """Withdraw queued jobs (running ones finish their attempt; their result is still kept)."""
+    return _set_status(engine, Status.CANCELLED, [Status.QUEUED], job_ids, grid)
+
+
+def retry(engine: Engine, *, job_ids: list[str] | None = None, grid: str | None = None) -> int:
+    """Put failed and cancelled jobs back in the queue with a fresh set of attempts."""
+    return _set_status(engine, Status.QUEUED, [Status.FAILED, Status.CANCELLED], job_ids, grid,
+                       reset_attempts=True)
+
+
+def _set_status(engine, to: Status, from_: list[Status], job_ids, grid, reset_attempts=False) -> int:
+    stmt = sa.update(db.jobs).where(db.jobs.c.status.in_([s.value for s in from_]))
+    if job_ids:
+        stmt = stmt.where(db.jobs.c.id.in_(job_ids))
+    if grid:
+        stmt = stmt.where(db.jobs.c.grid == grid)
+    values = dict(status=to.value, updated_at=sa.func.current_timestamp())
+    if reset_attempts:
+        values.update(attempts=0, error=None)
+    with db.connect(engine) as conn, conn.begin():
+        return conn.execute(stmt.values(**values)).rowcount

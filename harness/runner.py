@@ -1,0 +1,69 @@
+"""The contract between the worker and what it runs for a job.
+
+A runner is any callable `runner(spec, ctx) -> RunResult`; the real one is
+`harness.finetune.fine_tune`. The worker owns the database: a runner never touches it, it only
+reports progress through `ctx` and returns everything to be stored in one RunResult.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from harness.spec import JobSpec
+
+DEFAULT_RUNNER = "harness.finetune:fine_tune"
+
+
+@dataclass
+class Progress:
+    phase: str  # "prepare" | "noise" | "train" | "eval"
+    epoch: int = 0  # 1-based while training
+    epochs: int = 0
+    step: int = 0  # optimizer steps done in this job
+    steps: int = 0  # total optimizer steps of this job
+    loss: float | None = None  # running training loss
+    eta_seconds: float | None = None
+
+
+@dataclass
+class RunContext:
+    run_dir: Path  # runs/<job_id>/: log, resolved config, checkpoints
+    device: str = "cpu"  # "cpu" or "cuda:N" (the worker has already selected the GPU)
+    progress: Callable[[Progress], None] = lambda p: None
+    should_stop: Callable[[], bool] = lambda: False  # True: raise JobInterrupted at the next step
+    cache_dir: Path | None = None  # where tokenised data and noisy sets are cached
+
+
+@dataclass
+class RunResult:
+    metric: str  # the task's metric name (accuracy | f1 | mcc | pearson)
+    val_score: float  # metric on validation at the selected epoch
+    test_score: float  # metric on test at the selected epoch
+    val_accuracy: float | None
+    test_accuracy: float | None
+    best_epoch: int
+    n_train: int
+    n_test: int
+    train_seconds: float  # training + evaluation, start-up excluded
+    metrics: list[tuple[str, int | None, str, float]] = field(default_factory=list)  # split, epoch, name, value
+    predictions: list[tuple[int, float, float]] = field(default_factory=list)  # example idx, label, prediction
+    embeddings: np.ndarray | None = None  # float16, (n_test, hidden): test-set [CLS] vectors
+    embedding_examples: list[int] = field(default_factory=list)
+    embedding_labels: list[float] = field(default_factory=list)
+    train_examples: list[int] = field(default_factory=list)  # idx of the training examples used
+    config: dict[str, Any] = field(default_factory=dict)  # resolved configuration (versions excluded)
+
+
+class Runner(Protocol):
+    def __call__(self, spec: JobSpec, ctx: RunContext) -> RunResult: ...
+
+
+def load_runner(path: str = DEFAULT_RUNNER) -> Runner:
+    """Import 'package.module:function'."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,220 @@
+"""`harness work`: claim a job, run it, write the result back; repeat.
+
+The worker owns all database traffic for a job. While the runner trains, a heartbeat thread renews
+the lease and publishes progress; SIGINT/SIGTERM ask the runner to stop at its next step and the
+job is handed back to the queue, so a worker that stops cleanly never leaves a job `running`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy.engine import Engine
+
+from harness import queue
+from harness.errors import HarnessError, JobInterrupted, PermanentJobError
+from harness.runner import DEFAULT_RUNNER, Progress, RunContext, Runner, load_runner
+
+POLL_SECONDS = 5.0  # idle wait between claims when the queue is empty (without --until-empty)
+REQUEUE_EVERY_SECONDS = 10.0  # how often a worker looks for expired leases of other workers
+
+
+@dataclass
+class WorkerOptions:
+    gpu: int | None = None
+    max_jobs: int | None = None
+    until_empty: bool = False
+    grid: str | None = None
+    runs_dir: Path = Path("runs")
+    lease_seconds: float = queue.LEASE_SECONDS
+    runner: str = DEFAULT_RUNNER
+    quiet: bool = False
+
+
+def select_device(gpu: int | None) -> str:
+    """'cpu', or 'cuda:N' after checking that device N exists (before any CUDA context exists)."""
+    if gpu is None:
+        return "cpu"
+    if gpu < 0:
+        raise HarnessError(f"--gpu takes a device index ≥ 0, got {gpu}")
+    import torch
+
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise HarnessError(f"--gpu {gpu}: no CUDA device is visible on {socket.gethostname()} "
+                           "(no GPU, no driver, or a CPU-only torch build); leave out --gpu to use the CPU")
+    if gpu >= count:
+        raise HarnessError(f"--gpu {gpu}: no such CUDA device; this machine has {count} "
+                           f"(indices 0–{count - 1})")
+    torch.cuda.set_device(gpu)
+    return f"cuda:{gpu}"
+
+
+@cache
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("harness", "torch", "transformers", "datasets", "numpy", "sqlalchemy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+@cache
+def _git_rev() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                              capture_output=True, text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the lease every lease/4 seconds; flags `lost` if the job is no longer ours."""
+
+    def __init__(self, engine: Engine, claim: queue.Claim, lease_seconds: float):
+        super().__init__(daemon=True, name=f"heartbeat-{claim.job_id}")
+        self.engine, self.claim, self.lease_seconds = engine, claim, lease_seconds
+        self.progress: dict | None = None
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 4):
+            try:
+                if not queue.heartbeat(self.engine, self.claim, self.progress, self.lease_seconds):
+                    self.lost.set()
+                    return
+            except Exception as exc:  # a database hiccup: try again at the next beat
+                print(f"heartbeat failed ({exc}); retrying", file=sys.stderr)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(timeout=10)
+
+
+class Worker:
+    def __init__(self, engine: Engine, opts: WorkerOptions, runner: Runner | None = None,
+                 display: Callable | None = None):
+        self.engine, self.opts = engine, opts
+        self.runner = runner or load_runner(opts.runner)
+        self.device = select_device(opts.gpu)
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stop_requested = threading.Event()
+        self.display = display
+        self.done = self.failed = 0
+
+    # -- signals --------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        def handler(signum, _frame):
+            if self.stop_requested.is_set():  # a second signal: stop now
+                raise KeyboardInterrupt
+            self.stop_requested.set()
+            self._say(f"{signal.Signals(signum).name}: handing the current job back, then exiting "
+                      "(send again to stop at once)")
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    # -- main loop ------------------------------------------------------------------------
+    def run(self) -> int:
+        """Work until told to stop, the job limit is reached, or (until_empty) nothing is left."""
+        last_requeue = 0.0
+        while not self.stop_requested.is_set():
+            if self.opts.max_jobs is not None and self.done + self.failed >= self.opts.max_jobs:
+                break
+            if time.monotonic() - last_requeue > REQUEUE_EVERY_SECONDS:
+                queue.requeue_stale(self.engine)
+                last_requeue = time.monotonic()
+            claim = queue.claim(self.engine, self.name, grid=self.opts.grid, pid=os.getpid(),
+                                device=_device_name(self.device), versions=_versions(),
+                                git_rev=_git_rev(), lease_seconds=self.opts.lease_seconds)
+            if claim is None:
+                if self.opts.until_empty:
+                    break
+                self.stop_requested.wait(POLL_SECONDS)
+                continue
+            self.run_one(claim)
+        return self.done
+
+    def run_one(self, claim: queue.Claim) -> None:
+        spec = claim.spec
+        label = (f"{claim.job_id} {spec.task} n={spec.n or 'full'} T={spec.noise:g} "
+                 f"seed={spec.seed} {spec.loss}")
+        self._say(f"start {label} (attempt {claim.attempt}, {self.device})")
+        run_dir = self.opts.runs_dir / claim.job_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        beat = _Heartbeat(self.engine, claim, self.opts.lease_seconds)
+        beat.start()
+        started = time.monotonic()
+
+        def on_progress(p: Progress) -> None:
+            beat.progress = asdict(p)
+            if self.display:
+                self.display(label, p)
+
+        ctx = RunContext(run_dir=run_dir, device=self.device, progress=on_progress,
+                         should_stop=lambda: self.stop_requested.is_set() or beat.lost.is_set(),
+                         cache_dir=self.opts.runs_dir / ".cache")
+        try:
+            result = self.runner(spec, ctx)
+        except JobInterrupted:
+            beat.stop()
+            if beat.lost.is_set():
+                self._say(f"lost the lease of {label}; another worker may run it")
+            else:
+                queue.release(self.engine, claim)
+                self._say(f"handed back {label}")
+            return
+        except KeyboardInterrupt:
+            beat.stop()
+            queue.release(self.engine, claim, "worker interrupted")
+            raise
+        except BaseException as exc:
+            beat.stop()
+            permanent = isinstance(exc, (PermanentJobError, HarnessError))
+            status = queue.fail(self.engine, claim, exc, permanent=permanent)
+            self.failed += 1
+            self._say(f"FAILED {label}: {type(exc).__name__}: {exc} -> {status}")
+            if not isinstance(exc, Exception):
+                raise
+            return
+        beat.stop()
+        wall = time.monotonic() - started
+        (run_dir / "config.json").write_text(json.dumps(
+            {"job_id": claim.job_id, "spec": spec.canonical(), "resolved": result.config,
+             "versions": _versions(), "git_rev": _git_rev(), "device": self.device}, indent=2,
+            default=str))
+        if queue.finish(self.engine, claim, result, wall_seconds=wall):
+            self.done += 1
+            self._say(f"done {label}: {result.metric} val {result.val_score:.4f} "
+                      f"test {result.test_score:.4f} ({wall:.1f}s)")
+        else:
+            self._say(f"result of {label} discarded: the lease was lost meanwhile")
+
+    def _say(self, msg: str) -> None:
+        if not self.opts.quiet:
+            print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

@@ -1,0 +1,45 @@
+"""Job runners for queue tests: they stand in for fine-tuning where only the queue is under test.
+Worker subprocesses load them with `--runner runners:NAME` (tests/ on PYTHONPATH)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from harness.errors import JobInterrupted, PermanentJobError
+from harness.runner import Progress, RunContext, RunResult
+from harness.spec import JobSpec
+
+
+def _result(spec: JobSpec, score: float = 0.5) -> RunResult:
+    return RunResult(metric="accuracy", val_score=score, test_score=score, val_accuracy=score,
+                     test_accuracy=score, best_epoch=1, n_train=spec.n or 0, n_test=10,
+                     train_seconds=0.0, metrics=[("validation", 1, "accuracy", score)],
+                     predictions=[(i, i % 2, 1) for i in range(4)], train_examples=[1, 2, 3])
+
+
+def instant(spec: JobSpec, ctx: RunContext) -> RunResult:
+    """Returns at once: the queue's own cost is all that is measured."""
+    return _result(spec, score=(spec.seed % 10) / 10)
+
+
+def slow(spec: JobSpec, ctx: RunContext) -> RunResult:
+    """Takes HARNESS_TEST_SLOW_SECONDS (default 3) in small steps, honouring should_stop; drops a
+    marker file when it starts so a test knows the job is under way."""
+    seconds = float(os.environ.get("HARNESS_TEST_SLOW_SECONDS", "3"))
+    (ctx.run_dir / f"started.{os.getpid()}").write_text("")
+    steps = max(1, int(seconds / 0.05))
+    for step in range(steps):
+        if ctx.should_stop():
+            raise JobInterrupted()
+        ctx.progress(Progress(phase="train", epoch=1, epochs=1, step=step + 1, steps=steps, loss=1.0))
+        time.sleep(0.05)
+    return _result(spec)
+
+
+def crash(spec: JobSpec, ctx: RunContext) -> RunResult:
+    raise RuntimeError("boom: a transient failure")
+
+
+def nan(spec: JobSpec, ctx: RunContext) -> RunResult:
+    raise PermanentJobError("non-finite loss at epoch 1 step 3")

@@ -1,0 +1,181 @@
+"""The queue's verbs on real databases: SQLite files and the local PostgreSQL server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from harness import db, queue
+from harness.errors import HarnessError, PermanentJobError
+from harness.spec import JobSpec
+from runners import instant
+
+RESULTS_COLUMNS = ["job_id", "grid", "task", "n", "noise", "seed", "loss", "lam", "tau", "model",
+                   "batch_size", "lr", "epochs", "metric", "val_score", "test_score",
+                   "test_accuracy", "train_seconds", "finished_at"]
+
+
+def specs(k: int, **kw) -> list[JobSpec]:
+    return [JobSpec.make(task="sst2", n=20, seed=i, loss="ce", model="m", **kw) for i in range(k)]
+
+
+def count(engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql)).scalar_one()
+
+
+@pytest.fixture
+def engine(db_url):
+    e = db.open_db(db_url, create=True)
+    yield e
+    e.dispose()
+
+
+def test_enqueue_is_idempotent(engine):
+    assert queue.enqueue(engine, "g", specs(5)) == (5, 0)
+    assert queue.enqueue(engine, "g", specs(7)) == (2, 5)
+    assert count(engine, "select count(*) from jobs") == 7
+
+
+def test_concurrent_enqueues_add_each_job_once(engine):
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(queue.enqueue(engine, "g", specs(300))))
+               for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sum(a for a, _ in out) == 300
+    assert count(engine, "select count(*) from jobs") == 300
+
+
+def test_claim_finish_writes_one_result(engine):
+    queue.enqueue(engine, "g", specs(2))
+    a = queue.claim(engine, "w1")
+    b = queue.claim(engine, "w2")
+    assert a and b and a.job_id != b.job_id
+    assert queue.claim(engine, "w3") is None
+    assert queue.finish(engine, a, instant(a.spec, None))
+    assert count(engine, "select count(*) from results") == 1
+    assert count(engine, "select count(*) from predictions") == 4
+    assert count(engine, "select count(*) from jobs where status = 'done'") == 1
+    # the same attempt cannot write twice
+    assert not queue.finish(engine, a, instant(a.spec, None))
+    assert count(engine, "select count(*) from results") == 1
+
+
+def test_results_have_the_documented_columns(engine):
+    queue.enqueue(engine, "g", specs(1))
+    c = queue.claim(engine, "w")
+    queue.finish(engine, c, instant(c.spec, None))
+    with engine.connect() as conn:
+        df = pd.read_sql("select * from results", conn)
+    assert set(RESULTS_COLUMNS) <= set(df.columns)
+    assert len(df) == 1 and df.loc[0, "task"] == "sst2" and df.loc[0, "loss"] == "ce"
+
+
+def raised(exc: Exception) -> Exception:
+    """The exception with a real traceback, as a worker catches it."""
+    try:
+        raise exc
+    except Exception as caught:
+        return caught
+
+
+def test_fail_retries_then_fails(engine):
+    queue.enqueue(engine, "g", specs(1), max_attempts=2)
+    c1 = queue.claim(engine, "w")
+    assert queue.fail(engine, c1, raised(RuntimeError("first"))) == "queued"
+    c2 = queue.claim(engine, "w")
+    assert c2.attempt == 2
+    assert queue.fail(engine, c2, raised(RuntimeError("second"))) == "failed"
+    assert queue.claim(engine, "w") is None
+    with engine.connect() as conn:
+        outcomes = [r[0] for r in conn.execute(sa.text("select outcome from runs order by id"))]
+        error = conn.execute(sa.text("select error from jobs")).scalar_one()
+        tb = conn.execute(sa.text("select error from runs order by id desc")).first()[0]
+    assert outcomes == ["failed", "failed"]
+    assert error == "RuntimeError: second" and "Traceback" in tb
+
+
+def test_permanent_failure_is_not_retried(engine):
+    queue.enqueue(engine, "g", specs(1))
+    c = queue.claim(engine, "w")
+    assert queue.fail(engine, c, PermanentJobError("non-finite loss"), permanent=True) == "failed"
+
+
+def test_release_hands_back_without_using_an_attempt(engine):
+    queue.enqueue(engine, "g", specs(1))
+    c = queue.claim(engine, "w")
+    assert queue.release(engine, c)
+    assert count(engine, "select attempts from jobs") == 0
+    assert count(engine, "select count(*) from jobs where status = 'queued'") == 1
+    assert queue.claim(engine, "w").attempt == 1
+
+
+def test_expired_lease_is_requeued_and_the_old_attempt_cannot_finish(engine):
+    queue.enqueue(engine, "g", specs(1))
+    old = queue.claim(engine, "w1", lease_seconds=0.2)
+    assert queue.requeue_stale(engine) == 0
+    time.sleep(0.4)
+    assert queue.requeue_stale(engine) == 1
+    assert not queue.heartbeat(engine, old)
+    new = queue.claim(engine, "w2")
+    assert new.attempt == 2
+    assert not queue.finish(engine, old, instant(old.spec, None))  # the zombie is refused
+    assert queue.finish(engine, new, instant(new.spec, None))
+    with engine.connect() as conn:
+        outcomes = [r[0] for r in conn.execute(sa.text("select outcome from runs order by id"))]
+    assert outcomes == ["lost", "done"]
+    assert count(engine, "select count(*) from results") == 1
+
+
+def test_heartbeat_keeps_a_lease_alive(engine):
+    queue.enqueue(engine, "g", specs(1))
+    c = queue.claim(engine, "w", lease_seconds=0.5)
+    for _ in range(4):
+        time.sleep(0.2)
+        assert queue.heartbeat(engine, c, {"step": 1}, lease_seconds=0.5)
+    assert queue.requeue_stale(engine) == 0
+
+
+def test_dependencies_wait_for_their_job(engine):
+    first, second = specs(2)
+    queue.enqueue(engine, "g", [first, second], depends={second.job_id: first.job_id})
+    c = queue.claim(engine, "w")
+    assert c.job_id == first.job_id
+    assert queue.claim(engine, "w") is None  # second waits for first
+    queue.finish(engine, c, instant(c.spec, None))
+    assert queue.claim(engine, "w").job_id == second.job_id
+
+
+def test_cancel_and_retry(engine):
+    queue.enqueue(engine, "g", specs(3))
+    assert queue.cancel(engine, grid="g") == 3
+    assert queue.claim(engine, "w") is None
+    assert queue.retry(engine, grid="g") == 3
+    assert queue.claim(engine, "w") is not None
+
+
+def test_grid_filter(engine):
+    queue.enqueue(engine, "a", specs(1))
+    queue.enqueue(engine, "b", specs(2)[1:])
+    assert queue.claim(engine, "w", grid="b").grid == "b"
+    assert queue.claim(engine, "w", grid="b") is None
+
+
+def test_unknown_schema_version_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    engine = db.open_db(url, create=True)
+    with engine.begin() as conn:
+        conn.execute(sa.text("update harness_meta set value = '0' where key = 'schema_version'"))
+    with pytest.raises(HarnessError, match="harness db upgrade"):
+        db.open_db(url)
+    db.upgrade(engine)
+    db.open_db(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("update harness_meta set value = '99' where key = 'schema_version'"))
+    with pytest.raises(HarnessError, match="newer than this harness"):
+        db.open_db(url)
