@@ -101,10 +101,10 @@ class _Heartbeat(threading.Thread):
         self.engine, self.claim, self.lease_seconds = engine, claim, lease_seconds
         self.progress: dict | None = None
         self.lost = threading.Event()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.lease_seconds / 4):
+        while not self._halt.wait(self.lease_seconds / 4):
             try:
                 if not queue.heartbeat(self.engine, self.claim, self.progress, self.lease_seconds):
                     self.lost.set()
@@ -113,7 +113,7 @@ class _Heartbeat(threading.Thread):
                 print(f"heartbeat failed ({exc}); retrying", file=sys.stderr)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=10)
 
 

@@ -1,0 +1,126 @@
+"""Worker processes against real databases: many at once, killed, and stopped by signal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from harness import db, queue
+from harness.spec import JobSpec
+
+TESTS = Path(__file__).resolve().parent
+
+
+def worker_env(**extra) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(TESTS), PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def start_worker(url: str, runner: str, *args: str, tmp: Path, **env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "work", "--db", url, "--runner", f"runners:{runner}",
+         "--runs-dir", str(tmp / "runs"), "--quiet", *args],
+        env=worker_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def rows(engine, sql: str):
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql)).all()
+
+
+def enqueue(url: str, k: int) -> sa.Engine:
+    engine = db.open_db(url, create=True)
+    queue.enqueue(engine, "g", [JobSpec.make(task="sst2", n=20, seed=i, loss="ce", model="m")
+                                for i in range(k)])
+    return engine
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_eight_workers_drain_2000_jobs_each_claimed_once(backend, tmp_path, request):
+    url = f"sqlite:///{tmp_path / 'r.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    engine = enqueue(url, 2000)
+    procs = [start_worker(url, "instant", "--until-empty", tmp=tmp_path) for _ in range(8)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert "Traceback" not in err and "FAILED" not in err, err
+    assert rows(engine, "select count(*) from results")[0][0] == 2000
+    assert rows(engine, "select count(*) from runs")[0][0] == 2000  # every job claimed exactly once
+    assert rows(engine, "select count(distinct job_id) from runs")[0][0] == 2000
+    assert rows(engine, "select status, count(*) from jobs group by status") == [("done", 2000)]
+    workers = rows(engine, "select count(distinct worker) from runs")[0][0]
+    assert workers >= 2  # the work was really shared
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_worker_job_runs_again_after_its_lease_expires(db_url, tmp_path):
+    engine = enqueue(db_url, 1)
+    (job_id,) = rows(engine, "select id from jobs")[0]
+    victim = start_worker(db_url, "slow", "--lease-seconds", "2", tmp=tmp_path,
+                          HARNESS_TEST_SLOW_SECONDS="60")
+    wait_for(lambda: any((tmp_path / "runs" / job_id).glob("started.*")), what="job start")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert rows(engine, "select status from jobs") == [("running",)]
+    # a second worker finds nothing while the lease is valid, then takes the job once it expires
+    time.sleep(2.5)
+    rescuer = start_worker(db_url, "slow", "--until-empty", tmp=tmp_path, HARNESS_TEST_SLOW_SECONDS="0.5")
+    _, err = rescuer.communicate(timeout=120)
+    assert rescuer.returncode == 0, err
+    assert rows(engine, "select count(*) from results") == [(1,)]
+    assert rows(engine, "select attempt, outcome from runs order by attempt") == [(1, "lost"), (2, "done")]
+    assert rows(engine, "select status, attempts from jobs") == [("done", 2)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_hands_the_job_back(sig, sqlite_url, tmp_path):
+    engine = enqueue(sqlite_url, 1)
+    (job_id,) = rows(engine, "select id from jobs")[0]
+    w = start_worker(sqlite_url, "slow", tmp=tmp_path, HARNESS_TEST_SLOW_SECONDS="60")
+    wait_for(lambda: any((tmp_path / "runs" / job_id).glob("started.*")), what="job start")
+    w.send_signal(sig)
+    _, err = w.communicate(timeout=60)
+    assert w.returncode == 0, err
+    assert rows(engine, "select status, attempts from jobs") == [("queued", 0)]
+    assert rows(engine, "select outcome from runs") == [("interrupted",)]
+    assert rows(engine, "select count(*) from results") == [(0,)]
+
+
+def test_failures_are_retried_then_recorded(sqlite_url, tmp_path):
+    engine = enqueue(sqlite_url, 1)
+    w = start_worker(sqlite_url, "crash", "--until-empty", tmp=tmp_path)
+    _, err = w.communicate(timeout=120)
+    assert w.returncode == 0, err
+    assert rows(engine, "select status, attempts, error from jobs") == [
+        ("failed", queue.MAX_ATTEMPTS, "RuntimeError: boom: a transient failure")]
+    assert rows(engine, "select count(*) from results") == [(0,)]
+
+
+def test_nan_loss_fails_at_once(sqlite_url, tmp_path):
+    engine = enqueue(sqlite_url, 1)
+    w = start_worker(sqlite_url, "nan", "--until-empty", tmp=tmp_path)
+    w.communicate(timeout=120)
+    assert rows(engine, "select status, attempts from jobs") == [("failed", 1)]
+    assert "non-finite loss" in rows(engine, "select error from jobs")[0][0]
+
+
+def test_max_jobs(sqlite_url, tmp_path):
+    engine = enqueue(sqlite_url, 5)
+    w = start_worker(sqlite_url, "instant", "--max-jobs", "2", tmp=tmp_path)
+    w.communicate(timeout=120)
+    assert rows(engine, "select count(*) from results") == [(2,)]
