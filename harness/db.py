@@ -278,6 +278,11 @@ def open_db(url: str | None = None, *, create: bool = False) -> Engine:
     otherwise an empty or out-of-date database is refused with a message that says what to run.
     """
     engine = make_engine(url)
+    database = engine.url.database
+    if (not create and engine.dialect.name == "sqlite" and database and database != ":memory:"
+            and not Path(database).expanduser().exists()):
+        raise HarnessError(f"{database} does not exist: run `harness enqueue` first "
+                           "(or point --db / $HARNESS_DB at your results database)")
     with connect(engine) as conn:
         version = schema_version(conn)
     if version is None and create:

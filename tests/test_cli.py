@@ -1,0 +1,139 @@
+"""The command line as a user meets it: bad input gets one clear line, a non-zero exit, and
+leaves the database exactly as it was."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def dump(path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return list(conn.iterdump())
+
+
+@pytest.fixture
+def populated(tmp_path):
+    """A database holding the smoke grid, to check that bad commands leave it unchanged."""
+    path = tmp_path / "results.db"
+    r = invoke("enqueue", "--grid", "smoke", "--db", f"sqlite:///{path}")
+    assert r.exit_code == 0, r.output
+    return path
+
+
+def test_grids_lists_every_design_with_job_counts():
+    r = invoke("grids")
+    assert r.exit_code == 0
+    for name, count in [("fewshot", 180), ("noise", 300), ("smoke", 8)]:
+        line = next(line for line in r.stdout.splitlines() if line.startswith(name))
+        assert f" {count} jobs" in line
+
+
+def test_fewshot_dry_run_reports_180_and_writes_nothing(tmp_path):
+    path = tmp_path / "results.db"
+    r = invoke("enqueue", "--grid", "fewshot", "--dry-run", "--db", f"sqlite:///{path}")
+    assert r.exit_code == 0, r.output
+    assert "has 180 jobs" in r.stdout
+    assert not path.exists()
+
+
+def test_enqueueing_fewshot_twice_leaves_180(tmp_path):
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    assert "added 180 jobs, 0 already existed" in invoke("enqueue", "--grid", "fewshot", "--db", url).stdout
+    assert "added 0 jobs, 180 already existed" in invoke("enqueue", "--grid", "fewshot", "--db", url).stdout
+    s = json.loads(invoke("status", "--json", "--db", url).stdout)
+    assert s["counts"]["fewshot"]["queued"] == 180
+
+
+def test_overrides_narrow_a_grid(tmp_path):
+    r = invoke("enqueue", "--grid", "fewshot", "--tasks", "sst2", "--n", "20,100", "--seeds", "3",
+               "--losses", "ce+scl", "--dry-run")
+    assert "has 6 jobs" in r.stdout, r.output
+    r = invoke("enqueue", "--grid", "fewshot", "--seeds", "2-4", "--dry-run")
+    assert "has 54 jobs" in r.stdout
+
+
+BAD = {
+    "unknown grid": (["enqueue", "--grid", "nope"], "unknown grid"),
+    "unknown task": (["enqueue", "--grid", "smoke", "--tasks", "sst3"], "unknown task"),
+    "unknown loss": (["enqueue", "--grid", "smoke", "--losses", "scl"], "unknown loss"),
+    "N zero": (["enqueue", "--grid", "smoke", "--n", "0"], "positive"),
+    "N negative": (["enqueue", "--grid", "smoke", "--n", "-5"], "positive"),
+    "N not a number": (["enqueue", "--grid", "smoke", "--n", "many"], "not a whole number"),
+    "N above the training set": (["enqueue", "--grid", "smoke", "--tasks", "rte", "--n", "5000"], "larger than"),
+    "lambda above 1": (["enqueue", "--grid", "smoke", "--lam", "1.5"], "[0, 1]"),
+    "lambda below 0": (["enqueue", "--grid", "smoke", "--lam", "-0.1"], "[0, 1]"),
+    "lambda NaN": (["enqueue", "--grid", "smoke", "--lam", "nan"], "finite"),
+    "tau zero": (["enqueue", "--grid", "smoke", "--tau", "0"], "τ"),
+    "negative noise": (["enqueue", "--grid", "smoke", "--noise", "-0.3"], "≥ 0"),
+    "batch size zero": (["enqueue", "--grid", "smoke", "--batch-size", "0"], "positive integer"),
+    "negative lr": (["enqueue", "--grid", "smoke", "--lr", "-1e-5"], "> 0"),
+    "bad seeds": (["enqueue", "--grid", "smoke", "--seeds", "a,b"], "--seeds"),
+    "bad SCL reduction": (["enqueue", "--grid", "smoke", "--scl-reduction", "max"], "reduction"),
+    "missing model folder": (["enqueue", "--grid", "smoke", "--model", "./no/such/model"], "no such folder"),
+    "unknown grid for work": (["work", "--grid", "nope", "--until-empty"], "unknown grid"),
+    "GPU that does not exist": (["work", "--gpu", "7", "--until-empty"], "--gpu 7"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_one_line_nonzero_database_unchanged(case, populated):
+    args, expected = BAD[case]
+    before = dump(populated)
+    r = invoke(*args, "--db", f"sqlite:///{populated}")
+    assert r.exit_code != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in r.output
+    assert dump(populated) == before
+
+
+@pytest.mark.parametrize("case,url,expected", [
+    ("malformed URL", "not a url", "malformed database URL"),
+    ("unsupported database", "mysql://u@h/db", "unsupported database"),
+    ("unreachable PostgreSQL", "postgresql+psycopg://postgres@127.0.0.1:1/nowhere", "cannot connect"),
+    ("missing folder", "sqlite:////no/such/folder/results.db", "does not exist"),
+])
+def test_bad_database_urls(case, url, expected):
+    for args in (["enqueue", "--grid", "smoke"], ["status"], ["work", "--until-empty"]):
+        r = invoke(*args, "--db", url)
+        assert r.exit_code != 0
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], r.stderr
+
+
+def test_a_file_that_is_not_a_database_is_left_alone(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are my notes, not a database\n" * 100)
+    before = path.read_bytes()
+    for args in (["enqueue", "--grid", "smoke"], ["status"], ["work", "--until-empty"]):
+        r = invoke(*args, "--db", f"sqlite:///{path}")
+        assert r.exit_code != 0
+        assert "not a usable database" in r.stderr or "not a database" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert path.read_bytes() == before
+
+
+def test_status_on_an_empty_database_says_what_to_run(tmp_path):
+    r = invoke("status", "--db", f"sqlite:///{tmp_path / 'empty.db'}")
+    assert r.exit_code != 0 and "harness enqueue" in r.stderr
+    assert not (tmp_path / "empty.db").exists()
+
+
+def test_env_var_names_the_database(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("HARNESS_DB", url)
+    assert invoke("enqueue", "--grid", "smoke").exit_code == 0
+    assert (tmp_path / "env.db").exists()
