@@ -1,0 +1,72 @@
+"""Per-epoch checkpoints of long jobs under the run folder, so that a restarted job resumes.
+
+One file, `<run_dir>/checkpoint.pt`, holds everything the next epoch depends on: model, optimizer,
+scheduler, the torch RNG states (dropout), the best-so-far weights and score, the epoch metrics and
+the seconds spent. Batch order needs no state: each epoch's batches are drawn from rng(seed, epoch).
+The file is written atomically and deleted when the job finishes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_MIN_EPOCH_SECONDS = 60  # "auto" policy: checkpoint epochs slower than this
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    best_accuracy: float | None = None
+    best_weights: dict | None = None
+    metrics: list = field(default_factory=list)
+    seconds: float = 0.0  # training + evaluation so far
+
+
+class Checkpointer:
+    def __init__(self, run_dir: Path, job_id: str):
+        self.path = Path(run_dir) / CHECKPOINT_FILE
+        self.job_id = job_id
+
+    def save(self, state: TrainState, model, optimizer, scheduler) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "job_id": self.job_id, "state": state.__dict__, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "random": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        }
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, self.path)
+
+    def load(self, model, optimizer, scheduler, device) -> TrainState | None:
+        """Restore a checkpoint of this job into the given objects; None if there is none."""
+        if not self.path.is_file():
+            return None
+        payload = torch.load(self.path, map_location=device, weights_only=False)
+        if payload.get("job_id") != self.job_id:
+            return None  # a stale file of another job: start afresh
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        rng = payload["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["random"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        return TrainState(**payload["state"])
+
+    def delete(self) -> None:
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,298 @@
+"""Data: loading a task's splits (Hub or local mirror) and the paper's few-shot protocol.
+
+Source. By default splits come from the Hugging Face Hub through
+`datasets.load_dataset(hub_path, hub_config, split=...)`. With `HARNESS_DATA_DIR` set (or a
+`data_dir` argument) they come from the local mirror `<dir>/<task>/<split>.jsonl`, also loaded with
+`datasets`, so nothing after loading knows the difference. Rows without an `idx` column get their
+row number as idx.
+
+Protocol (the same for every run of a task: all splits below use the fixed PROTOCOL_SEED, never
+the job's seed, and are stratified by label; STS-B by its label rounded to an integer):
+
+* Tasks with a separate evaluation split (GLUE: validation / validation_matched; TREC: test):
+  the evaluation split is cut into a test half (ceil(M/2) rows: SST-2 872 → 436) and the other
+  half, from which min(spec.val_size, half) validation examples are drawn (SST-2: all 436;
+  MNLI: 500 of 4,907). The training pool is the whole training split.
+* Tasks whose data is a single split (MR, CR, MPQA, SUBJ: eval_split == train_split) and the
+  test-only samples (yelp_polarity, amazon_polarity_sample: no train split): the one split is cut
+  into a test half (ceil(M/2)), a validation reserve of min(500, floor(M/5)) rows, and the rest is
+  the training pool (MR 10,662 → 5,331 / 500 / 4,831; Yelp 1,000 → 500 / 200 / 300). Validation is
+  min(spec.val_size, reserve) of the reserve. The pool never depends on val_size, so the same seed
+  samples the same training examples whatever the validation size.
+
+Training sample. `n` examples drawn uniformly at random (NOT stratified, as the paper reads:
+"N examples sampled from the training set") with the job's `seed`: the pool is permuted by
+rng(seed) and the first n taken, so the sample depends only on (task, seed, n) and N = 20 is a
+subset of N = 100 for the same seed. It never depends on the loss, λ or τ, so CE and CE+SCL jobs
+with the same seed train on the same examples. `per_class` = k draws k examples of every class
+(stratified, the transfer protocol: 20 per class). n = None (and no per_class) = the whole pool.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.spec import JobSpec
+from harness.tasks import TaskSpec, get_task
+
+DATA_DIR_ENV = "HARNESS_DATA_DIR"
+PROTOCOL_SEED = 20201102  # fixed per-task test/validation split (arXiv 2011.01403's month)
+SAMPLE_SALT = 7919  # separates the training-sample stream from other uses of the job's seed
+VAL_RESERVE_MAX = 500  # single-split tasks: validation reserve, the paper's "500 examples"
+VAL_RESERVE_FRACTION = 0.2  # ... but at most this share of a small set (Yelp, Amazon samples)
+SAMPLING = "uniform"  # recorded in the resolved config; per_class jobs are "per_class"
+
+# Official row counts on the Hub, so that enqueue-time checks need no download. Only splits whose
+# size is certain are listed; others are checked when the job loads its data.
+HUB_ROWS: dict[tuple[str, str], int] = {
+    ("sst2", "train"): 67_349, ("sst2", "validation"): 872,
+    ("qnli", "train"): 104_743, ("qnli", "validation"): 5_463,
+    ("mnli", "train"): 392_702, ("mnli", "validation_matched"): 9_815,
+    ("mrpc", "train"): 3_668, ("mrpc", "validation"): 408,
+    ("rte", "train"): 2_490, ("rte", "validation"): 277,
+    ("cola", "train"): 8_551, ("cola", "validation"): 1_043,
+    ("stsb", "train"): 5_749, ("stsb", "validation"): 1_500,
+    ("mr", "train"): 8_530, ("trec", "train"): 5_452, ("trec", "test"): 500,
+    ("yelp_polarity", "test"): 38_000, ("amazon_polarity_sample", "test"): 400_000,
+}
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Rows of one source split, in a fixed order. All arrays have length len(self)."""
+
+    split: str  # the source split the rows come from (for the tokenisation cache)
+    rows: np.ndarray  # int64 positions in the source split
+    idx: np.ndarray  # int64 the data set's own example ids
+    labels: np.ndarray  # int64 class ids, or float32 scores for regression
+    texts: tuple[tuple[str, ...], ...]  # one tuple of text columns per row
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, positions: np.ndarray) -> Examples:
+        positions = np.asarray(positions, dtype=np.int64)
+        return Examples(self.split, self.rows[positions], self.idx[positions],
+                        self.labels[positions], tuple(self.texts[i] for i in positions))
+
+
+@dataclass(frozen=True)
+class ProtocolSplits:
+    test: Examples
+    validation: Examples
+    pool: Examples  # the training pool the job samples from
+    source: str  # "hub" or the local folder
+
+
+@dataclass(frozen=True)
+class JobData:
+    train: Examples
+    validation: Examples
+    test: Examples
+    source: str
+    sampling: str  # uniform | per_class | full
+    pool_size: int
+
+
+# ---- source -------------------------------------------------------------------------------
+def resolve_data_dir(data_dir: str | Path | None = None) -> Path | None:
+    """The local mirror in use (argument, else $HARNESS_DATA_DIR), or None for the Hub."""
+    value = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV) or None
+    if value is None:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise HarnessError(f"data folder {path} (from --data-dir / ${DATA_DIR_ENV}) does not exist")
+    return path
+
+
+def _source_name(data_dir: Path | None) -> str:
+    return "hub" if data_dir is None else str(data_dir)
+
+
+def load_split(task: str | TaskSpec, split: str, data_dir: str | Path | None = None):
+    """One split of a task as a `datasets.Dataset` (cached per process)."""
+    spec = task if isinstance(task, TaskSpec) else get_task(task)
+    return _load_split(spec.name, split, _source_name(resolve_data_dir(data_dir)))
+
+
+@lru_cache(maxsize=32)
+def _load_split(task_name: str, split: str, source: str):
+    import datasets
+
+    task = get_task(task_name)
+    if source == "hub":
+        try:
+            ds = datasets.load_dataset(task.hub_path, task.hub_config, split=split)
+        except Exception as exc:  # offline, renamed data set, ...: say which and how to avoid it
+            raise HarnessError(f"cannot load {task.hub_path}/{task.hub_config or ''} split {split} "
+                               f"from the Hub ({type(exc).__name__}: {str(exc)[:200]}); set "
+                               f"{DATA_DIR_ENV} to a local mirror") from exc
+    else:
+        path = Path(source) / task.name / f"{split}.jsonl"
+        if not path.is_file():
+            raise HarnessError(f"the local mirror has no {path}")
+        ds = datasets.load_dataset("json", data_files=str(path), split="train")
+    if "idx" not in ds.column_names:
+        ds = ds.add_column("idx", list(range(len(ds))))
+    return ds
+
+
+def _examples(task: TaskSpec, split: str, source: str) -> Examples:
+    ds = _load_split(task.name, split, source)
+    columns = [ds[c] for c in task.text_columns]
+    labels = np.asarray(ds["label"], dtype=np.float32 if task.is_regression else np.int64)
+    return Examples(split, np.arange(len(ds), dtype=np.int64), np.asarray(ds["idx"], dtype=np.int64),
+                    labels, tuple(zip(*columns)))
+
+
+# ---- fixed protocol splits ----------------------------------------------------------------
+def _strata(task: TaskSpec, labels: np.ndarray) -> np.ndarray:
+    return np.rint(labels).astype(np.int64) if task.is_regression else labels
+
+
+def _stratified_order(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of range(len(strata)) whose every prefix keeps the label distribution.
+
+    Each row gets a key (rank within its shuffled class + a uniform offset) / class size; sorting
+    by it interleaves the classes proportionally, so any prefix is a stratified sample.
+    """
+    keys = np.empty(len(strata))
+    for value in np.unique(strata):
+        members = np.flatnonzero(strata == value)
+        ranks = rng.permutation(len(members))
+        keys[members] = (ranks + rng.random(len(members))) / len(members)
+    return np.argsort(keys, kind="stable")
+
+
+def protocol_splits(task: str | TaskSpec, val_size: int = 500,
+                    data_dir: str | Path | None = None) -> ProtocolSplits:
+    """The task's fixed test / validation / training-pool division (see the module docstring)."""
+    spec = task if isinstance(task, TaskSpec) else get_task(task)
+    return _protocol_splits(spec.name, val_size, _source_name(resolve_data_dir(data_dir)))
+
+
+@lru_cache(maxsize=64)
+def _protocol_splits(task_name: str, val_size: int, source: str) -> ProtocolSplits:
+    task = get_task(task_name)
+    evaluation = _examples(task, task.eval_split, source)
+    rng = np.random.default_rng([PROTOCOL_SEED, len(evaluation)])
+    order = _stratified_order(_strata(task, evaluation.labels), rng)
+    n_test = math.ceil(len(order) / 2)
+    test, rest = order[:n_test], order[n_test:]
+    if task.train_split is not None and task.train_split != task.eval_split:
+        validation = rest[:min(val_size, len(rest))]
+        pool = _examples(task, task.train_split, source)
+    else:  # one split holds everything: carve a validation reserve and a training pool from it
+        reserve = _val_reserve(len(order))
+        validation = rest[:min(val_size, reserve)]
+        pool = evaluation.take(np.sort(rest[reserve:]))
+    # Sorted positions: the protocol fixes which rows, not an order the training would depend on.
+    return ProtocolSplits(evaluation.take(np.sort(test)), evaluation.take(np.sort(validation)),
+                          pool, source)
+
+
+def _val_reserve(rows: int) -> int:
+    return min(VAL_RESERVE_MAX, int(rows * VAL_RESERVE_FRACTION))
+
+
+# ---- the job's training sample -----------------------------------------------------------
+def sample_size(spec: JobSpec) -> int | None:
+    """Training examples the spec asks for (None = the whole pool)."""
+    task = get_task(spec.task)
+    if spec.per_class is not None:
+        return spec.per_class * task.num_labels
+    return spec.n
+
+
+def sample_train(pool: Examples, n: int | None, seed: int, per_class: int | None = None,
+                 task: TaskSpec | None = None) -> Examples:
+    """The job's training examples, a function of (pool, n, seed, per_class) only."""
+    rng = np.random.default_rng([SAMPLE_SALT, seed])
+    order = rng.permutation(len(pool))
+    if per_class is not None:
+        strata = _strata(task, pool.labels) if task is not None else pool.labels
+        chosen = []
+        for value in np.unique(strata):
+            members = order[strata[order] == value][:per_class]
+            if len(members) < per_class:
+                raise HarnessError(f"class {value} has {len(members)} training examples, "
+                                   f"fewer than the {per_class} per class asked for")
+            chosen.append(members)
+        return pool.take(np.sort(np.concatenate(chosen)))
+    if n is None:
+        return pool
+    if n > len(pool):
+        raise HarnessError(f"N = {n} is larger than the training pool ({len(pool)} examples)")
+    return pool.take(np.sort(order[:n]))
+
+
+def prepare_data(spec: JobSpec, data_dir: str | Path | None = None) -> JobData:
+    """Everything a job trains and evaluates on."""
+    task = get_task(spec.task)
+    _check_task(task)
+    splits = protocol_splits(task, spec.val_size, data_dir)
+    train = sample_train(splits.pool, sample_size(spec), spec.seed, spec.per_class, task)
+    sampling = "per_class" if spec.per_class else ("full" if spec.n is None else SAMPLING)
+    return JobData(train, splits.validation, splits.test, splits.source, sampling, len(splits.pool))
+
+
+# ---- fast checks at enqueue time ----------------------------------------------------------
+def _check_task(task: TaskSpec) -> None:
+    if task.train_split is None and task.eval_split is None:
+        raise HarnessError(f"task {task.name} has no training data")
+
+
+@lru_cache(maxsize=256)
+def _rows(task_name: str, split: str, source: str) -> int | None:
+    """Row count of a split without loading it: lines of the local file, or the Hub table."""
+    if source == "hub":
+        return HUB_ROWS.get((task_name, split))
+    path = Path(source) / task_name / f"{split}.jsonl"
+    if not path.is_file():
+        raise HarnessError(f"task {task_name} has no {split} split in the local mirror ({path})")
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def train_pool_size(task: str | TaskSpec, data_dir: str | Path | None = None) -> int | None:
+    """Size of the task's training pool under the protocol (None: unknown without loading)."""
+    spec = task if isinstance(task, TaskSpec) else get_task(task)
+    _check_task(spec)
+    source = _source_name(resolve_data_dir(data_dir))
+    if spec.train_split is not None and spec.train_split != spec.eval_split:
+        return _rows(spec.name, spec.train_split, source)
+    rows = _rows(spec.name, spec.eval_split, source)
+    if rows is None:
+        return None
+    return rows - math.ceil(rows / 2) - _val_reserve(rows)
+
+
+def check_spec_against_data(spec: JobSpec, data_dir: str | Path | None = None) -> None:
+    """Raise HarnessError (one line) if the data cannot serve the spec. Cached per task: fast."""
+    task = get_task(spec.task)
+    if spec.uses_scl and task.is_regression:
+        raise HarnessError(f"CE+SCL is undefined for the regression task {task.name}: "
+                           "use --loss ce")
+    if spec.per_class is not None:
+        if task.is_regression:
+            raise HarnessError(f"examples per class make no sense for the regression task {task.name}")
+        if spec.n is not None and spec.n != spec.per_class * task.num_labels:
+            raise HarnessError(f"N = {spec.n} disagrees with {spec.per_class} per class × "
+                               f"{task.num_labels} classes")
+    wanted = sample_size(spec)
+    pool = train_pool_size(task, data_dir)
+    if pool is not None and pool <= 0:
+        raise HarnessError(f"task {task.name} has no training examples under the protocol")
+    if wanted is not None and pool is not None and wanted > pool:
+        what = (f"{spec.per_class} per class × {task.num_labels} classes" if spec.per_class
+                else f"N = {wanted}")
+        raise HarnessError(f"{what} is larger than the {task.name} training pool "
+                           f"({pool} examples)")

@@ -1,0 +1,260 @@
+"""`fine_tune(spec, ctx) -> RunResult`: one job, read top to bottom.
+
+Phases: data (protocol splits + the seed's sample) → tokens (cached) → model (cached pretrained
+weights, head drawn with the job's seed) → train, validating every epoch and keeping the best
+epoch's weights (ties → the earlier epoch) → test the selected weights once.
+
+The objective is the paper's `(1 − λ)·CE + λ·SCL` on the final-layer [CLS] vector, taken from the
+same forward pass as the logits. CE jobs still log the SCL value of their batches (detached, τ =
+SCL_MONITOR_TAU) as a diagnostic; it never enters their loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.batching import MEGA_BATCHES, collate, encode, length_grouped_batches
+from harness.checkpoint import CHECKPOINT_MIN_EPOCH_SECONDS, Checkpointer, TrainState
+from harness.data import PROTOCOL_SEED, Examples, prepare_data
+from harness.errors import JobInterrupted, PermanentJobError
+from harness.evaluate import eval_batch_size, predict, predictions, task_metrics
+from harness.loss import NO_POSITIVE_HANDLING, normalize, supervised_contrastive_loss
+from harness.models import build_model, cls_vector, load_pretrained
+from harness.runner import Progress, RunContext, RunResult
+from harness.spec import JobSpec
+from harness.tasks import TaskSpec, get_task
+
+SCL_MONITOR_TAU = 0.3  # τ of the SCL value logged (not optimised) by CE jobs
+NOISY_ROW_OFFSET = 10**12  # token-cache rows of noisy copies: beyond any real row position
+CHECKPOINT_POLICIES = ("auto", "always", "never")  # auto: full-data jobs or epochs > 60 s
+
+
+def compute_loss(model, batch: dict[str, torch.Tensor], labels: torch.Tensor, spec: JobSpec,
+                 task: TaskSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward pass → (loss, ce, scl). Logits and Φ(x) come from the same forward."""
+    out = model(**batch, output_hidden_states=True)
+    logits = out.logits.float()
+    if task.is_regression:
+        ce = F.mse_loss(logits.squeeze(-1), labels)
+        scl = ce.new_zeros(())
+    else:
+        ce = F.cross_entropy(logits, labels)
+        z = normalize(cls_vector(out))
+        if spec.uses_scl:
+            scl = supervised_contrastive_loss(z, labels, spec.tau, spec.scl_reduction)
+        else:
+            scl = supervised_contrastive_loss(z.detach(), labels, SCL_MONITOR_TAU)
+    loss = (1 - spec.lam) * ce + spec.lam * scl
+    return loss, ce, scl
+
+
+def train_step(model, optimizer, scheduler, batch, labels, spec: JobSpec, task: TaskSpec,
+               autocast=contextlib.nullcontext, where: str = "") -> torch.Tensor:
+    """One optimisation step; returns [loss, ce, scl] (float64, CPU) of the batch.
+
+    A non-finite loss fails the job (PermanentJobError) before the optimizer touches the weights.
+    """
+    with autocast():
+        loss, ce, scl = compute_loss(model, batch, labels, spec, task)
+    parts = torch.stack([loss.detach(), ce.detach(), scl.detach()]).double().cpu()
+    if not torch.isfinite(parts[0]):  # a sync point per step; the loss is logged anyway
+        raise PermanentJobError(f"non-finite loss at {where or 'a training step'}")
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return parts
+
+
+def make_optimizer(model, spec: JobSpec, fused: bool = True) -> tuple[torch.optim.Optimizer, bool]:
+    """AdamW, no weight decay on biases and LayerNorm weights; fused where the build allows.
+
+    Returns the optimizer and whether it is the fused one."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": spec.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if not fused:
+        return torch.optim.AdamW(groups, lr=spec.lr), False
+    try:
+        return torch.optim.AdamW(groups, lr=spec.lr, fused=True), True
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/build
+        return torch.optim.AdamW(groups, lr=spec.lr), False
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on GPUs that support it; plain fp32 elsewhere (CPU)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16), "bfloat16"
+    return contextlib.nullcontext, "float32"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
+              data_dir: str | Path | None = None, group_by_length: bool = True,
+              fused: bool = True) -> RunResult:
+    """Fine-tune `spec.model` on `spec.task` as the spec says; see the module docstring.
+
+    checkpoint: "auto" (full-data jobs, or when an epoch takes > CHECKPOINT_MIN_EPOCH_SECONDS),
+        "always" or "never". group_by_length / fused exist for the benchmark's ablation.
+    """
+    if checkpoint not in CHECKPOINT_POLICIES:
+        raise ValueError(f"checkpoint must be one of {CHECKPOINT_POLICIES}")
+    task = get_task(spec.task)
+    if spec.uses_scl and task.is_regression:
+        raise PermanentJobError(f"CE+SCL is undefined for the regression task {task.name}")
+    device = torch.device(ctx.device)
+    seed = spec.effective_train_seed
+    ctx.progress(Progress("prepare", epochs=spec.epochs))
+
+    # ---- data and tokens ----------------------------------------------------------------
+    data = prepare_data(spec, data_dir)
+    train = data.train
+    if spec.noise > 0:
+        ctx.progress(Progress("noise", epochs=spec.epochs))
+        train = _noisy_train(spec, train, ctx)
+    pre = load_pretrained(spec.model)
+    tok = functools.partial(encode, pre.tokenizer, pre.path, task.name, max_length=spec.max_length,
+                            cache_dir=ctx.cache_dir)
+    enc_train, enc_val, enc_test = tok(train), tok(data.validation), tok(data.test)
+    label_dtype = torch.float32 if task.is_regression else torch.long
+    train_labels = torch.as_tensor(train.labels, dtype=label_dtype)
+
+    # ---- model and optimisation -----------------------------------------------------------
+    seed_everything(seed)
+    model = build_model(spec.model, task.num_labels, seed, device)
+    model.train()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    optimizer, is_fused = make_optimizer(model, spec, fused)
+    from transformers import get_linear_schedule_with_warmup
+
+    steps_per_epoch = math.ceil(len(train) / spec.batch_size)
+    total_steps = steps_per_epoch * spec.epochs
+    warmup_steps = int(spec.warmup_ratio * total_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    autocast, compute_dtype = autocast_for(device)
+
+    ckpt = Checkpointer(Path(ctx.run_dir), spec.job_id)
+    state = ckpt.load(model, optimizer, scheduler, device) or TrainState()
+    resumed_from = state.epoch
+
+    # ---- train ------------------------------------------------------------------------------
+    started = time.perf_counter()
+    step = state.epoch * steps_per_epoch
+    for epoch in range(state.epoch + 1, spec.epochs + 1):
+        epoch_started = time.perf_counter()
+        rng = np.random.default_rng([seed, epoch])  # the epoch's batches: resumable, seed-determined
+        sums = torch.zeros(3, dtype=torch.float64)
+        for positions in length_grouped_batches(enc_train.lengths, spec.batch_size, rng, group_by_length):
+            if ctx.should_stop():
+                raise JobInterrupted(f"stop requested at epoch {epoch} step {step + 1}")
+            batch = collate(enc_train, positions, device)
+            labels = train_labels[positions].to(device, non_blocking=True)
+            parts = train_step(model, optimizer, scheduler, batch, labels, spec, task, autocast,
+                               where=f"epoch {epoch} step {step + 1}")
+            step += 1
+            sums += parts * len(positions)
+            elapsed = time.perf_counter() - started
+            done_here = step - resumed_from * steps_per_epoch
+            ctx.progress(Progress("train", epoch, spec.epochs, step, total_steps, float(parts[0]),
+                                  elapsed / done_here * (total_steps - step)))
+        means = (sums / len(train)).tolist()
+        train_seconds = time.perf_counter() - epoch_started
+        for name, value in zip(("loss", "ce", "scl"), means):
+            state.metrics.append(("train", epoch, name, value))
+        state.metrics.append(("train", epoch, "seconds", train_seconds))
+
+        # Validation every epoch; strictly better only, so ties keep the earlier epoch.
+        ctx.progress(Progress("eval", epoch, spec.epochs, step, total_steps, means[0]))
+        logits, _ = predict(model, enc_val, device, autocast)
+        scores = task_metrics(task, data.validation.labels, logits)
+        state.metrics += [("validation", epoch, k, v) for k, v in scores.items() if k != "score"]
+        if scores["score"] > state.best_score or state.best_weights is None:
+            state.best_score, state.best_epoch = scores["score"], epoch
+            state.best_accuracy = scores.get("accuracy")
+            state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        state.epoch = epoch
+        state.seconds += time.perf_counter() - epoch_started
+        if epoch < spec.epochs and (checkpoint == "always" or (checkpoint == "auto" and (
+                spec.n is None and spec.per_class is None or train_seconds > CHECKPOINT_MIN_EPOCH_SECONDS))):
+            ckpt.save(state, model, optimizer, scheduler)
+
+    # ---- test the selected epoch once ----------------------------------------------------------
+    test_started = time.perf_counter()
+    ctx.progress(Progress("eval", state.best_epoch, spec.epochs, step, total_steps))
+    model.load_state_dict(state.best_weights)
+    logits, embeddings = predict(model, enc_test, device, autocast, with_embeddings=True)
+    test = task_metrics(task, data.test.labels, logits)
+    state.metrics += [("test", state.best_epoch, k, v) for k, v in test.items() if k != "score"]
+    state.seconds += time.perf_counter() - test_started
+    ckpt.delete()
+
+    config = {**spec.canonical(),
+              "train_seed": seed, "device": str(device), "dtype": compute_dtype,
+              "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+              "warmup_steps": warmup_steps, "optimizer": "AdamW" + (" (fused)" if is_fused else ""),
+              "schedule": "linear", "length_grouping": group_by_length, "mega_batches": MEGA_BATCHES,
+              "eval_batch_size": eval_batch_size(device), "phi": "final-layer first token ([CLS]/<s>)",
+              "scl_no_positive": NO_POSITIVE_HANDLING, "scl_reduction": spec.scl_reduction,
+              "scl_monitor_tau": None if spec.uses_scl else SCL_MONITOR_TAU,
+              "n_train": len(train), "n_validation": len(data.validation), "n_test": len(data.test),
+              "train_pool": data.pool_size, "sampling": data.sampling, "protocol_seed": PROTOCOL_SEED,
+              "data_source": data.source, "model_path": pre.path,
+              "checkpoint_policy": checkpoint, "resumed_from_epoch": resumed_from,
+              "selection": "best validation score, ties → earlier epoch",
+              "embeddings": "test-set final-layer [CLS], not normalised, float16"}
+    return RunResult(
+        metric=task.metric, val_score=state.best_score, test_score=test["score"],
+        val_accuracy=state.best_accuracy, test_accuracy=test.get("accuracy"),
+        best_epoch=state.best_epoch, n_train=len(train), n_test=len(data.test),
+        train_seconds=state.seconds, metrics=state.metrics,
+        predictions=[(int(i), float(y), float(p)) for i, y, p in
+                     zip(data.test.idx, data.test.labels, predictions(task, logits))],
+        embeddings=embeddings, embedding_examples=[int(i) for i in data.test.idx],
+        embedding_labels=[float(y) for y in data.test.labels],
+        train_examples=[int(i) for i in train.idx], config=config)
+
+
+def _noisy_train(spec: JobSpec, train: Examples, ctx: RunContext) -> Examples:
+    """Back-translated training texts (harness.noise), added to or replacing the originals.
+
+    The noisy copies depend on (texts, T, backend, spec.seed) only, so CE and CE+SCL jobs of a seed
+    see the same noise. They keep their original's idx and label.
+    """
+    try:
+        from harness.noise import noisy_texts
+    except ImportError as exc:
+        raise PermanentJobError("noise > 0 needs harness.noise.noisy_texts(texts, temperature, "
+                                "backend, seed, cache_dir), which this checkout lacks") from exc
+    noisy = noisy_texts(list(train.texts), temperature=spec.noise, backend=spec.noise_backend,
+                        seed=spec.seed, cache_dir=ctx.cache_dir)
+    # The token cache is keyed by (split, row): the tag names everything the noisy texts depend on.
+    tag = (f"{train.split}+noise-T{spec.noise:g}-{spec.noise_backend}-s{spec.seed}"
+           f"-n{spec.n}-k{spec.per_class}-{spec.noise_mode}")
+    copies = dataclasses.replace(train, split=tag, texts=tuple(tuple(t) for t in noisy))
+    if spec.noise_mode == "replace":
+        return copies
+    # Augment: originals and copies in one Examples; rows of the copies are offset so that the
+    # token cache (keyed by split and row) keeps them apart from the originals.
+    offset = NOISY_ROW_OFFSET
+    return Examples(tag, np.concatenate([train.rows, copies.rows + offset]),
+                    np.concatenate([train.idx, copies.idx]),
+                    np.concatenate([train.labels, copies.labels]), train.texts + copies.texts)

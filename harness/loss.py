@@ -1,0 +1,71 @@
+"""The supervised contrastive (SCL) term of Gunel et al. (2021), as a pure function.
+
+    L_SCL = R_i [ −1/(N_{y_i} − 1) · Σ_{j≠i, y_j=y_i} log( exp(z_i·z_j/τ) / Σ_{k≠i} exp(z_i·z_k/τ) ) ]
+
+where z = Φ(x) are the L2-normalised final-layer [CLS] vectors of one mini-batch and R_i is the
+reduction over anchors: the paper prints a plain sum; SupContrast and most re-implementations take
+the mean. The two differ by a factor of the batch size, i.e. they change the effective λ, so the
+choice is recorded per job (`JobSpec.scl_reduction`).
+
+Anchors with no positive (N_{y_i} = 1: the only example of its class in the batch) make the
+paper's formula divide by zero. They are DROPPED from the reduction: they contribute nothing and do
+not count in the mean's denominator (the known NaN bug of SupContrast comes from exactly this case).
+They still serve as negatives for the other anchors. If no anchor has a positive the loss is an
+exact 0 that is still attached to the graph (so `backward()` works and yields zero gradients).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+REDUCTIONS = ("mean", "sum")
+# Fills the diagonal (k = i) before the softmax. Finite on purpose: exp() of it underflows to 0, and
+# unlike -inf it never produces -inf − (-inf) or 0·(-inf) = NaN (e.g. in a batch of one).
+DIAGONAL_FILL = -1e9
+NO_POSITIVE_HANDLING = "drop"  # recorded in the resolved config
+
+
+def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, tau: float,
+                                reduction: str = "mean") -> torch.Tensor:
+    """SCL over one batch.
+
+    Args:
+        embeddings: [B, D] L2-normalised vectors (normalise before calling; the function does not,
+            so that callers and tests control it). Half-precision input is computed in float32.
+        labels: [B] integer class ids.
+        tau: temperature τ > 0.
+        reduction: "mean" over anchors that have a positive, or "sum" over them (the paper).
+
+    Returns:
+        A scalar tensor; 0 (with a graph) when no anchor has a positive.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    z = embeddings.float() if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings
+    batch = z.shape[0]
+    self_mask = torch.eye(batch, dtype=torch.bool, device=z.device)
+
+    logits = (z @ z.T) / tau  # [B, B]
+    logits = logits.masked_fill(self_mask, DIAGONAL_FILL)
+    # Subtracting the row max changes nothing mathematically (it cancels in the log-softmax) but
+    # keeps exp() in range for small τ; detached because its gradient would cancel anyway.
+    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # denominator over k ≠ i
+
+    positives = (labels.view(-1, 1) == labels.view(1, -1)) & ~self_mask  # [B, B]
+    n_positives = positives.sum(dim=1)  # N_{y_i} − 1
+    has_positive = n_positives > 0
+    # torch.where, not multiplication: masked entries contribute an exact 0 and a 0 gradient.
+    per_anchor = -torch.where(positives, log_prob, 0.0).sum(dim=1) / n_positives.clamp(min=1)
+    total = torch.where(has_positive, per_anchor, 0.0).sum()
+    if reduction == "sum":
+        return total
+    return total / has_positive.sum().clamp(min=1)
+
+
+def normalize(features: torch.Tensor) -> torch.Tensor:
+    """Φ(x) as the loss expects it: [B, D] → unit L2 norm per row (computed in float32 at least)."""
+    if features.dtype in (torch.float16, torch.bfloat16):
+        features = features.float()
+    return F.normalize(features, dim=-1)

@@ -1,0 +1,105 @@
+"""Loading and the few-shot protocol on the real local mirror (HARNESS_DATA_DIR, set by conftest)."""
+
+import csv
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from harness.data import (check_spec_against_data, load_split, prepare_data, protocol_splits,
+                          train_pool_size)
+from harness.errors import HarnessError
+from harness.spec import JobSpec
+
+from conftest import DATA_DIR
+
+
+def counts():
+    with open(DATA_DIR / "COUNTS.tsv") as f:
+        return [(r["task"], r["split"], int(r["rows"])) for r in csv.DictReader(f, delimiter="\t")]
+
+
+@pytest.mark.parametrize("task,split,rows", counts())
+def test_local_files_have_the_documented_rows(task, split, rows):
+    ds = load_split(task, split, DATA_DIR)
+    assert len(ds) == rows
+    assert "idx" in ds.column_names and "label" in ds.column_names
+
+
+def test_sst2_split_sizes_and_stratification():
+    s = protocol_splits("sst2", 500, DATA_DIR)
+    assert (len(s.test), len(s.validation), len(s.pool)) == (436, 436, 67_349)
+    assert not set(s.test.idx) & set(s.validation.idx)
+    full = Counter(load_split("sst2", "validation", DATA_DIR)["label"])
+    for part in (s.test, s.validation):
+        c = Counter(part.labels.tolist())
+        for label, total in full.items():
+            assert abs(c[label] - total / 2) <= 1
+
+
+def test_validation_is_stratified_when_subsampled():
+    s = protocol_splits("mnli", 500, DATA_DIR)
+    assert len(s.validation) == 500 and len(s.test) == 4908
+    full = Counter(load_split("mnli", "validation_matched", DATA_DIR)["label"])
+    share = {k: v / sum(full.values()) for k, v in full.items()}
+    c = Counter(s.validation.labels.tolist())
+    for label in full:
+        assert abs(c[label] / 500 - share[label]) < 0.01
+
+
+def test_test_and_validation_do_not_depend_on_the_job():
+    a = prepare_data(JobSpec.make(task="sst2", n=20, seed=0), DATA_DIR)
+    b = prepare_data(JobSpec.make(task="sst2", n=100, seed=5, loss="ce+scl", lam=0.9), DATA_DIR)
+    assert np.array_equal(a.test.idx, b.test.idx)
+    assert np.array_equal(a.validation.idx, b.validation.idx)
+
+
+def test_same_seed_same_examples_across_losses():
+    base = dict(task="qnli", n=20, seed=3)
+    ce = prepare_data(JobSpec.make(loss="ce", **base), DATA_DIR)
+    scl = prepare_data(JobSpec.make(loss="ce+scl", lam=0.9, tau=0.1, scl_reduction="sum", **base), DATA_DIR)
+    assert np.array_equal(ce.train.idx, scl.train.idx) and len(ce.train) == 20
+    other = prepare_data(JobSpec.make(loss="ce", task="qnli", n=20, seed=4), DATA_DIR)
+    assert not np.array_equal(ce.train.idx, other.train.idx)
+    bigger = prepare_data(JobSpec.make(loss="ce", task="qnli", n=100, seed=3), DATA_DIR)
+    assert set(ce.train.idx) <= set(bigger.train.idx)  # N = 20 nests in N = 100
+
+
+def test_per_class_sampling():
+    d = prepare_data(JobSpec.make(task="yelp_polarity", n=40, per_class=20, seed=1), DATA_DIR)
+    assert Counter(d.train.labels.tolist()) == {0: 20, 1: 20}
+    assert not set(d.train.idx) & (set(d.test.idx) | set(d.validation.idx))
+
+
+@pytest.mark.parametrize("task,test,val,pool", [("mr", 5331, 500, 4831),
+                                                 ("yelp_polarity", 500, 200, 300)])
+def test_single_split_tasks_are_divided(task, test, val, pool):
+    s = protocol_splits(task, 500, DATA_DIR)
+    assert (len(s.test), len(s.validation), len(s.pool)) == (test, val, pool)
+    assert train_pool_size(task, DATA_DIR) == pool
+    ids = [set(x.idx.tolist()) for x in (s.test, s.validation, s.pool)]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+
+
+def test_too_large_n_is_refused_quickly():
+    check_spec_against_data(JobSpec.make(task="rte", n=1000, seed=0), DATA_DIR)
+    with pytest.raises(HarnessError, match="larger than"):
+        check_spec_against_data(JobSpec.make(task="rte", n=5000, seed=0), DATA_DIR)
+    with pytest.raises(HarnessError, match="per class"):
+        check_spec_against_data(JobSpec.make(task="yelp_polarity", per_class=500, seed=0), DATA_DIR)
+    with pytest.raises(HarnessError, match="regression"):
+        check_spec_against_data(JobSpec.make(task="stsb", n=20, seed=0, loss="ce+scl", lam=0.5), DATA_DIR)
+    started = time.perf_counter()
+    for seed in range(300):
+        check_spec_against_data(JobSpec.make(task="sst2", n=100, seed=seed), DATA_DIR)
+    assert time.perf_counter() - started < 1.0
+    with pytest.raises(HarnessError, match="larger than"):
+        prepare_data(JobSpec.make(task="rte", n=5000, seed=0), DATA_DIR)
+
+
+def test_hub_sizes_are_used_without_a_mirror(monkeypatch):
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    assert train_pool_size("sst2") == 67_349
+    with pytest.raises(HarnessError, match="larger than"):
+        check_spec_against_data(JobSpec.make(task="mrpc", n=4000, seed=0))

@@ -1,0 +1,111 @@
+"""`fine_tune` end to end on the real SST-2 mirror with the real paraphrase-MiniLM-L3-v2 (tiny N,
+two epochs, max length 64), run on the CPU."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from harness.errors import JobInterrupted, PermanentJobError
+from harness.finetune import fine_tune
+from harness.runner import RunContext
+from harness.spec import SMALL_MODEL, JobSpec
+
+TINY = dict(task="sst2", n=24, seed=0, model=SMALL_MODEL, epochs=2, max_length=64, lr=1e-4,
+            val_size=64, batch_size=8)
+
+
+def spec(**kw) -> JobSpec:
+    return JobSpec.make(**{**TINY, **kw})
+
+
+def run(s: JobSpec, tmp_path, **kw):
+    return fine_tune(s, RunContext(run_dir=tmp_path / s.job_id, **kw))
+
+
+def comparable(r):
+    metrics = [m for m in r.metrics if m[2] != "seconds"]  # wall-clock times differ, of course
+    return (r.val_score, r.test_score, r.best_epoch, metrics, r.predictions, r.train_examples,
+            r.embeddings.tobytes())
+
+
+def test_a_tiny_job_end_to_end(tmp_path):
+    seen = []
+    s = spec(loss="ce+scl", lam=0.9, tau=0.3)
+    r = run(s, tmp_path, progress=seen.append, cache_dir=tmp_path / "cache")
+    assert r.metric == "accuracy" and 0 <= r.test_score <= 1 and 0 <= r.val_score <= 1
+    assert r.test_accuracy == r.test_score and r.best_epoch in (1, 2)
+    assert r.n_train == 24 and len(r.train_examples) == 24 and r.n_test == 436
+    assert len(r.predictions) == r.n_test
+    assert {y for _, y, _ in r.predictions} == {0.0, 1.0}
+    assert r.embeddings.dtype == np.float16 and r.embeddings.shape == (436, 384)
+    assert r.embedding_examples == [i for i, _, _ in r.predictions]
+    names = {(split, name) for split, _, name, _ in r.metrics}
+    assert {("train", "loss"), ("train", "ce"), ("train", "scl"), ("validation", "accuracy"),
+            ("test", "accuracy")} <= names
+    assert all(math.isfinite(v) for *_, v in r.metrics)
+    assert r.config["n_validation"] == 64 and r.config["scl_no_positive"] == "drop"
+    assert r.config["data_source"].endswith("data") and r.config["model_path"].endswith("L3-v2")
+    steps = [p for p in seen if p.phase == "train"]
+    assert len(steps) == r.config["total_steps"] == 6 and steps[-1].step == 6
+    assert not (tmp_path / s.job_id / "checkpoint.pt").exists()
+    assert list((tmp_path / "cache" / "tokens").glob("*.npz"))  # on-disk token cache
+
+
+# TREC's short questions (250 test examples) keep the multi-run tests cheap.
+FAST = dict(task="trec", val_size=32)
+
+
+def test_same_job_twice_is_identical(tmp_path):
+    s = spec(loss="ce+scl", lam=0.9, tau=0.3, **FAST)
+    assert comparable(run(s, tmp_path / "a")) == comparable(run(s, tmp_path / "b"))
+
+
+def test_interrupt_and_resume(tmp_path):
+    s = spec(epochs=2, **FAST)
+    reference = fine_tune(s, RunContext(run_dir=tmp_path / "reference"), checkpoint="never")
+
+    stop = {"now": False}
+
+    def progress(p):
+        if p.phase == "eval" and p.epoch == 1:
+            stop["now"] = True  # asked to stop once epoch 1 is validated
+
+    ctx = RunContext(run_dir=tmp_path / "run", progress=progress, should_stop=lambda: stop["now"])
+    with pytest.raises(JobInterrupted):
+        fine_tune(s, ctx, checkpoint="always")
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+
+    epochs_seen = []
+    resumed = fine_tune(s, RunContext(run_dir=tmp_path / "run", progress=lambda p: epochs_seen.append(
+        (p.phase, p.epoch))), checkpoint="always")
+    assert resumed.config["resumed_from_epoch"] == 1
+    assert min(e for phase, e in epochs_seen if phase == "train") == 2
+    assert comparable(resumed) == comparable(reference)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_non_finite_loss_fails_the_job(tmp_path):
+    with pytest.raises(PermanentJobError, match=r"non-finite loss at epoch \d+ step \d+"):
+        run(spec(lr=1e30, epochs=3, **FAST), tmp_path)
+
+
+def test_ce_scl_on_regression_is_refused(tmp_path):
+    with pytest.raises(PermanentJobError, match="regression"):
+        run(JobSpec.make(**{**TINY, "task": "stsb", "loss": "ce+scl", "lam": 0.5}), tmp_path)
+
+
+def test_regression_job_runs(tmp_path):
+    r = run(JobSpec.make(**{**TINY, "task": "stsb", "epochs": 1, "val_size": 32}), tmp_path)
+    assert r.metric == "pearson" and -1 <= r.test_score <= 1 and r.test_accuracy is None
+    assert r.n_test == 750 and len(r.predictions) == 750
+    assert any(name == "spearman" for _, _, name, _ in r.metrics)
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    from harness.errors import HarnessError
+    from harness.models import load_pretrained
+
+    with pytest.raises(HarnessError, match="not found"):
+        load_pretrained("nobody/no-such-model-xyz")
