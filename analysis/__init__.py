@@ -1,0 +1,18 @@
+"""Tables, statistics and figures of the paper from the results database (reads only the database).
+
+    df = load_results("sqlite:///results.db")          # one row per finished job
+    t = build_table(df, 2, aggregation="top3")         # the paper's Table 2, ours beside it
+    print(render(t, "markdown"))
+    write_report("sqlite:///results.db", "report/")    # every table and figure, claim by claim
+"""
+
+from analysis.load import load_results
+from analysis.plots import plot_noise, plot_tsne, plot_variance
+from analysis.render import FORMATS, render
+from analysis.report import write_report
+from analysis.tables import AGGREGATIONS, Table, build_table
+
+TABLES = (2, 3, 4, 5, 7)
+
+__all__ = ["load_results", "build_table", "render", "plot_variance", "plot_noise", "plot_tsne",
+           "write_report", "Table", "AGGREGATIONS", "FORMATS", "TABLES"]

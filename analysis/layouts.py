@@ -1,0 +1,126 @@
+"""Which results each of the paper's tables holds, and where each run goes in it.
+
+A layout selects rows by spec content (task, n, noise, loss, batch size, init_from, per_class),
+never by grid name, and tags each selected run with its place: `_group` (a block of rows),
+`_col` (a column), `_loss` (the loss the row stands for) and `value` (the score shown). Pure
+pandas, vectorised over the whole results frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+
+from analysis import paper
+
+# Columns that must match for two runs to sit in one section (and to be paired): the model and
+# the training hyper-parameters. The SCL settings (λ, τ, reduction) split rows, not sections.
+SIGNATURE = ("model", "lr", "batch_size", "epochs", "max_length", "warmup_ratio", "weight_decay", "val_size")
+
+
+@dataclass(frozen=True)
+class Layout:
+    number: int
+    title: str
+    select: Callable[[pd.DataFrame], pd.DataFrame]
+    groups: tuple  # raw group values, in order
+    group_label: Callable[[object], str]
+    cols: tuple  # raw column values, in order
+    col_label: Callable[[object], str]
+    paper: Callable[[object, object, str], tuple | None]  # (group, col, loss) -> (mean, std)
+    derived: dict = field(default_factory=dict)  # column label -> raw member columns, pooled
+    expected: int | None = None  # runs per cell the paper's protocol has
+    signature: tuple = SIGNATURE
+    baseline_row: bool = False
+    notes: tuple = ()
+
+    def col_text(self, c) -> str:
+        return str(c) if c in self.derived else (self.col_label(c) or str(c))
+
+
+def _clean(df: pd.DataFrame) -> pd.Series:
+    """Plain fine-tuning runs: no transfer stage, no per-class sampling."""
+    return df["init_from"].isna() & df["per_class"].isna()
+
+
+def _tag(df: pd.DataFrame, mask: pd.Series, group: str | pd.Series, col: str, value: str) -> pd.DataFrame:
+    out = df.loc[mask].copy()
+    out["_group"] = out[group] if isinstance(group, str) and group in out else group
+    out["_col"] = out[col]
+    out["_loss"] = out["loss"]
+    out["value"] = out[value].astype(float)
+    return out
+
+
+def _t2(df):
+    m = _clean(df) & (df["noise"] == 0) & df["n"].isin([20, 100, 1000]) & df["task"].isin(["sst2", "qnli", "mnli"])
+    return _tag(df, m, "n", "task", "test_score")
+
+
+def _t3(df):
+    m = (_clean(df) & (df["n"] == 100).fillna(False) & df["noise"].isin(paper.NOISE_LEVELS)
+         & df["task"].isin(["sst2", "qnli", "mnli"]))
+    return _tag(df, m, "task", "noise", "test_score")
+
+
+def _t4(df):
+    m = _clean(df) & df["n"].isna() & (df["noise"] == 0) & df["task"].isin(paper.GLUE_TASKS)
+    acc = _tag(df, m, "accuracy", "task", "test_accuracy")
+    metric = _tag(df, m, "task metric", "task", "test_score")
+    return pd.concat([acc, metric], ignore_index=True)
+
+
+def _t5(df):
+    m = (_clean(df) & df["n"].isna() & (df["noise"] == 0) & df["task"].isin(["sst2", "cola", "qnli"])
+         & df["batch_size"].isin([16, 64, 256]))
+    return _tag(df, m, "batch_size", "task", "test_accuracy")
+
+
+def _t7(df):
+    m = (df["noise"] == 0) & df["task"].isin(paper.TRANSFER_TASKS) & (
+        df["init_from"].notna() | df["per_class"].notna())
+    out = _tag(df, m, "", "task", "test_score")
+    # A transfer run's row is the loss its SST-2 source model was trained with (from the source's
+    # own result, else its own loss); runs that start from the pre-trained model are the baseline.
+    source_loss = out["init_from"].map(df.set_index("job_id")["loss"])
+    out["_loss"] = source_loss.fillna(out["loss"]).where(out["init_from"].notna(), "baseline")
+    return out
+
+
+def _fmt_noise(t) -> str:
+    return "original" if t == 0 else f"T={t:g}"
+
+
+LAYOUTS = {
+    2: Layout(2, "Few-shot learning (Table 2): test accuracy, noise 0", _t2, (20, 100, 1000),
+              lambda g: f"N={g}", ("sst2", "qnli", "mnli"), paper.TASK_LABELS.get,
+              lambda g, c, loss: paper.TABLE2.get((c, g, loss)), expected=paper.PAPER_SEEDS),
+    3: Layout(3, "Noisy training data at N=100 (Table 3): test accuracy against back-translation "
+                 "temperature T", _t3, ("sst2", "qnli", "mnli"), paper.TASK_LABELS.get,
+              paper.NOISE_LEVELS, _fmt_noise,
+              lambda g, c, loss: paper.TABLE3.get((g, "average" if c == "average" else c, loss)),
+              derived={"average": (0.3, 0.5, 0.7, 0.9)}, expected=paper.PAPER_SEEDS,
+              notes=("'average' pools the runs of the four noisy temperatures (as the paper's "
+                     "average column does); its tests pair runs by (T, seed).",)),
+    4: Layout(4, "Full-data GLUE (v1 Table 2): test accuracy, and each task's GLUE metric", _t4,
+              ("accuracy", "task metric"), str, paper.GLUE_TASKS, paper.TASK_LABELS.get,
+              lambda g, c, loss: paper.TABLE4.get((c, loss)) if g == "accuracy" else None,
+              derived={"average": paper.GLUE_TASKS},
+              notes=("The paper's numbers are validation-set scores that look like accuracy "
+                     "(a CoLA MCC of 86 is implausible); ours are on the held-out test half.",
+                     "task metric: MCC for CoLA, F1 for MRPC, accuracy for the others.")),
+    5: Layout(5, "Batch size (v1 Table 3): CE+SCL test accuracy, full data", _t5, (16, 64, 256),
+              lambda g: f"batch {g}", ("sst2", "cola", "qnli"), paper.TASK_LABELS.get,
+              lambda g, c, loss: paper.TABLE5.get((c, g)) if loss == "ce+scl" else None,
+              signature=tuple(c for c in SIGNATURE if c != "batch_size"),
+              notes=(f"The paper's batch-size numbers come from {paper.TABLE5_MODEL}.",)),
+    7: Layout(7, "Transfer from SST-2 to related tasks (v1 Table 7): 20 examples per class", _t7,
+              ("",), lambda g: "", paper.TRANSFER_TASKS, paper.TASK_LABELS.get,
+              lambda g, c, loss: paper.TABLE7.get((c, loss)), baseline_row=True,
+              notes=("Rows CE / CE+SCL: the loss of the SST-2 model the run started from "
+                     "(spec.init_from); baseline: no SST-2 stage (init_from empty, per_class set).",
+                     "Amazon-2*: the local mirror builds it from Amazon Review Full by the polarity "
+                     "rule; it is not the official amazon_polarity rows.")),
+}

@@ -1,0 +1,238 @@
+"""Text forms of a Table: terminal, markdown, latex (a grid like the paper's, ours / paper / Δ per
+row, then every test of every cell), csv and json (long format: one record per cell and per test).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+
+from analysis.stats import format_p
+
+FORMATS = ("terminal", "markdown", "latex", "csv", "json")
+DASH = "—"
+
+
+def render(table, fmt: str = "terminal") -> str:
+    """The table as text in one of FORMATS."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "csv":
+        return cell_records(table).to_csv(index=False)
+    if fmt == "json":
+        return json.dumps(to_dict(table), indent=1, default=_jsonable, ensure_ascii=False)
+    out = [_heading(table, fmt)]
+    if not table.sections:
+        out.append(_para(f"No results in the database for Table {table.number}.", fmt))
+    for sec in table.sections:
+        out.append(_subheading(f"Model: {sec.label}", fmt))
+        out.append(_para(f"Setting: {sec.caption}. Our models are not the paper's "
+                         "RoBERTa-large: compare directions and sizes, not digits.", fmt))
+        header, rows = _grid(table, sec)
+        out.append(_format_grid(header, rows, fmt))
+        header, rows = _tests_grid(table, sec)
+        if rows:
+            out.append(_para("Significance of CE+SCL − CE in each cell (every run, paired by seed):", fmt))
+            out.append(_format_grid(header, rows, fmt))
+    out.append("\n".join(_para("Note: " + n, fmt) for n in table.notes))
+    return "\n\n".join(out) + "\n"
+
+
+# ---- cell text ------------------------------------------------------------------------------------
+
+def _num(x, digits=1) -> str:
+    return DASH if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def cell_text(cell, aggregation: str) -> str:
+    if cell.n_runs == 0:
+        return DASH + (f" [0 of {cell.n_expected} seeds]" if cell.n_expected else "")
+    s = _num(cell.mean) + (f" ± {_num(cell.std)}" if cell.std is not None else "")
+    bits = [f"{cell.n_used} of {cell.n_runs}" if aggregation == "top3" else f"n={cell.n_runs}"]
+    if cell.n_expected and cell.n_runs < cell.n_expected:
+        bits.append(f"{cell.n_runs} of {cell.n_expected} seeds")
+    return f"{s} [{'; '.join(bits + cell.flags)}]"
+
+
+def _paper_text(cell) -> str:
+    if cell.paper_mean is None:
+        return DASH
+    return _num(cell.paper_mean) + (f" ± {_num(cell.paper_std)}" if cell.paper_std is not None else "")
+
+
+def _diff_text(cell) -> str:
+    return DASH if cell.diff is None else f"{cell.diff:+.1f}"
+
+
+def _p_text(test) -> str:
+    c = test.comparison
+    if c.primary is None:
+        return "p n/a (too few runs)"
+    return f"{format_p(c.primary.p)} {c.primary.test}; Holm {format_p(c.p_holm)[2:]}"
+
+
+def _col_labels(table) -> list:
+    lay = table.layout
+    return list(lay.cols) + list(lay.derived), [lay.col_text(c) for c in list(lay.cols) + list(lay.derived)]
+
+
+def _grid(table, sec) -> tuple[list[str], list[list[str]]]:
+    lay = table.layout
+    cols, labels = _col_labels(table)
+    header = ["", "loss", ""] + labels
+    rows = []
+    by_key = {(c.group, c.row, c.col): c for c in table.cells if c.section == sec.label}
+    tests = {(t.group, t.row, t.col): t for t in table.tests if t.section == sec.label}
+    for g in lay.groups:
+        first = True
+        for row in sec.rows:
+            cells = [by_key[(g, row, c)] for c in cols]
+            has_paper = any(c.paper_mean is not None for c in cells)
+            glabel = lay.group_label(g) if first else ""
+            rows.append([glabel, row, "ours"] + [cell_text(c, table.aggregation) for c in cells])
+            if has_paper:
+                rows.append(["", "", "paper"] + [_paper_text(c) for c in cells])
+                rows.append(["", "", "Δ ours − paper"] + [_diff_text(c) for c in cells])
+            first = False
+        for row in sec.rows:
+            if row.startswith("CE+SCL"):
+                rows.append(["", f"{row} vs CE", "p"] + [_p_text(tests[(g, row, c)]) if (g, row, c) in tests
+                                                     else "p n/a (a side has no runs)" for c in cols])
+                if table.number == 2:
+                    rows.append(["", "", "paper p (test not stated)"]
+                                + [format_p(tests[(g, row, c)].paper_p) if (g, row, c) in tests else DASH
+                                   for c in cols])
+    return header, rows
+
+
+def _tests_grid(table, sec) -> tuple[list[str], list[list[str]]]:
+    header = ["cell", "runs CE / CE+SCL (pairs)", "Δ mean [bootstrap 95% CI]", "effect size",
+              "tests (p, test)", "Holm-adjusted p (primary)", "example-level (test predictions)"]
+    rows = []
+    for t in table.tests:
+        if t.section != sec.label:
+            continue
+        c = t.comparison
+        where = " ".join(x for x in (table.layout.group_label(t.group),
+                                     table.layout.col_text(t.col), t.row) if x)
+        ci = f"{c.mean_diff:+.2f} [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}]"
+        tests = "; ".join(f"{format_p(x.p)} {x.test}" for x in c.tests + [e for e in c.extra
+                                                                          if "McNemar" not in e.test])
+        ex = DASH
+        if c.example_test is not None:
+            mc = [e for e in c.extra if "McNemar" in e.test]
+            ex = (f"{format_p(c.example_test.p)} {c.example_test.test} (n={c.example_test.n} examples, "
+                  f"Holm {format_p(c.example_p_holm)[2:]})"
+                  + (f"; {format_p(mc[0].p)} {mc[0].test}" if mc else ""))
+        holm = f"{format_p(c.p_holm)} ({c.primary.test})" if c.primary else DASH
+        rows.append([where, f"{c.n_a} / {c.n_b} ({c.n_pairs})", ci, f"{c.effect_name} {_num(c.effect, 2)}",
+                     tests, holm, ex])
+    return header, rows
+
+
+# ---- grid formats -------------------------------------------------------------------------------
+
+def _heading(table, fmt) -> str:
+    t = f"Table {table.number}. {table.title} — aggregation: {table.aggregation}"
+    return {"terminal": t + "\n" + "=" * len(t), "markdown": "### " + t,
+            "latex": "% " + t}[fmt]
+
+
+def _subheading(text, fmt) -> str:
+    return {"terminal": text, "markdown": "#### " + text, "latex": "% " + text}[fmt]
+
+
+def _para(text, fmt) -> str:
+    return "% " + text if fmt == "latex" else text
+
+
+def _format_grid(header, rows, fmt) -> str:
+    if fmt == "markdown":
+        esc = lambda s: str(s).replace("|", "\\|")
+        lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+        return "\n".join(lines)
+    if fmt == "latex":
+        esc = lambda s: (str(s).replace("\\", "\\textbackslash{}").replace("&", "\\&").replace("%", "\\%")
+                         .replace("_", "\\_").replace("#", "\\#").replace("±", "$\\pm$")
+                         .replace("Δ", "$\\Delta$").replace("λ", "$\\lambda$").replace("τ", "$\\tau$")
+                         .replace("—", "---").replace("−", "$-$"))
+        lines = ["\\begin{tabular}{" + "l" * len(header) + "}", "\\hline",
+                 " & ".join(map(esc, header)) + " \\\\", "\\hline"]
+        lines += [" & ".join(map(esc, r)) + " \\\\" for r in rows]
+        return "\n".join(lines + ["\\hline", "\\end{tabular}"])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()
+    return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
+
+
+# ---- long formats -------------------------------------------------------------------------------
+
+def cell_records(table) -> pd.DataFrame:
+    """One row per cell; CE+SCL rows carry the tests of CE+SCL against CE in that cell."""
+    tests = {(t.section, t.group, t.row, t.col): t for t in table.tests}
+    recs = []
+    for c in table.cells:
+        r = {"table": table.number, "aggregation": table.aggregation, "section": c.section,
+             "group": c.group, "row": c.row, "col": c.col, "loss": c.loss, "n_runs": c.n_runs,
+             "n_used": c.n_used, "n_expected": c.n_expected, "mean": c.mean, "std": c.std,
+             "paper_mean": c.paper_mean, "paper_std": c.paper_std, "diff": c.diff,
+             "flags": "; ".join(c.flags), "text": cell_text(c, table.aggregation)}
+        t = tests.get((c.section, c.group, c.row, c.col))
+        if t is not None:
+            r.update(_test_record(t))
+        recs.append(r)
+    return pd.DataFrame.from_records(recs)
+
+
+def _test_record(t) -> dict:
+    c = t.comparison
+    r = {"n_pairs": c.n_pairs, "mean_diff": c.mean_diff, "ci_low": c.ci[0], "ci_high": c.ci[1],
+         "effect_name": c.effect_name, "effect": c.effect,
+         "primary_test": c.primary.test if c.primary else None,
+         "p_primary": c.primary.p if c.primary else None, "p_holm": c.p_holm, "paper_p": t.paper_p}
+    for x in c.tests + c.extra:
+        r[f"p[{x.test}]"] = x.p
+    if c.example_test is not None:
+        r.update(example_test=c.example_test.test, example_p=c.example_test.p, example_p_holm=c.example_p_holm)
+    return r
+
+
+def to_dict(table) -> dict:
+    """Everything in the table as plain JSON-ready data (NaN as None)."""
+    from analysis.tables import AGGREGATIONS
+
+    cells = cell_records(table)
+    cells = cells[[k for k in cells.columns if k in _CELL_KEYS]]
+    tests = [{"section": t.section, "group": t.group, "col": t.col, "row": t.row, **_test_record(t),
+              "pairs": t.pairs} for t in table.tests]
+    return _clean({"table": table.number, "title": table.title, "aggregation": table.aggregation,
+                   "aggregation_meaning": AGGREGATIONS[table.aggregation], "models": table.models,
+                   "notes": table.notes,
+                   "sections": [{"label": s.label, "model": s.model, "caption": s.caption, "rows": s.rows}
+                                for s in table.sections],
+                   "cells": cells.to_dict(orient="records"), "tests": tests})
+
+
+_CELL_KEYS = ("table", "aggregation", "section", "group", "row", "col", "loss", "n_runs", "n_used",
+              "n_expected", "mean", "std", "paper_mean", "paper_std", "diff", "flags", "text")
+
+
+def _clean(x):
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if x is pd.NA:
+        return None
+    return x
+
+
+def _jsonable(x):
+    return str(x)

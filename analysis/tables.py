@@ -1,0 +1,254 @@
+"""The paper's tables from the results frame, with the paper's numbers beside ours.
+
+`build_table(df, table)` is pure over the frame from `load_results` (plus, if given the database,
+one query for the test predictions behind the example-level test); `render(table, fmt)` turns
+the result into text. Cells are never hidden: a cell with no runs shows "—", a cell with fewer
+runs than the paper's protocol says how many it has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis import stats
+from analysis.layouts import LAYOUTS, Layout
+from analysis.paper import FULL_TRAIN_ROWS, LOSS_LABELS
+
+AGGREGATIONS = {
+    "top3": "mean ± std of the test scores of the top 3 runs by validation score (the paper's number)",
+    "mean": "mean ± std of the test scores over all runs",
+}
+TOP_K = 3
+ALPHA = 0.05
+
+
+@dataclass
+class Cell:
+    section: str
+    group: object  # raw value (N, task, batch size, ...)
+    row: str  # "CE", "CE+SCL" (or "CE+SCL λ=… τ=…" when a section holds several), "baseline"
+    col: object  # raw value (task, T, ...) or a derived column's label
+    loss: str  # ce | ce+scl | baseline
+    n_runs: int  # runs with a score in the cell
+    n_used: int  # runs behind the number (top 3, or all)
+    n_expected: int | None  # runs the paper's protocol has, if it says
+    mean: float | None
+    std: float | None
+    paper_mean: float | None = None
+    paper_std: float | None = None
+    flags: list[str] = field(default_factory=list)
+    job_ids: list[str] = field(default_factory=list)
+
+    @property
+    def diff(self) -> float | None:
+        return None if self.mean is None or self.paper_mean is None else self.mean - self.paper_mean
+
+
+@dataclass
+class CellTest:
+    """CE against one CE+SCL row in one cell."""
+    section: str
+    group: object
+    col: object
+    row: str
+    comparison: stats.Comparison
+    pairs: list[tuple[str, str]]  # (CE job, CE+SCL job) matched by seed
+    paper_p: float | None = None
+
+
+@dataclass
+class Section:
+    label: str  # the model, plus the setting when one model has several
+    model: str
+    caption: str  # hyper-parameters shared by the runs
+    rows: list[str]
+
+
+@dataclass
+class Table:
+    number: int
+    title: str
+    aggregation: str
+    layout: Layout
+    sections: list[Section]
+    cells: list[Cell]
+    tests: list[CellTest]
+    scale: float  # 100 when scores are stored as fractions
+    notes: list[str]
+
+    def cell(self, section, group, row, col) -> Cell | None:
+        return next((c for c in self.cells if (c.section, c.group, c.row, c.col) == (section, group, row, col)), None)
+
+    @property
+    def models(self) -> list[str]:
+        return sorted({s.model for s in self.sections})
+
+
+def build_table(df: pd.DataFrame, table: int, aggregation: str = "top3", model: str | None = None,
+                db=None, *, n_resamples: int = stats.N_RESAMPLES, seed: int = 0) -> Table:
+    """One of the paper's tables (2, 3, 4, 5, 7) from the frame of `load_results`.
+
+    aggregation: "top3" (the paper's) or "mean". model: keep only this model; otherwise one
+    section per model (and per training setting). db: the database (Engine, URL or path), to add
+    the example-level test over the stored test predictions. Tests use every run of a cell, paired
+    by seed, not only the top 3. seed: seeds every resampling test.
+    """
+    if table not in LAYOUTS:
+        raise ValueError(f"no table {table}; tables: {', '.join(map(str, LAYOUTS))}")
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
+    lay = LAYOUTS[table]
+    sub = lay.select(df)
+    if model is not None:
+        sub = sub[sub["model"] == model]
+    sub = sub[sub["value"].notna()]
+    scale = 100.0 if len(sub) and sub["value"].abs().max() <= 1.0 else 1.0
+    sub, sections = _sections(sub, lay)
+    notes = [f"Each cell: {AGGREGATIONS[aggregation]}; [k of m]: k runs behind the number out of m "
+             "finished; 'x of 10 seeds' where fewer than the paper's runs finished; — where none did."] \
+        + list(lay.notes)
+    if scale == 100.0:
+        notes.append("Scores are stored as fractions and shown ×100.")
+    if len({s.model for s in sections}) > 1:
+        notes.append("Several models are in the database: one section per model.")
+    sub = sub.sort_values(["val_score", "seed"], ascending=[False, True], na_position="last", kind="stable")
+    runs = {k: g for k, g in sub.groupby(["_section", "_group", "_row", "_col"], sort=False)}
+    cells, tests = [], []
+    rng = np.random.default_rng(seed)
+    for sec in sections:
+        for g in lay.groups:
+            for row in sec.rows:
+                for c in list(lay.cols) + list(lay.derived):
+                    cells.append(_cell(lay, runs, sec, g, row, c, aggregation, scale))
+            for row in sec.rows:
+                if not row.startswith("CE+SCL"):
+                    continue
+                for c in list(lay.cols) + list(lay.derived):
+                    t = _test(lay, runs, sec, g, row, c, scale, n_resamples, rng)
+                    if t is not None:
+                        tests.append(t)
+    if db is not None:
+        _example_tests(tests, db, n_resamples, rng)
+    for attr, out in (("primary", "p_holm"), ("example_test", "example_p_holm")):
+        ps = [getattr(t.comparison, attr).p if getattr(t.comparison, attr) else np.nan for t in tests]
+        for t, p in zip(tests, stats.holm(ps)):
+            setattr(t.comparison, out, float(p))
+    return Table(table, lay.title, aggregation, lay, sections, cells, tests, scale, notes)
+
+
+# ---- sections, cells, tests ------------------------------------------------------------------
+
+def _sections(sub: pd.DataFrame, lay: Layout) -> tuple[pd.DataFrame, list[Section]]:
+    sig = list(lay.signature)
+    sub = sub.copy()
+    if sub.empty:
+        sub["_section"], sub["_row"] = pd.Series(dtype=object), pd.Series(dtype=object)
+        return sub, []
+    sub["_section"] = sub.groupby(sig, dropna=False, sort=True).ngroup()
+    sections, labels = [], {}
+    per_model = sub.groupby("model")["_section"].nunique()
+    sub["_row"] = sub["_loss"].map({**LOSS_LABELS, "baseline": "baseline"})
+    for sid, g in sub.groupby("_section", sort=True):
+        first = g.iloc[0]
+        scl = g.loc[g["loss"] == "ce+scl", ["lam", "tau", "scl_reduction"]].drop_duplicates()
+        caption = ", ".join(f"{k} {first[k]}" for k in sig if k != "model")
+        if len(scl) == 1:
+            lam, tau, red = scl.iloc[0]
+            caption += f"; CE+SCL with λ={lam:g}, τ={tau:g}, SCL {red} over anchors"
+        elif len(scl) > 1:  # several SCL settings: one row each, each compared with CE
+            s = g[g["_loss"] == "ce+scl"]
+            sub.loc[s.index, "_row"] = ("CE+SCL λ=" + s["lam"].map("{:g}".format) + " τ="
+                                        + s["tau"].map("{:g}".format) + " " + s["scl_reduction"].astype(str))
+        modes = sorted(set(g["noise_mode"].dropna()))
+        if modes:
+            caption += f"; noisy copies: {', '.join(modes)}"
+        present = set(sub.loc[g.index, "_row"])
+        rows = ["CE"] + (sorted(r for r in present if r.startswith("CE+SCL")) or ["CE+SCL"])
+        if lay.baseline_row or "baseline" in present:
+            rows.append("baseline")
+        label = str(first["model"])
+        if per_model[first["model"]] > 1:  # name the hyper-parameters that tell its sections apart
+            same = sub.loc[sub["model"] == first["model"], sig]
+            differ = [k for k in sig if same[k].nunique(dropna=False) > 1]
+            label += " [" + ", ".join(f"{k} {first[k]}" for k in differ) + "]"
+        labels[sid] = label
+        sections.append(Section(label, str(first["model"]), caption, rows))
+    sub["_section"] = sub["_section"].map(labels)
+    return sub, sections
+
+
+def _members(lay: Layout, c) -> list:
+    return list(lay.derived.get(c, (c,)))
+
+
+def _cell(lay, runs, sec, g, row, c, aggregation, scale) -> Cell:
+    loss = "baseline" if row == "baseline" else ("ce+scl" if row.startswith("CE+SCL") else "ce")
+    parts = [runs.get((sec.label, g, row, m)) for m in _members(lay, c)]
+    present = [p for p in parts if p is not None]
+    used = [p if aggregation == "mean" else p.head(TOP_K) for p in present]
+    vals = np.concatenate([u["value"].to_numpy() for u in used]) * scale if used else np.empty(0)
+    n_runs = sum(len(p) for p in present)
+    ref = lay.paper(g, c, loss) if loss != "baseline" else None
+    cell = Cell(sec.label, g, row, c, loss, n_runs, vals.size,
+                None if c in lay.derived else lay.expected,
+                float(vals.mean()) if vals.size else None,
+                float(vals.std(ddof=1)) if vals.size > 1 else None,
+                ref[0] if ref else None, ref[1] if ref else None,
+                job_ids=[j for p in present for j in p["job_id"].tolist()])
+    if c in lay.derived and len(present) < len(parts):
+        cell.flags.append(f"{len(present)} of {len(parts)} columns")
+    if present and FULL_TRAIN_ROWS.get(c) and any(p["n"].isna().any() for p in present):  # full data
+        n_train = pd.concat([p["n_train"] for p in present]).dropna()
+        full = FULL_TRAIN_ROWS.get(c)
+        if full and len(n_train) and n_train.min() < full:
+            cell.flags.append(f"subset: {int(n_train.min()):,} of {full:,} training rows")
+    return cell
+
+
+def _test(lay, runs, sec, g, row, c, scale, n_resamples, rng) -> CellTest | None:
+    a_parts = [(m, runs.get((sec.label, g, "CE", m))) for m in _members(lay, c)]
+    b_parts = [(m, runs.get((sec.label, g, row, m))) for m in _members(lay, c)]
+    a = [(m, p) for m, p in a_parts if p is not None]
+    b = [(m, p) for m, p in b_parts if p is not None]
+    if not a or not b:
+        return None
+    def keyed(parts):
+        vals = np.concatenate([p["value"].to_numpy() for _, p in parts]) * scale
+        keys = [(m, s) for m, p in parts for s in p["seed"].tolist()]
+        jobs = [j for _, p in parts for j in p["job_id"].tolist()]
+        return vals, keys, dict(zip(keys, jobs))
+    va, ka, ja = keyed(a)
+    vb, kb, jb = keyed(b)
+    comp = stats.compare(va, vb, ka, kb, n_resamples=n_resamples, rng=rng)
+    if lay.baseline_row:  # the transfer claim is about variance too
+        comp.extra.append(stats.levene(va, vb))
+    pairs = [(ja[k], jb[k]) for k in kb if k in ja]
+    paper_p = None
+    if lay.number == 2:
+        from analysis.paper import TABLE2_P
+        paper_p = TABLE2_P.get((c, g))
+    return CellTest(sec.label, g, c, row, comp, pairs, paper_p)
+
+
+def _example_tests(tests: list[CellTest], db, n_resamples, rng) -> None:
+    from analysis.load import load_correct
+
+    correct = load_correct(db, [j for t in tests for pair in t.pairs for j in pair])
+    for t in tests:
+        pairs = [(correct[a], correct[b]) for a, b in t.pairs if a in correct and b in correct]
+        if not pairs:
+            continue
+        common = pairs[0][0].index
+        for ca, cb in pairs:
+            common = common.intersection(ca.index).intersection(cb.index)
+        if len(common) == 0:
+            continue
+        ca = np.stack([x.loc[common].to_numpy() for x, _ in pairs])
+        cb = np.stack([y.loc[common].to_numpy() for _, y in pairs])
+        t.comparison.example_test = stats.paired_bootstrap_examples(
+            ca, cb, n_resamples=stats.resamples_for(len(common), n_resamples), rng=rng)
+        t.comparison.extra.append(stats.mcnemar_pooled(ca, cb))
+

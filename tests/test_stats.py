@@ -1,0 +1,170 @@
+"""analysis.stats on fixtures small enough to check by hand, and against scipy."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as st
+
+from analysis import stats
+
+A3, B3 = [1.0, 2.0, 3.0], [2.0, 4.0, 6.0]  # differences 1, 2, 3: mean 2, sd 1
+
+
+def test_paired_t_by_hand_and_scipy():
+    r = stats.paired_t(A3, B3)
+    t = 2 / (1 / math.sqrt(3))
+    assert r.statistic == pytest.approx(t)
+    # Student t with 2 df has a closed form: two-sided p = 1 − |t| / √(t² + 2)
+    assert r.p == pytest.approx(1 - t / math.sqrt(t * t + 2))
+    assert r.p == pytest.approx(st.ttest_rel(B3, A3).pvalue)
+    assert (r.test, r.n) == ("paired t-test", 3)
+
+
+def test_paired_t_edge_cases():
+    assert math.isnan(stats.paired_t([1.0], [2.0]).p)
+    assert stats.paired_t([1, 2, 3], [2, 3, 4]).p == 0.0  # identical non-zero differences
+    assert stats.paired_t([1, 2, 3], [1, 2, 3]).p == 1.0
+    with pytest.raises(ValueError):
+        stats.paired_t([1, 2], [1, 2, 3])
+
+
+def test_welch_by_hand_and_scipy():
+    a, b = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]
+    r = stats.welch_t(a, b)
+    se = math.sqrt(1.0 / 3 + (5 / 3) / 4)  # var a = 1, var b = 5/3
+    assert r.statistic == pytest.approx(3.5 / se)
+    ref = st.ttest_ind(b, a, equal_var=False)
+    assert r.p == pytest.approx(ref.pvalue)
+    assert r.statistic == pytest.approx(ref.statistic)
+
+
+def test_exact_permutation_by_hand():
+    # sums ±1 ±2 ±3: 6, 0, 2, −4, 4, −2, 0, −6 → |sum| ≥ 6 in 2 of 8 patterns
+    r = stats.permutation_paired(A3, B3)
+    assert r.p == pytest.approx(0.25)
+    assert r.test == "exact permutation test"
+
+
+def test_exact_permutation_matches_scipy():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=9)
+    b = a + rng.normal(0.5, 1, size=9)
+    ref = st.permutation_test((a, b), lambda x, y: np.mean(y - x), permutation_type="samples",
+                              n_resamples=np.inf, alternative="two-sided")
+    assert stats.permutation_paired(a, b).p == pytest.approx(ref.pvalue)
+
+
+def test_monte_carlo_permutation_is_seeded_and_close_to_exact():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=12)
+    b = a + rng.normal(0.3, 1, size=12)
+    exact = stats.permutation_paired(a, b).p
+    mc = stats.permutation_paired(a, b, max_exact=4, n_resamples=20_000, rng=7)
+    assert mc.test == "Monte Carlo permutation test"
+    assert mc.p == pytest.approx(exact, abs=0.01)
+    assert mc.p == stats.permutation_paired(a, b, max_exact=4, n_resamples=20_000, rng=7).p
+
+
+def test_wilcoxon_by_hand_and_scipy():
+    # all five differences positive: W+ = 15 and only the all-positive / all-negative patterns
+    # are as extreme: p = 2 / 2**5
+    r = stats.wilcoxon([0] * 5, [1, 2, 3, 4, 5])
+    assert (r.p, r.statistic) == (pytest.approx(2 / 32), 15.0)
+    # ties: |d| = 1, 1, 2 → ranks 1.5, 1.5, 3; again 2 of 8 patterns as extreme
+    assert stats.wilcoxon([0, 0, 0], [1, 1, 2]).p == pytest.approx(0.25)
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=11), rng.normal(0.4, 1, size=11)
+    ref = st.wilcoxon(b - a, method="exact")
+    assert stats.wilcoxon(a, b).p == pytest.approx(ref.pvalue)
+    big_a, big_b = rng.normal(size=40), rng.normal(0.2, 1, size=40)
+    ref = st.wilcoxon(big_b - big_a, method="asymptotic", correction=False)
+    assert stats.wilcoxon(big_a, big_b).p == pytest.approx(ref.pvalue)
+
+
+def test_effect_sizes_by_hand():
+    assert stats.cohens_dz(A3, B3) == pytest.approx(2.0)
+    assert stats.cohens_d([1, 2, 3], [4, 5, 6]) == pytest.approx(3.0)  # diff 3, pooled sd 1
+    assert math.isnan(stats.cohens_dz([1], [2]))
+
+
+def test_bootstrap_ci():
+    lo, hi = stats.bootstrap_ci_diff([1, 2, 3], [3, 4, 5], paired=True)
+    assert (lo, hi) == (2.0, 2.0)  # every difference is 2
+    lo, hi = stats.bootstrap_ci_diff(A3, B3, paired=True, n_resamples=5000, rng=0)
+    assert 1.0 <= lo < 2.0 < hi <= 3.0
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=30), rng.normal(1, 1, size=30)
+    ref = st.bootstrap((b - a,), np.mean, method="percentile", n_resamples=10_000, rng=1).confidence_interval
+    lo, hi = stats.bootstrap_ci_diff(a, b, paired=True, rng=0)
+    assert lo == pytest.approx(ref.low, abs=0.05) and hi == pytest.approx(ref.high, abs=0.05)
+    lo, hi = stats.bootstrap_ci_diff(a, b, paired=False, rng=0)
+    assert lo < b.mean() - a.mean() < hi
+    assert stats.bootstrap_ci_diff(a, b, paired=True, rng=5) == stats.bootstrap_ci_diff(a, b, paired=True, rng=5)
+
+
+def test_mcnemar_by_hand_and_scipy():
+    exact, midp = stats.mcnemar(0, 5)  # P(X ≤ 0) = 1/32
+    assert exact == pytest.approx(2 / 32) and midp == pytest.approx(1 / 32)
+    exact, midp = stats.mcnemar(3, 3)  # P(X ≤ 3 | n=6) = 42/64, P(X = 3) = 20/64
+    assert exact == 1.0 and midp == pytest.approx(2 * (42 - 10) / 64)
+    assert stats.mcnemar(0, 0) == (1.0, 1.0)
+    assert stats.mcnemar(4, 15)[0] == pytest.approx(st.binomtest(4, 19).pvalue)
+
+
+def test_mcnemar_pooled_counts():
+    ca = np.array([[1, 0, 0, 1], [1, 1, 0, 0]])
+    cb = np.array([[1, 1, 1, 1], [0, 1, 1, 0]])
+    r = stats.mcnemar_pooled(ca, cb)  # b right where a wrong: 3; b wrong where a right: 1
+    assert r.p == pytest.approx(stats.mcnemar(3, 1)[1])
+    assert r.statistic == 2
+
+
+def test_paired_bootstrap_examples():
+    ca = np.array([[1, 0, 1, 0] * 25])
+    same = stats.paired_bootstrap_examples(ca, ca)
+    assert same.p == 1.0 and same.statistic == 0.0
+    cb = np.ones_like(ca)
+    r = stats.paired_bootstrap_examples(ca, cb, n_resamples=2000, rng=0)
+    assert r.statistic == pytest.approx(0.5)  # 50 of 100 examples flip to right
+    assert r.p == pytest.approx(1 / 2001)  # no centred resample gets as far as 0.5
+
+
+def test_example_bootstrap_is_calibrated_under_the_null():
+    rng = np.random.default_rng(6)
+    ps = []
+    for _ in range(50):
+        p = rng.uniform(0.5, 0.9, size=300)  # example difficulty, the same for both models
+        ca = rng.random((5, 300)) < p
+        cb = rng.random((5, 300)) < p
+        ps.append(stats.paired_bootstrap_examples(ca, cb, n_resamples=1000, rng=rng).p)
+    assert np.mean(np.array(ps) > 0.05) >= 0.9
+
+
+def test_holm_by_hand():
+    # sorted 0.01, 0.03, 0.04 → ×3, ×2, ×1 = 0.03, 0.06, 0.04 → running max 0.03, 0.06, 0.06
+    np.testing.assert_allclose(stats.holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    out = stats.holm([0.2, np.nan, 0.01])
+    assert math.isnan(out[1]) and out[0] == pytest.approx(0.2) and out[2] == pytest.approx(0.02)
+    assert stats.holm([0.9, 0.8]).max() <= 1.0
+
+
+def test_levene_matches_scipy():
+    a, b = [1.0, 5.0, 9.0, 2.0], [4.0, 5.0, 5.5, 4.5]
+    assert stats.levene(a, b).p == pytest.approx(st.levene(a, b, center="median").pvalue)
+
+
+def test_compare_pairs_by_key_and_falls_back_to_welch():
+    c = stats.compare([1, 2, 3, 9], [2, 4, 6], [0, 1, 2, 3], [0, 1, 2])
+    assert c.n_pairs == 3 and c.mean_diff == pytest.approx(2.0)
+    assert c.primary.test == "paired t-test" and c.primary.p == pytest.approx(stats.paired_t(A3, B3).p)
+    assert c.effect_name == "Cohen's d_z" and c.effect == pytest.approx(2.0)
+    assert {t.test for t in c.tests} == {"paired t-test", "exact permutation test",
+                                         "Wilcoxon signed-rank test", "Welch's t-test"}
+    c = stats.compare([1, 2, 3], [4, 5, 6], ["a", "b", "c"], ["x", "y", "z"])
+    assert c.n_pairs == 0 and c.primary.test == "Welch's t-test" and c.effect_name == "Cohen's d"
+
+
+def test_p_values_print_with_their_test():
+    assert str(stats.paired_t(A3, B3)) == "p=0.074 (paired t-test, n=3)"
+    assert stats.format_p(1.23e-9) == "p=1.2e-09"
