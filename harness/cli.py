@@ -212,6 +212,96 @@ def retry(grid: Optional[str] = typer.Option(None, "--grid"), job: Optional[list
     typer.echo(f"re-queued {queue.retry(db.open_db(db_url), job_ids=job, grid=grid)} jobs")
 
 
+@app.command()
+@fail_cleanly
+def report(
+    table: Optional[int] = typer.Option(None, "--table", "-t", help="Paper table: 2 few-shot, 3 noise, 4 GLUE, 5 batch size, 7 transfer."),
+    fmt: str = typer.Option("terminal", "--format", "-f", help="terminal | markdown | latex | csv | json."),
+    aggregation: str = typer.Option("top3", "--aggregation", "-a", help="top3 (the paper's: test score of the top 3 of 10 runs by validation) or mean (all seeds)."),
+    model: Optional[str] = typer.Option(None, help="Only results of this model."),
+    all_: bool = typer.Option(False, "--all", help="Write every table and figure as one Markdown + HTML report."),
+    out: Path = typer.Option(Path("report"), "--out", help="Folder for --all."),
+    db_url: Optional[str] = DbOpt,
+):
+    """A table of the paper from the database, the paper's numbers beside ours, with significance tests."""
+    import analysis
+
+    if all_:
+        path = analysis.write_report(db.open_db(db_url), out, aggregation=_choice(aggregation, AGGREGATIONS, "--aggregation"))
+        typer.echo(f"report written to {path} (and {path.with_suffix('.html')})")
+        return
+    if table is None:
+        raise HarnessError("say which table: --table 2|3|4|5|7, or --all --out DIR for everything")
+    _choice(table, TABLES, "--table")
+    _choice(fmt, FORMATS, "--format")
+    engine = db.open_db(db_url)
+    t = analysis.build_table(analysis.load_results(engine), table,
+                             aggregation=_choice(aggregation, AGGREGATIONS, "--aggregation"),
+                             model=model, db=engine)
+    typer.echo(analysis.render(t, fmt))
+
+
+TABLES, FORMATS, AGGREGATIONS = (2, 3, 4, 5, 7), ("terminal", "markdown", "latex", "csv", "json"), ("top3", "mean")
+
+
+def _choice(value, allowed, name: str):
+    if value not in allowed:
+        raise HarnessError(f"{name} {value}: choose one of {', '.join(map(str, allowed))}")
+    return value
+
+
+@app.command()
+@fail_cleanly
+def plot(
+    kind: str = typer.Argument("all", help="variance | noise | tsne | all."),
+    out: Path = typer.Option(Path("plots"), "--out", help="Folder for the PNG and PDF files."),
+    task: str = typer.Option("sst2", help="Task of the t-SNE figure."),
+    n: Optional[str] = typer.Option("20", "--n", help="N of the t-SNE figure ('full' = full data)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the t-SNE figure (default: the first with both losses)."),
+    model: Optional[str] = typer.Option(None, help="Only results of this model."),
+    db_url: Optional[str] = DbOpt,
+):
+    """Variance across seeds, noise curves, and the t-SNE of test-set [CLS] embeddings (CE beside CE+SCL)."""
+    import analysis
+
+    _choice(kind, ("variance", "noise", "tsne", "all"), "plot kind")
+    (n_value,) = _numbers(n, int, "--n", allow_full=True)
+    engine = db.open_db(db_url)
+    df = analysis.load_results(engine)
+    paths = []
+    if kind in ("variance", "all"):
+        paths += analysis.plot_variance(df, out, model=model)
+    if kind in ("noise", "all"):
+        paths += analysis.plot_noise(df, out, model=model)
+    if kind in ("tsne", "all"):
+        paths += analysis.plot_tsne(engine, out, task=task, n=n_value, seed=seed, model=model)
+    if not paths:
+        raise HarnessError("nothing to plot yet: no finished results match")
+    for p in paths:
+        typer.echo(str(p))
+
+
+@app.command()
+@fail_cleanly
+def bench(
+    model: str = typer.Option("sentence-transformers/paraphrase-MiniLM-L3-v2", help="Hub id or local folder."),
+    task: str = typer.Option("sst2"),
+    batch_size: int = typer.Option(16, "--batch-size", min=2),
+    steps: int = typer.Option(30, min=5, help="Timed optimisation steps per variant."),
+    max_length: int = typer.Option(128, "--max-length", min=8),
+    gpu: Optional[int] = typer.Option(None, "--gpu", help="CUDA device; default: the CPU."),
+):
+    """Time our training loop next to a plain Hugging Face Trainer doing the same work, in one process."""
+    from harness.bench import format_bench, run_bench
+    from harness.tasks import get_task
+    from harness.worker import select_device
+
+    get_task(task)
+    r = run_bench(model, task=task, batch_size=batch_size, steps=steps, max_length=max_length,
+                  device=select_device(gpu))
+    typer.echo(format_bench(r))
+
+
 @db_app.command("upgrade")
 @fail_cleanly
 def db_upgrade(db_url: Optional[str] = DbOpt):
