@@ -7,7 +7,6 @@ scale-out path. Both go through the same SQLAlchemy Core tables.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
 from pathlib import Path
@@ -22,8 +21,6 @@ from harness.errors import HarnessError
 DEFAULT_URL = "sqlite:///results.db"
 SCHEMA_VERSION = 1
 SQLITE_BUSY_TIMEOUT_MS = 60_000  # writers wait this long for the write lock before giving up
-# Queue SQLite writers on an OS file lock (see _WriterQueue); $HARNESS_SQLITE_FLOCK=0 turns it off.
-SQLITE_WRITER_LOCK = os.environ.get("HARNESS_SQLITE_FLOCK", "1") != "0"
 
 metadata = sa.MetaData()
 
@@ -178,8 +175,6 @@ def make_engine(url: str | None = None) -> Engine:
         engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
                                                         "isolation_level": None})
         event.listen(engine, "connect", _sqlite_on_connect)
-        if SQLITE_WRITER_LOCK and parsed.database and parsed.database != ":memory:":
-            _WriterQueue(Path(parsed.database).expanduser().resolve()).attach(engine)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     if backend == "postgresql":
@@ -204,36 +199,6 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record) -> None:
 
 def _sqlite_on_begin(conn) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-class _WriterQueue:
-    """Serialises this harness's SQLite write transactions across processes with an OS file lock.
-
-    SQLite's own busy handler makes a waiting writer sleep and poll (1, 2, 5, … 100 ms), so with
-    eight workers on two cores most of them sleep while the lock is free: 333 claims/s against
-    838 for one worker. Waiting on flock() instead wakes a writer the moment the lock is released.
-    The kernel drops the lock of a killed process; SQLite's own locking still guards correctness
-    (the busy timeout stays as the fallback for writers that do not use this lock).
-    """
-
-    def __init__(self, database: Path):
-        self.path = database.with_name(database.name + ".lock")
-        self.fds: dict[int, int] = {}  # connection id -> open lock-file descriptor while held
-
-    def attach(self, engine: Engine) -> None:
-        event.listen(engine, "begin", self.acquire)
-        event.listen(engine, "commit", self.release)
-        event.listen(engine, "rollback", self.release)
-
-    def acquire(self, conn) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        self.fds[id(conn)] = fd
-
-    def release(self, conn) -> None:
-        fd = self.fds.pop(id(conn), None)
-        if fd is not None:
-            os.close(fd)  # closing the descriptor releases the lock
 
 
 # ---- schema version -----------------------------------------------------------------------
