@@ -1,0 +1,5 @@
+"""Text noising for robustness experiments (back-translation)."""
+from .backtranslate import BackTranslator, make_backtranslator
+from .translate import FirefoxTranslator, MarianTranslator, Translator
+
+__all__ = ["BackTranslator", "FirefoxTranslator", "MarianTranslator", "Translator", "make_backtranslator"]
