@@ -150,6 +150,25 @@ train_examples = sa.Table(
 )
 
 
+# Back-translated training sets (Table 3): one row per set, made once and shared by the CE and the
+# CE+SCL job of a cell; with how much the noise changed the texts.
+noise_sets = sa.Table(
+    "noise_sets", metadata,
+    sa.Column("key", sa.String(32), primary_key=True),
+    sa.Column("task", sa.String(64), nullable=False),
+    sa.Column("n", sa.Integer),
+    sa.Column("seed", sa.Integer, nullable=False),
+    sa.Column("temperature", sa.Float, nullable=False),
+    sa.Column("backend", sa.String(64), nullable=False),
+    sa.Column("examples", sa.Integer, nullable=False),
+    sa.Column("changed_share", sa.Float, nullable=False),
+    sa.Column("mean_edit_distance", sa.Float, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),  # time to make it
+    sa.Column("made_by_job", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.DateTime, server_default=sa.func.current_timestamp()),
+)
+
+
 # ---- engine -------------------------------------------------------------------------------
 
 def resolve_url(url: str | None) -> str:

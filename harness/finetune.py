@@ -126,10 +126,10 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
 
     # ---- data and tokens ----------------------------------------------------------------
     data = prepare_data(spec, data_dir)
-    train = data.train
+    train, noise_set = data.train, None
     if spec.noise > 0:
         ctx.progress(Progress("noise", epochs=spec.epochs))
-        train = _noisy_train(spec, train, ctx)
+        train, noise_set = _noisy_train(spec, train, ctx)
     pre = load_pretrained(spec.model)
     tok = functools.partial(encode, pre.tokenizer, pre.path, task.name, max_length=spec.max_length,
                             cache_dir=ctx.cache_dir)
@@ -230,31 +230,35 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
                      zip(data.test.idx, data.test.labels, predictions(task, logits))],
         embeddings=embeddings, embedding_examples=[int(i) for i in data.test.idx],
         embedding_labels=[float(y) for y in data.test.labels],
-        train_examples=[int(i) for i in train.idx], config=config)
+        train_examples=[int(i) for i in data.train.idx], config=config,
+        noise_set=None if noise_set is None else noise_set.record())
 
 
-def _noisy_train(spec: JobSpec, train: Examples, ctx: RunContext) -> Examples:
+def _noisy_train(spec: JobSpec, train: Examples, ctx: RunContext):
     """Back-translated training texts (harness.noise), added to or replacing the originals.
 
     The noisy copies depend on (texts, T, backend, spec.seed) only, so CE and CE+SCL jobs of a seed
     see the same noise. They keep their original's idx and label.
     """
-    try:
-        from harness.noise import noisy_texts
-    except ImportError as exc:
-        raise PermanentJobError("noise > 0 needs harness.noise.noisy_texts(texts, temperature, "
-                                "backend, seed, cache_dir), which this checkout lacks") from exc
-    noisy = noisy_texts(list(train.texts), temperature=spec.noise, backend=spec.noise_backend,
-                        seed=spec.seed, cache_dir=ctx.cache_dir)
+    from harness.noise.sets import noisy_texts
+
+    def tick(done: int, total: int) -> None:
+        ctx.progress(Progress(phase="noise", step=done, steps=total))
+        if ctx.should_stop():
+            raise JobInterrupted()
+
+    noisy, record = noisy_texts([tuple(t) for t in train.texts], temperature=spec.noise,
+                                backend=spec.noise_backend, seed=spec.seed,
+                                cache_dir=ctx.cache_dir, device=ctx.device, progress=tick)
     # The token cache is keyed by (split, row): the tag names everything the noisy texts depend on.
     tag = (f"{train.split}+noise-T{spec.noise:g}-{spec.noise_backend}-s{spec.seed}"
            f"-n{spec.n}-k{spec.per_class}-{spec.noise_mode}")
     copies = dataclasses.replace(train, split=tag, texts=tuple(tuple(t) for t in noisy))
     if spec.noise_mode == "replace":
-        return copies
+        return copies, record
     # Augment: originals and copies in one Examples; rows of the copies are offset so that the
     # token cache (keyed by split and row) keeps them apart from the originals.
     offset = NOISY_ROW_OFFSET
     return Examples(tag, np.concatenate([train.rows, copies.rows + offset]),
                     np.concatenate([train.idx, copies.idx]),
-                    np.concatenate([train.labels, copies.labels]), train.texts + copies.texts)
+                    np.concatenate([train.labels, copies.labels]), train.texts + copies.texts), record

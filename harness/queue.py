@@ -79,12 +79,12 @@ def enqueue(engine: Engine, grid: str, specs: Iterable[JobSpec], *,
     return added, len(rows) - added
 
 
-def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict]):
+def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], key: str = "id"):
     if conn.dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:
         from sqlalchemy.dialects.postgresql import insert
-    return insert(table).values(rows).on_conflict_do_nothing(index_elements=["id"])
+    return insert(table).values(rows).on_conflict_do_nothing(index_elements=[key])
 
 
 # ---- claim --------------------------------------------------------------------------------
@@ -219,6 +219,13 @@ def finish(engine: Engine, c: Claim, result: RunResult, wall_seconds: float | No
         if result.train_examples:
             conn.execute(_INSERT_TRAIN_EXAMPLES, dict(
                 job_id=c.job_id, examples=json.dumps([int(e) for e in result.train_examples])))
+        if result.noise_set is not None:
+            ns = result.noise_set
+            conn.execute(_insert_ignore(conn, db.noise_sets, [dict(
+                key=ns["key"], task=s.task, n=s.n, seed=ns["seed"], temperature=ns["temperature"],
+                backend=ns["backend"], examples=ns["examples"], changed_share=ns["changed_share"],
+                mean_edit_distance=ns["mean_edit_distance"], seconds=ns["seconds"],
+                made_by_job=c.job_id)], key="key"))
         _end_run(conn, c.run_id, "done", config=result.config)
     return True
 

@@ -57,6 +57,7 @@ class RunResult:
     embedding_labels: list[float] = field(default_factory=list)
     train_examples: list[int] = field(default_factory=list)  # idx of the training examples used
     config: dict[str, Any] = field(default_factory=dict)  # resolved configuration (versions excluded)
+    noise_set: dict[str, Any] | None = None  # the back-translated training set used (NoiseSet.record())
 
 
 class Runner(Protocol):

@@ -1,0 +1,71 @@
+"""Noisy training sets: made once per cell with the offline translator, cached, shared by the CE
+and CE+SCL jobs, and recorded in the database."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from harness import db, queue
+from harness.noise import sets
+from harness.spec import JobSpec
+from harness.worker import Worker, WorkerOptions
+
+TEXTS = [("it 's a charming and often affecting journey . ",),
+         ("unflinchingly bleak and desperate ",),
+         ("allows us to hope that nolan is poised to embark a major career as a commercial yet "
+          "inventive filmmaker . ",),
+         ("the acting , costumes , music , cinematography and sound are all astounding given the "
+          "production 's austere locales . ",)]
+
+
+def test_edit_distance_by_hand():
+    assert sets.edit_distance("kitten", "sitting") == 3
+    assert sets.edit_distance("", "abc") == 3
+    assert sets.edit_distance("same", "same") == 0
+
+
+def test_a_set_is_made_once_and_reproducible(tmp_path):
+    made = []
+    noisy, rec = sets.noisy_texts(TEXTS, temperature=0.9, backend="firefox-pt", seed=3,
+                                  cache_dir=tmp_path, progress=lambda d, t: made.append((d, t)))
+    assert len(noisy) == len(TEXTS) and all(len(t) == 1 for t in noisy)
+    assert made and made[-1] == (4, 4)
+    assert not rec.cached and 0 <= rec.changed_share <= 1 and rec.mean_edit_distance > 0
+    again, rec2 = sets.noisy_texts(TEXTS, temperature=0.9, backend="firefox-pt", seed=3, cache_dir=tmp_path)
+    assert again == noisy and rec2.cached and rec2.key == rec.key
+    # made afresh in another cache: the same texts from the same seed
+    fresh, _ = sets.noisy_texts(TEXTS, temperature=0.9, backend="firefox-pt", seed=3,
+                                cache_dir=tmp_path / "other")
+    assert fresh == noisy
+
+
+def test_two_jobs_of_one_cell_make_the_set_once(tmp_path):
+    records = []
+    threads = [threading.Thread(target=lambda: records.append(sets.noisy_texts(
+        TEXTS[:2], temperature=0.5, backend="firefox-pt", seed=1, cache_dir=tmp_path)[1]))
+        for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted(r.cached for r in records) == [False, True]
+
+
+def test_noise_job_end_to_end_records_its_set(tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    engine = db.open_db(url, create=True)
+    common = dict(task="sst2", n=8, noise=0.7, seed=0, model="sentence-transformers/paraphrase-MiniLM-L3-v2",
+                  epochs=1, max_length=32, lr=1e-4, lam=0.9, tau=0.3)
+    specs = [JobSpec.make(loss="ce", **common), JobSpec.make(loss="ce+scl", **common)]
+    queue.enqueue(engine, "noise", specs)
+    w = Worker(engine, WorkerOptions(until_empty=True, runs_dir=tmp_path / "runs", quiet=True))
+    assert w.run() == 2
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("select task, n, temperature, examples, changed_share from noise_sets")).all()
+        n_train = conn.execute(sa.text("select n_train from results")).scalars().all()
+        used = conn.execute(sa.text("select examples from train_examples")).scalars().all()
+    assert len(rows) == 1 and rows[0][:4] == ("sst2", 8, 0.7, 8)  # one set for both losses
+    assert n_train == [16, 16]  # augment: the 8 originals plus their 8 noisy copies
+    assert used[0] == used[1]
+    assert Path(tmp_path / "runs" / ".cache" / "noise").is_dir()
