@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 
 from harness.batching import collate, encode, length_grouped_batches
 from harness.data import prepare_data, sample_train
+from harness.memory import keep_freed_memory
 from harness.finetune import autocast_for, fine_tune, make_optimizer, seed_everything, train_step
 from harness.models import build_model, load_pretrained
 from harness.runner import RunContext
@@ -103,7 +105,7 @@ def _sync(device: torch.device) -> None:
 
 def run_bench(model: str, task: str = "sst2", batch_size: int = 16, steps: int = 30,
               data_dir: str | Path | None = None, device: str = "cpu", max_length: int = 128,
-              fewshot_epochs: int = 3) -> dict:
+              fewshot_epochs: int = 3, repeats: int = 3) -> dict:
     """Time our loop against a plain Trainer and break down where the difference comes from."""
     dev = torch.device(device)
     spec = JobSpec.make(task=task, seed=BENCH_SEED, model=model, batch_size=batch_size,
@@ -119,16 +121,43 @@ def run_bench(model: str, task: str = "sst2", batch_size: int = 16, steps: int =
         return {"seconds": seconds, "steps_per_s": steps / seconds,
                 "examples_per_s": steps * batch_size / seconds}
 
-    ours = rate(_our_loop(spec, enc, labels, steps, dev))
-    trainer = rate(_trainer(spec, trainer_examples, pre.tokenizer, steps, dev))
-    scl = rate(_our_loop(scl_spec, enc, labels, steps, dev))
+    # Each variant runs `repeats` times, interleaved (A B C … A B C …), and its median counts:
+    # on a shared 2-core machine a single timing can be off by 2x, interleaving spreads the noise.
+    # The worker tunes malloc for the whole process (harness.memory); the Trainer baseline and
+    # the ablation run with glibc's defaults, as a plain script would.
+    def tuned(fn, enable=True):
+        def run():
+            keep_freed_memory(enable)
+            try:
+                return fn()
+            finally:
+                keep_freed_memory(False)
+        return run
+
+    variants = {
+        "ours": tuned(lambda: _our_loop(spec, enc, labels, steps, dev)),
+        "trainer": tuned(lambda: _trainer(spec, trainer_examples, pre.tokenizer, steps, dev), False),
+        "ce_scl": tuned(lambda: _our_loop(scl_spec, enc, labels, steps, dev)),
+        "no_grouping": tuned(lambda: _our_loop(spec, enc, labels, steps, dev, group=False)),
+        "no_fused": tuned(lambda: _our_loop(spec, enc, labels, steps, dev, fused=False)),
+        "no_malloc_tuning": tuned(lambda: _our_loop(spec, enc, labels, steps, dev), False),
+    }
+    load_before = os.getloadavg()[0]
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            times[name].append(fn())
+    med = {k: rate(float(np.median(v))) for k, v in times.items()}
+    ours, trainer, scl = med["ours"], med["trainer"], med["ce_scl"]
     ablation = {
         "all techniques": ours["steps_per_s"],
-        "without length grouping": rate(_our_loop(spec, enc, labels, steps, dev, group=False))["steps_per_s"],
-        "without fused AdamW": rate(_our_loop(spec, enc, labels, steps, dev, fused=False))["steps_per_s"],
+        "without length grouping": med["no_grouping"]["steps_per_s"],
+        "without fused AdamW": med["no_fused"]["steps_per_s"],
+        "without malloc tuning": med["no_malloc_tuning"]["steps_per_s"],
     }
 
     fewshot = {}
+    keep_freed_memory()  # as in a worker
     for label in ("cold", "warm"):  # "cold" is cold only if nothing ran before in this process
         job = JobSpec.make(task=task, seed=BENCH_SEED + (label == "warm"), n=20, model=model,
                            batch_size=batch_size, max_length=max_length, epochs=fewshot_epochs,
@@ -144,7 +173,8 @@ def run_bench(model: str, task: str = "sst2", batch_size: int = 16, steps: int =
             "steps": steps, "threads": torch.get_num_threads(), "ours": ours, "trainer": trainer,
             "speedup_vs_trainer": ours["steps_per_s"] / trainer["steps_per_s"],
             "ce_scl": scl, "scl_overhead": ours["steps_per_s"] / scl["steps_per_s"] - 1,
-            "ablation_steps_per_s": ablation, "fewshot_n20": fewshot,
+            "ablation_steps_per_s": ablation, "fewshot_n20": fewshot, "repeats": repeats,
+            "all_seconds": times, "load_average": (load_before, os.getloadavg()[0]),
             "fewshot_epochs": fewshot_epochs}
 
 
@@ -152,7 +182,8 @@ def format_bench(result: dict) -> str:
     r = result
     lines = [
         f"bench: {r['model']} on {r['task']}, {r['device']} ({r['threads']} threads), "
-        f"batch {r['batch_size']}, {r['steps']} timed steps",
+        f"batch {r['batch_size']}, {r['steps']} timed steps, median of {r['repeats']} interleaved "
+        f"runs (load average {r['load_average'][0]:.1f} -> {r['load_average'][1]:.1f})",
         f"  ours      {r['ours']['steps_per_s']:7.2f} steps/s  {r['ours']['examples_per_s']:8.1f} examples/s",
         f"  Trainer   {r['trainer']['steps_per_s']:7.2f} steps/s  {r['trainer']['examples_per_s']:8.1f} examples/s",
         f"  speed-up vs plain Trainer: {r['speedup_vs_trainer']:.2f}x",

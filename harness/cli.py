@@ -289,6 +289,7 @@ def bench(
     batch_size: int = typer.Option(16, "--batch-size", min=2),
     steps: int = typer.Option(30, min=5, help="Timed optimisation steps per variant."),
     max_length: int = typer.Option(128, "--max-length", min=8),
+    repeats: int = typer.Option(3, min=1, help="Interleaved repetitions per variant; medians are reported."),
     gpu: Optional[int] = typer.Option(None, "--gpu", help="CUDA device; default: the CPU."),
 ):
     """Time our training loop next to a plain Hugging Face Trainer doing the same work, in one process."""
@@ -298,7 +299,7 @@ def bench(
 
     get_task(task)
     r = run_bench(model, task=task, batch_size=batch_size, steps=steps, max_length=max_length,
-                  device=select_device(gpu))
+                  repeats=repeats, device=select_device(gpu))
     typer.echo(format_bench(r))
 
 
