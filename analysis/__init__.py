@@ -7,6 +7,7 @@
 """
 
 from analysis.load import load_results
+from analysis.noise import noise_summary, render_noise_summary
 from analysis.plots import plot_noise, plot_tsne, plot_variance
 from analysis.render import FORMATS, render
 from analysis.report import write_report
@@ -15,4 +16,4 @@ from analysis.tables import AGGREGATIONS, Table, build_table
 TABLES = (2, 3, 4, 5, 7)
 
 __all__ = ["load_results", "build_table", "render", "plot_variance", "plot_noise", "plot_tsne",
-           "write_report", "Table", "AGGREGATIONS", "FORMATS", "TABLES"]
+           "write_report", "noise_summary", "render_noise_summary", "Table", "AGGREGATIONS", "FORMATS", "TABLES"]

@@ -12,6 +12,7 @@ import numpy as np
 
 from analysis import paper, stats
 from analysis.load import engine_of, load_embeddings, load_results
+from analysis.noise import noise_summary, render_noise_summary
 from analysis.plots import plot_noise, plot_tsne, plot_variance
 from analysis.render import render
 from analysis.tables import ALPHA, build_table
@@ -52,6 +53,8 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
     for n in TABLES:
         md.append(f"## Table {n}")
         md.append(render(built[n], "markdown"))
+        if n == 3:
+            md.append(render_noise_summary(noise_summary(engine), "markdown"))
         if built[n].sections:
             md.append(render(build_table(df, n, other, n_resamples=n_resamples, seed=seed), "markdown"))
     if figures:

@@ -239,6 +239,8 @@ def report(
                              aggregation=_choice(aggregation, AGGREGATIONS, "--aggregation"),
                              model=model, db=engine)
     typer.echo(analysis.render(t, fmt))
+    if table == 3 and fmt in ("terminal", "markdown"):
+        typer.echo("\n" + analysis.render_noise_summary(analysis.noise_summary(engine), fmt))
 
 
 TABLES, FORMATS, AGGREGATIONS = (2, 3, 4, 5, 7), ("terminal", "markdown", "latex", "csv", "json"), ("top3", "mean")
