@@ -57,10 +57,11 @@ GRIDS: dict[str, Grid] = {g.name: g for g in [
          "examples per class (stage 2), 10 samples, plus a from-pretrained baseline",
          tasks=TRANSFER_TARGETS, ns=(2 * TRANSFER_PER_CLASS,), seeds=tuple(range(10)),
          base=dict(_PAPER, epochs=10)),
-    Grid("smoke", 1, "a minute-scale design for demos and tests: small model, SST-2, N = 20, 3 epochs",
+    Grid("smoke", 1, "a minute-scale design for demos and tests: small model, SST-2, N = 20, 6 epochs",
          tasks=("sst2",), ns=(20,), seeds=(0, 1, 2, 3),
-         base=dict(lam=PAPER_LAM, tau=PAPER_TAU, model=SMALL_MODEL, lr=1e-4, epochs=3,
-                   max_length=128)),
+         # a 3-layer MiniLM needs a larger step than RoBERTa-large's 1e-5 to move in 6 epochs
+         base=dict(lam=PAPER_LAM, tau=PAPER_TAU, model=SMALL_MODEL, lr=3e-4, warmup_ratio=0.1,
+                   epochs=6, max_length=128)),
 ]}
 
 
@@ -71,6 +72,10 @@ def get_grid(name: str) -> Grid:
 
 
 AXIS_NAMES = ("tasks", "ns", "seeds", "losses", "noises", "batch_sizes")
+# Options of the transfer grid's stage 1 only: train the SST-2 source model on a random sample of
+# this many examples (None: the full training set, as the paper) and for this many epochs.
+STAGE1_OPTIONS = ("stage1_n", "stage1_epochs")
+STAGE1_MAX_EPOCHS = 5  # stage 1 runs min(epochs, this) epochs unless stage1_epochs says otherwise
 
 
 def expand(grid: Grid, **overrides) -> list[tuple[JobSpec, str | None]]:
@@ -80,6 +85,9 @@ def expand(grid: Grid, **overrides) -> list[tuple[JobSpec, str | None]]:
     epochs, lam, tau, lr, ...); None values are ignored.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    stage1 = {k: overrides.pop(k) for k in STAGE1_OPTIONS if k in overrides}
+    if stage1 and grid.name != "transfer":
+        raise HarnessError(f"--stage1-n / --stage1-epochs apply to the transfer grid only, not {grid.name!r}")
     axes = grid.axes() | {k: tuple(overrides.pop(k)) for k in AXIS_NAMES if k in overrides}
     spec_fields = {f.name for f in dataclasses.fields(JobSpec)}
     unknown = set(overrides) - spec_fields
@@ -90,7 +98,7 @@ def expand(grid: Grid, **overrides) -> list[tuple[JobSpec, str | None]]:
         if not values:
             raise HarnessError(f"the {axis} axis of grid {grid.name!r} is empty")
     if grid.name == "transfer":
-        return _expand_transfer(axes, base)
+        return _expand_transfer(axes, base, **stage1)
     out = []
     for task, n, noise, bs, seed, loss in itertools.product(
             axes["tasks"], axes["ns"], axes["noises"], axes["batch_sizes"], axes["seeds"],
@@ -100,17 +108,18 @@ def expand(grid: Grid, **overrides) -> list[tuple[JobSpec, str | None]]:
     return out
 
 
-def _expand_transfer(axes: dict, base: dict) -> list[tuple[JobSpec, str | None]]:
-    """Stage 1: full SST-2 per loss (seed 0). Stage 2: each target × sample seed × loss, starting
-    from the stage-1 model of the same loss and trained with that loss. Baseline: each target ×
-    sample seed from the pretrained model with CE."""
+def _expand_transfer(axes: dict, base: dict, stage1_n: int | None = None,
+                     stage1_epochs: int | None = None) -> list[tuple[JobSpec, str | None]]:
+    """Stage 1: full SST-2 per loss (seed 0), or a stage1_n sample of it (a CPU demo). Stage 2:
+    each target × sample seed × loss, starting from the stage-1 model of the same loss and trained
+    with that loss. Baseline: each target × sample seed from the pretrained model with CE."""
     out: list[tuple[JobSpec, str | None]] = []
     (n,) = axes["ns"][:1]
     per_class = None if n is None else max(1, n // 2)
+    epochs1 = stage1_epochs or min(base.get("epochs", 10), STAGE1_MAX_EPOCHS)
     stage1 = {}
     for loss in axes["losses"]:
-        s1 = JobSpec.make(**(base | dict(task="sst2", n=None, seed=0, loss=loss, epochs=min(
-            base.get("epochs", 10), 5))))
+        s1 = JobSpec.make(**(base | dict(task="sst2", n=stage1_n, seed=0, loss=loss, epochs=epochs1)))
         stage1[loss] = s1
         out.append((s1, None))
     for task, seed in itertools.product(axes["tasks"], axes["seeds"]):

@@ -58,7 +58,9 @@ def _translator(backend: str, device: str):
     """One back-translator per process and backend: loading the models costs seconds."""
     from harness.noise.backtranslate import make_backtranslator
 
-    return make_backtranslator(backend, device)
+    # One thread on the CPU: when several workers share a machine, two spinning threads per
+    # process collapsed translation from ~60 to 1–5 sentences/s; one thread held 15–40.
+    return make_backtranslator(backend, device, num_threads=1 if device == "cpu" else None)
 
 
 def noisy_texts(texts: list[tuple[str, ...]], *, temperature: float, backend: str, seed: int,
