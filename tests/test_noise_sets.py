@@ -8,6 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from analysis.noise import noise_summary, render_noise_summary
 from harness import db, queue
 from harness.noise import sets
 from harness.spec import JobSpec
@@ -69,3 +70,6 @@ def test_noise_job_end_to_end_records_its_set(tmp_path):
     assert n_train == [16, 16]  # augment: the 8 originals plus their 8 noisy copies
     assert used[0] == used[1]
     assert Path(tmp_path / "runs" / ".cache" / "noise").is_dir()
+    summary = noise_summary(engine)
+    assert summary[["task", "temperature", "sets", "examples"]].values.tolist() == [["sst2", 0.7, 1, 8]]
+    assert "T" in render_noise_summary(summary) and "0.7" in render_noise_summary(summary, "markdown")
