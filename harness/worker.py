@@ -24,13 +24,15 @@ from typing import Callable
 
 from sqlalchemy.engine import Engine
 
-from harness import queue
+from harness import artifacts, queue
 from harness.memory import keep_freed_memory
 from harness.errors import HarnessError, JobInterrupted, PermanentJobError
 from harness.runner import DEFAULT_RUNNER, Progress, RunContext, Runner, load_runner
 
 POLL_SECONDS = 5.0  # idle wait between claims when the queue is empty (without --until-empty)
 REQUEUE_EVERY_SECONDS = 10.0  # how often a worker looks for expired leases of other workers
+PROGRESS_EVERY_SECONDS = 5.0  # heartbeat period (at most lease/4), so `harness status` stays fresh
+MAX_DEFERRALS = 3  # a job handed back this often for an unusable source model fails instead
 
 
 @dataclass
@@ -95,7 +97,8 @@ def _device_name(device: str) -> str:
 
 
 class _Heartbeat(threading.Thread):
-    """Renews the lease every lease/4 seconds; flags `lost` if the job is no longer ours."""
+    """Renews the lease (and publishes progress) every few seconds; flags `lost` if the job is no
+    longer ours."""
 
     def __init__(self, engine: Engine, claim: queue.Claim, lease_seconds: float):
         super().__init__(daemon=True, name=f"heartbeat-{claim.job_id}")
@@ -105,7 +108,7 @@ class _Heartbeat(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._halt.wait(self.lease_seconds / 4):
+        while not self._halt.wait(min(PROGRESS_EVERY_SECONDS, self.lease_seconds / 4)):
             try:
                 if not queue.heartbeat(self.engine, self.claim, self.progress, self.lease_seconds):
                     self.lost.set()
@@ -182,6 +185,9 @@ class Worker:
                          should_stop=lambda: self.stop_requested.is_set() or beat.lost.is_set(),
                          cache_dir=self.opts.runs_dir / ".cache")
         try:
+            if not self._link_models(claim, ctx, run_dir):
+                beat.stop()
+                return
             result = self.runner(spec, ctx)
         except JobInterrupted:
             beat.stop()
@@ -216,6 +222,33 @@ class Worker:
                       f"test {result.test_score:.4f} ({wall:.1f}s)")
         else:
             self._say(f"result of {label} discarded: the lease was lost meanwhile")
+
+    def _link_models(self, claim: queue.Claim, ctx: RunContext, run_dir: Path) -> bool:
+        """Models in and out of a job. A job others depend on saves its model under run_dir/model.
+        A job that starts from another's model gets that folder once its sha256 checks out; if
+        the files are gone or changed, the source job goes back to the queue (once, however many
+        dependents notice) and this job is handed back unrun, without using up an attempt.
+        False: the job was handed back."""
+        if queue.has_dependents(self.engine, claim.job_id):
+            ctx.save_model_dir = run_dir / "model"
+        source = claim.spec.init_from
+        if source is None:
+            return True
+        stored = queue.stored_model(self.engine, source)
+        why = artifacts.problem(*(stored or (None, None)))
+        if why is None:
+            ctx.init_model_dir, ctx.init_model_sha256 = Path(stored[0]), stored[1]
+            return True
+        if queue.deferrals(self.engine, claim.job_id) >= MAX_DEFERRALS:
+            raise PermanentJobError(f"the model of {source} was unusable {MAX_DEFERRALS} times "
+                                    f"(last: {why}); do all workers see the same runs folder?")
+        requeued = queue.redo(self.engine, source, f"job {claim.job_id} needs its model, but {why}")
+        queue.release(self.engine, claim, f"waiting for {source} to run again: {why}",
+                      outcome="deferred")
+        self._say(f"model of {source} unusable ({why}): "
+                  + ("re-queued it" if requeued else "it is already queued again")
+                  + f"; handed back {claim.job_id}")
+        return False
 
     def _say(self, msg: str) -> None:
         if not self.opts.quiet:
