@@ -35,6 +35,10 @@ class Layout:
     signature: tuple = SIGNATURE
     baseline_row: bool = False
     notes: tuple = ()
+    # (all results, the selected runs) -> notes about the data actually used (sizes, samples)
+    describe: Callable[[pd.DataFrame, pd.DataFrame], list] | None = None
+    # a cell's runs -> flags shown in the cell (e.g. a contrastive batch below the batch size)
+    cell_flags: Callable[[pd.DataFrame], list] | None = None
 
     def col_text(self, c) -> str:
         return str(c) if c in self.derived else (self.col_label(c) or str(c))
@@ -89,6 +93,59 @@ def _t7(df):
     return out
 
 
+def _t5_flags(runs: pd.DataFrame) -> list[str]:
+    """The SCL term sees one forward batch; say so where that was fewer than batch_size examples."""
+    if "scl_batch_size" not in runs:
+        return []
+    seen = runs["scl_batch_size"].dropna()
+    small = seen[seen < runs.loc[seen.index, "batch_size"]]
+    return [f"contrastive batch {int(small.min())}"] if len(small) else []
+
+
+def _t5_describe(df: pd.DataFrame, sub: pd.DataFrame) -> list[str]:
+    if "scl_batch_size" not in sub or sub.empty:
+        return []
+    seen = sub.groupby("batch_size")["scl_batch_size"].agg(["min", "max"]).dropna()
+    if seen.empty:
+        return ["No run of this table recorded its contrastive batch size (older results)."]
+    parts = [f"batch {bs}: {int(r['min'])}" + ("" if r["min"] == r["max"] else f"–{int(r['max'])}")
+             for bs, r in seen.iterrows()]
+    return ["Contrastive batch actually seen by the SCL term (results.scl_batch_size, per run): "
+            + ", ".join(parts) + "."]
+
+
+# Where the transfer targets' data come from. The test-set size tells the local mirror's samples
+# (Yelp-2: 1,000 of the official 38,000 test rows → 500 tested) from the Hub's full test splits.
+_TRANSFER_SOURCES = {
+    "yelp_polarity": (19_000, "Yelp-2: {n} test examples from a 1,000-row sample of the official "
+                              "yelp_polarity test split (38,000 rows), lower-cased and tokenised"),
+    "amazon_polarity_sample": (200_000, "Amazon-2*: {n} test examples from a 1,600-review sample built "
+                                        "from Amazon Review Full by the polarity rule (1–2 stars "
+                                        "negative, 4–5 positive), not the official amazon_polarity rows"),
+}
+
+
+def _t7_describe(df: pd.DataFrame, sub: pd.DataFrame) -> list[str]:
+    notes = []
+    for task, (hub_test, text) in _TRANSFER_SOURCES.items():
+        n_test = sub.loc[sub["task"] == task, "n_test"].dropna()
+        if len(n_test) and int(n_test.max()) < hub_test:
+            notes.append(text.format(n=f"{int(n_test.max()):,}") + "; not the paper's test set.")
+    sources = sub["init_from"].dropna().unique()
+    stage1 = df[df["job_id"].isin(sources)]
+    for _, s in stage1.sort_values("loss").iterrows():
+        full = paper.FULL_TRAIN_ROWS.get(s["task"])
+        size = ("the full training set" if pd.isna(s["n"]) else
+                f"a random sample of {int(s['n']):,} of its {full:,} training examples (a CPU-sized demo, "
+                "not the paper's full-data stage 1)")
+        notes.append(f"Stage 1 ({paper.LOSS_LABELS.get(s['loss'], s['loss'])}): {paper.TASK_LABELS.get(s['task'], s['task'])}, "
+                     f"{size}, {int(s['epochs'])} epochs, test accuracy {100 * s['test_score']:.1f}.")
+    missing = len(sources) - len(stage1)
+    if missing:
+        notes.append(f"{missing} stage-1 model(s) have no result in this database.")
+    return notes
+
+
 def _fmt_noise(t) -> str:
     return "original" if t == 0 else f"T={t:g}"
 
@@ -115,12 +172,16 @@ LAYOUTS = {
               lambda g: f"batch {g}", ("sst2", "cola", "qnli"), paper.TASK_LABELS.get,
               lambda g, c, loss: paper.TABLE5.get((c, g)) if loss == "ce+scl" else None,
               signature=tuple(c for c in SIGNATURE if c != "batch_size"),
-              notes=(f"The paper's batch-size numbers come from {paper.TABLE5_MODEL}.",)),
+              notes=(f"The paper's batch-size numbers come from {paper.TABLE5_MODEL}.",
+                     "The SCL term is computed over the examples of one forward batch: there is no "
+                     "gradient accumulation (it would not enlarge the contrastive batch), so a batch "
+                     "that does not fit in memory fails its job with that reason instead of being "
+                     "split."),
+              describe=_t5_describe, cell_flags=_t5_flags),
     7: Layout(7, "Transfer from SST-2 to related tasks (v1 Table 7): 20 examples per class", _t7,
               ("",), lambda g: "", paper.TRANSFER_TASKS, paper.TASK_LABELS.get,
               lambda g, c, loss: paper.TABLE7.get((c, loss)), baseline_row=True,
               notes=("Rows CE / CE+SCL: the loss of the SST-2 model the run started from "
-                     "(spec.init_from); baseline: no SST-2 stage (init_from empty, per_class set).",
-                     "Amazon-2*: the local mirror builds it from Amazon Review Full by the polarity "
-                     "rule; it is not the official amazon_polarity rows.")),
+                     "(spec.init_from); baseline: no SST-2 stage (init_from empty, per_class set).",),
+              describe=_t7_describe),
 }

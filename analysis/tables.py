@@ -112,6 +112,8 @@ def build_table(df: pd.DataFrame, table: int, aggregation: str = "top3", model: 
         + list(lay.notes)
     if scale == 100.0:
         notes.append("Scores are stored as fractions and shown ×100.")
+    if lay.describe is not None:
+        notes += lay.describe(df, sub)
     if len({s.model for s in sections}) > 1:
         notes.append("Several models are in the database: one section per model.")
     sub = sub.sort_values(["val_score", "seed"], ascending=[False, True], na_position="last", kind="stable")
@@ -198,6 +200,8 @@ def _cell(lay, runs, sec, g, row, c, aggregation, scale) -> Cell:
                 float(vals.std(ddof=1)) if vals.size > 1 else None,
                 ref[0] if ref else None, ref[1] if ref else None,
                 job_ids=[j for p in present for j in p["job_id"].tolist()])
+    if lay.cell_flags is not None and present:
+        cell.flags += lay.cell_flags(pd.concat(present))
     if c in lay.derived and len(present) < len(parts):
         cell.flags.append(f"{len(present)} of {len(parts)} columns")
     if present and FULL_TRAIN_ROWS.get(c) and any(p["n"].isna().any() for p in present):  # full data

@@ -82,6 +82,18 @@ def _seeds(value: str | None) -> list[int] | None:
         raise HarnessError(f"--seeds {value!r}: expected a count (5), a list (0,3,7) or a range (2-6)") from None
 
 
+def _stage1_n(value: str | None) -> int | None:
+    """--stage1-n: one number, or 'full' (the default: the whole SST-2 training set)."""
+    items = _numbers(value, int, "--stage1-n", allow_full=True)
+    if items is None:
+        return None
+    if len(items) != 1:
+        raise HarnessError(f"--stage1-n takes one number (or 'full'), got {value!r}")
+    if items[0] is not None and items[0] <= 0:
+        raise HarnessError(f"--stage1-n must be a positive number of examples, got {items[0]}")
+    return items[0]
+
+
 # ---- commands -----------------------------------------------------------------------------
 
 @app.command("grids")
@@ -112,6 +124,8 @@ def enqueue(
     warmup_ratio: Optional[float] = typer.Option(None, "--warmup-ratio", help="Linear warm-up share of steps."),
     scl_reduction: Optional[str] = typer.Option(None, "--scl-reduction", help="mean (default) or sum over anchors."),
     noise_mode: Optional[str] = typer.Option(None, "--noise-mode", help="augment (default) or replace."),
+    stage1_n: Optional[str] = typer.Option(None, "--stage1-n", help="transfer grid: train the SST-2 stage-1 model on a sample of this many examples ('full' = all, the paper's)."),
+    stage1_epochs: Optional[int] = typer.Option(None, "--stage1-epochs", min=1, help="transfer grid: epochs of stage 1 (default min(epochs, 5))."),
     max_attempts: int = typer.Option(queue.MAX_ATTEMPTS, "--max-attempts", min=1, help="Attempts before a job is failed."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be enqueued; write nothing."),
     db_url: Optional[str] = DbOpt,
@@ -125,7 +139,8 @@ def enqueue(
         losses=_split(losses), noises=_numbers(noise, float, "--noise"),
         batch_sizes=_numbers(batch_size, int, "--batch-size"), model=model, epochs=epochs, lam=lam,
         tau=tau, lr=lr, max_length=max_length, warmup_ratio=warmup_ratio,
-        scl_reduction=scl_reduction, noise_mode=noise_mode)
+        scl_reduction=scl_reduction, noise_mode=noise_mode, stage1_epochs=stage1_epochs,
+        stage1_n=_stage1_n(stage1_n))
     jobs = plan_jobs(g, overrides)  # validates everything before the database is touched
     if dry_run:
         for spec, dep in jobs[:20]:

@@ -58,6 +58,7 @@ jobs = sa.Table(
 )
 sa.Index("ix_jobs_claim", jobs.c.status, jobs.c.priority, jobs.c.seq)
 sa.Index("ix_jobs_grid", jobs.c.grid, jobs.c.status)
+sa.Index("ix_jobs_depends_on", jobs.c.depends_on)
 
 runs = sa.Table(
     "runs", metadata,
@@ -74,6 +75,7 @@ runs = sa.Table(
     sa.Column("started_at", sa.DateTime, server_default=sa.func.current_timestamp()),
     sa.Column("ended_at", sa.DateTime),
     # running | done | failed | lost (lease expired) | interrupted (handed back) | abandoned
+    # | deferred (handed back unrun: the model it starts from had to be made again)
     sa.Column("outcome", sa.String(16), nullable=False, server_default="running"),
     sa.Column("error", sa.Text),  # traceback
 )
@@ -114,6 +116,9 @@ results = sa.Table(
     sa.Column("n_train", sa.Integer),  # examples actually trained on (noisy copies included)
     sa.Column("n_test", sa.Integer),
     sa.Column("train_seconds", sa.Float),  # training + evaluation
+    # examples the SCL term sees per step: the largest forward batch (no gradient accumulation,
+    # so never more than batch_size, and fewer when the training set is smaller); null: regression
+    sa.Column("scl_batch_size", sa.Integer),
     sa.Column("wall_seconds", sa.Float),  # the whole attempt, start-up included
     sa.Column("spec", sa.Text, nullable=False),  # the full JobSpec JSON
     sa.Column("finished_at", sa.DateTime, server_default=sa.func.current_timestamp()),
@@ -165,6 +170,20 @@ noise_sets = sa.Table(
     sa.Column("mean_edit_distance", sa.Float, nullable=False),
     sa.Column("seconds", sa.Float, nullable=False),  # time to make it
     sa.Column("made_by_job", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.DateTime, server_default=sa.func.current_timestamp()),
+)
+
+
+# Models kept for other jobs (transfer stage 1): one row per job, replaced when the job runs again;
+# written in the same transaction as the job's result.
+artifacts = sa.Table(
+    "artifacts", metadata,
+    sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # "model"
+    sa.Column("path", sa.Text, nullable=False),  # absolute folder: runs/<job_id>/model
+    sa.Column("sha256", sa.String(64), nullable=False),  # over the folder's file names and bytes
+    sa.Column("bytes", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.DateTime, server_default=sa.func.current_timestamp()),
 )
 

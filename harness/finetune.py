@@ -7,6 +7,16 @@ epoch's weights (ties → the earlier epoch) → test the selected weights once.
 The objective is the paper's `(1 − λ)·CE + λ·SCL` on the final-layer [CLS] vector, taken from the
 same forward pass as the logits. CE jobs still log the SCL value of their batches (detached, τ =
 SCL_MONITOR_TAU) as a diagnostic; it never enters their loss.
+
+The SCL term sees only the examples of one forward batch: there is no gradient accumulation, so the
+contrastive batch is the batch size (or the training set, if smaller), recorded as
+`scl_batch_size`. A batch that does not fit in memory fails the job permanently, with that reason.
+
+Transfer (spec.init_from): the worker passes the stage-1 model's folder (ctx.init_model_dir); the
+model is built from the pretrained cache as usual and the stored weights are copied over it, the
+classification head too when the label counts agree (else the head stays the job's seeded draw;
+`init_head` in the resolved config says which). A job others start from (ctx.save_model_dir) saves
+its selected epoch's weights there, and checkpoints every epoch so that it resumes if stopped.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness import artifacts
 from harness.batching import MEGA_BATCHES, collate, encode, length_grouped_batches
 from harness.checkpoint import CHECKPOINT_MIN_EPOCH_SECONDS, Checkpointer, TrainState
 from harness.data import PROTOCOL_SEED, Examples, prepare_data
@@ -36,7 +47,8 @@ from harness.tasks import TaskSpec, get_task
 
 SCL_MONITOR_TAU = 0.3  # τ of the SCL value logged (not optimised) by CE jobs
 NOISY_ROW_OFFSET = 10**12  # token-cache rows of noisy copies: beyond any real row position
-CHECKPOINT_POLICIES = ("auto", "always", "never")  # auto: full-data jobs or epochs > 60 s
+CHECKPOINT_POLICIES = ("auto", "always", "never")  # auto: full-data jobs, jobs others start from, or epochs > 60 s
+OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
 
 
 def compute_loss(model, batch: dict[str, torch.Tensor], labels: torch.Tensor, spec: JobSpec,
@@ -112,8 +124,9 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
               fused: bool = True) -> RunResult:
     """Fine-tune `spec.model` on `spec.task` as the spec says; see the module docstring.
 
-    checkpoint: "auto" (full-data jobs, or when an epoch takes > CHECKPOINT_MIN_EPOCH_SECONDS),
-        "always" or "never". group_by_length / fused exist for the benchmark's ablation.
+    checkpoint: "auto" (full-data jobs, jobs others start from (ctx.save_model_dir), or when an
+        epoch takes > CHECKPOINT_MIN_EPOCH_SECONDS), "always" or "never".
+        group_by_length / fused exist for the benchmark's ablation.
     """
     if checkpoint not in CHECKPOINT_POLICIES:
         raise ValueError(f"checkpoint must be one of {CHECKPOINT_POLICIES}")
@@ -140,6 +153,16 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     # ---- model and optimisation -----------------------------------------------------------
     seed_everything(seed)
     model = build_model(spec.model, task.num_labels, seed, device)
+    init_head = None
+    if spec.init_from is not None:
+        if ctx.init_model_dir is None:
+            raise PermanentJobError(f"job starts from {spec.init_from}'s model, but no model folder "
+                                    "was given (run it through `harness work`)")
+        source = artifacts.manifest(Path(ctx.init_model_dir)).get("model")
+        if source != spec.model:
+            raise PermanentJobError(f"job {spec.init_from}'s model was fine-tuned from {source!r}, "
+                                    f"this job uses {spec.model!r}")
+        init_head = artifacts.load_into(model, Path(ctx.init_model_dir))
     model.train()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -157,54 +180,65 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     resumed_from = state.epoch
 
     # ---- train ------------------------------------------------------------------------------
+    scl_batch_size = None if task.is_regression else min(spec.batch_size, len(train))
+    keep_model = ctx.save_model_dir is not None
     started = time.perf_counter()
-    step = state.epoch * steps_per_epoch
-    for epoch in range(state.epoch + 1, spec.epochs + 1):
-        epoch_started = time.perf_counter()
-        rng = np.random.default_rng([seed, epoch])  # the epoch's batches: resumable, seed-determined
-        sums = torch.zeros(3, dtype=torch.float64)
-        for positions in length_grouped_batches(enc_train.lengths, spec.batch_size, rng, group_by_length):
-            if ctx.should_stop():
-                raise JobInterrupted(f"stop requested at epoch {epoch} step {step + 1}")
-            batch = collate(enc_train, positions, device)
-            labels = train_labels[positions].to(device, non_blocking=True)
-            parts = train_step(model, optimizer, scheduler, batch, labels, spec, task, autocast,
-                               where=f"epoch {epoch} step {step + 1}")
-            step += 1
-            sums += parts * len(positions)
-            elapsed = time.perf_counter() - started
-            done_here = step - resumed_from * steps_per_epoch
-            ctx.progress(Progress("train", epoch, spec.epochs, step, total_steps, float(parts[0]),
-                                  elapsed / done_here * (total_steps - step)))
-        means = (sums / len(train)).tolist()
-        train_seconds = time.perf_counter() - epoch_started
-        for name, value in zip(("loss", "ce", "scl"), means):
-            state.metrics.append(("train", epoch, name, value))
-        state.metrics.append(("train", epoch, "seconds", train_seconds))
+    with _memory_errors(spec, device):  # a batch that does not fit fails the job, with that reason
+        step = state.epoch * steps_per_epoch
+        for epoch in range(state.epoch + 1, spec.epochs + 1):
+            epoch_started = time.perf_counter()
+            rng = np.random.default_rng([seed, epoch])  # the epoch's batches: resumable, seed-determined
+            sums = torch.zeros(3, dtype=torch.float64)
+            for positions in length_grouped_batches(enc_train.lengths, spec.batch_size, rng, group_by_length):
+                if ctx.should_stop():
+                    raise JobInterrupted(f"stop requested at epoch {epoch} step {step + 1}")
+                batch = collate(enc_train, positions, device)
+                labels = train_labels[positions].to(device, non_blocking=True)
+                parts = train_step(model, optimizer, scheduler, batch, labels, spec, task, autocast,
+                                   where=f"epoch {epoch} step {step + 1}")
+                step += 1
+                sums += parts * len(positions)
+                elapsed = time.perf_counter() - started
+                done_here = step - resumed_from * steps_per_epoch
+                ctx.progress(Progress("train", epoch, spec.epochs, step, total_steps, float(parts[0]),
+                                      elapsed / done_here * (total_steps - step)))
+            means = (sums / len(train)).tolist()
+            train_seconds = time.perf_counter() - epoch_started
+            for name, value in zip(("loss", "ce", "scl"), means):
+                state.metrics.append(("train", epoch, name, value))
+            state.metrics.append(("train", epoch, "seconds", train_seconds))
 
-        # Validation every epoch; strictly better only, so ties keep the earlier epoch.
-        ctx.progress(Progress("eval", epoch, spec.epochs, step, total_steps, means[0]))
-        logits, _ = predict(model, enc_val, device, autocast)
-        scores = task_metrics(task, data.validation.labels, logits)
-        state.metrics += [("validation", epoch, k, v) for k, v in scores.items() if k != "score"]
-        if scores["score"] > state.best_score or state.best_weights is None:
-            state.best_score, state.best_epoch = scores["score"], epoch
-            state.best_accuracy = scores.get("accuracy")
-            state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        state.epoch = epoch
-        state.seconds += time.perf_counter() - epoch_started
-        if epoch < spec.epochs and (checkpoint == "always" or (checkpoint == "auto" and (
-                spec.n is None and spec.per_class is None or train_seconds > CHECKPOINT_MIN_EPOCH_SECONDS))):
-            ckpt.save(state, model, optimizer, scheduler)
+            # Validation every epoch; strictly better only, so ties keep the earlier epoch.
+            ctx.progress(Progress("eval", epoch, spec.epochs, step, total_steps, means[0]))
+            logits, _ = predict(model, enc_val, device, autocast)
+            scores = task_metrics(task, data.validation.labels, logits)
+            state.metrics += [("validation", epoch, k, v) for k, v in scores.items() if k != "score"]
+            if scores["score"] > state.best_score or state.best_weights is None:
+                state.best_score, state.best_epoch = scores["score"], epoch
+                state.best_accuracy = scores.get("accuracy")
+                state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            state.epoch = epoch
+            state.seconds += time.perf_counter() - epoch_started
+            if epoch < spec.epochs and (checkpoint == "always" or (checkpoint == "auto" and (
+                    spec.n is None and spec.per_class is None or keep_model
+                    or train_seconds > CHECKPOINT_MIN_EPOCH_SECONDS))):
+                ckpt.save(state, model, optimizer, scheduler)
 
-    # ---- test the selected epoch once ----------------------------------------------------------
-    test_started = time.perf_counter()
-    ctx.progress(Progress("eval", state.best_epoch, spec.epochs, step, total_steps))
-    model.load_state_dict(state.best_weights)
-    logits, embeddings = predict(model, enc_test, device, autocast, with_embeddings=True)
+        # ---- test the selected epoch once ------------------------------------------------------
+        test_started = time.perf_counter()
+        ctx.progress(Progress("eval", state.best_epoch, spec.epochs, step, total_steps))
+        model.load_state_dict(state.best_weights)
+        logits, embeddings = predict(model, enc_test, device, autocast, with_embeddings=True)
     test = task_metrics(task, data.test.labels, logits)
     state.metrics += [("test", state.best_epoch, k, v) for k, v in test.items() if k != "score"]
+    if scl_batch_size is not None:
+        state.metrics.append(("train", None, "scl_batch_size", scl_batch_size))
     state.seconds += time.perf_counter() - test_started
+    artifact = None
+    if keep_model:  # the selected epoch's weights, for the jobs that start from this one
+        artifact = artifacts.save_model(model, Path(ctx.save_model_dir), dict(
+            job_id=spec.job_id, model=spec.model, task=spec.task, num_labels=task.num_labels,
+            best_epoch=state.best_epoch, val_score=state.best_score)).record()
     ckpt.delete()
 
     config = {**spec.canonical(),
@@ -220,18 +254,45 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
               "data_source": data.source, "model_path": pre.path,
               "checkpoint_policy": checkpoint, "resumed_from_epoch": resumed_from,
               "selection": "best validation score, ties → earlier epoch",
-              "embeddings": "test-set final-layer [CLS], not normalised, float16"}
+              "embeddings": "test-set final-layer [CLS], not normalised, float16",
+              "scl_batch_size": scl_batch_size, "gradient_accumulation": 1,
+              "scl_batch": "the examples of one forward batch (no accumulation, no memory bank)",
+              "init_model_dir": None if ctx.init_model_dir is None else str(ctx.init_model_dir),
+              "init_model_sha256": ctx.init_model_sha256, "init_head": init_head,
+              "saved_model": artifact}
     return RunResult(
         metric=task.metric, val_score=state.best_score, test_score=test["score"],
         val_accuracy=state.best_accuracy, test_accuracy=test.get("accuracy"),
         best_epoch=state.best_epoch, n_train=len(train), n_test=len(data.test),
-        train_seconds=state.seconds, metrics=state.metrics,
+        train_seconds=state.seconds, scl_batch_size=scl_batch_size, metrics=state.metrics,
         predictions=[(int(i), float(y), float(p)) for i, y, p in
                      zip(data.test.idx, data.test.labels, predictions(task, logits))],
         embeddings=embeddings, embedding_examples=[int(i) for i in data.test.idx],
         embedding_labels=[float(y) for y in data.test.labels],
         train_examples=[int(i) for i in data.train.idx], config=config,
-        noise_set=None if noise_set is None else noise_set.record())
+        noise_set=None if noise_set is None else noise_set.record(), artifact=artifact)
+
+
+@contextlib.contextmanager
+def _memory_errors(spec: JobSpec, device: torch.device):
+    """Out-of-memory while training or evaluating → PermanentJobError naming the batch size:
+    another attempt on the same device would fail the same way."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        raise PermanentJobError(_oom_message(spec, device, exc)) from exc
+    except RuntimeError as exc:
+        if any(m in str(exc).lower() for m in OOM_MARKERS):
+            raise PermanentJobError(_oom_message(spec, device, exc)) from exc
+        raise
+
+
+def _oom_message(spec: JobSpec, device: torch.device, exc: BaseException) -> str:
+    name = str(device)
+    if device.type == "cuda":
+        name += f" ({torch.cuda.get_device_name(device)})"
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return f"batch {spec.batch_size} does not fit in memory on {name}: {first}"
 
 
 def _noisy_train(spec: JobSpec, train: Examples, ctx: RunContext):

@@ -1,5 +1,6 @@
 """The job queue, as a handful of verbs over the database: enqueue, claim, heartbeat, finish,
-fail, release, requeue_stale, cancel, retry.
+fail, release, requeue_stale, cancel, retry; and for jobs that start from another job's model
+(transfer): has_dependents, stored_model, redo.
 
 Every verb is one short transaction. Time for leases is always the database's clock, so that
 workers on machines whose clocks disagree still agree on which lease has expired.
@@ -130,6 +131,7 @@ _SQL = {
     "done": lambda d: ("UPDATE jobs SET status = 'done', lease_expires = NULL, error = NULL,"
                        " updated_at = CURRENT_TIMESTAMP"
                        " WHERE id = :id AND run_id = :run_id AND status = 'running'"),
+    "has_result": lambda d: "SELECT 1 FROM results WHERE job_id = :id",
     "end_run": lambda d: ("UPDATE runs SET outcome = :outcome, error = :error, config = :config,"
                           " ended_at = CURRENT_TIMESTAMP WHERE id = :id AND outcome = 'running'"),
 }
@@ -194,6 +196,8 @@ def finish(engine: Engine, c: Claim, result: RunResult, wall_seconds: float | No
         if conn.execute(_sql(conn, "done"), {"id": c.job_id, "run_id": c.run_id}).rowcount != 1:
             _end_run(conn, c.run_id, "abandoned", "lease lost before the result was written")
             return False
+        if conn.execute(_sql(conn, "has_result"), {"id": c.job_id}).first() is not None:
+            _drop_result(conn, c.job_id)  # a job run again (see redo): its new result replaces the old
         conn.execute(_INSERT_RESULT, dict(
             job_id=c.job_id, run_id=c.run_id, grid=c.grid, task=s.task, n=s.n, noise=s.noise,
             seed=s.seed, loss=s.loss, lam=s.lam, tau=s.tau, scl_reduction=s.scl_reduction,
@@ -201,7 +205,8 @@ def finish(engine: Engine, c: Claim, result: RunResult, wall_seconds: float | No
             metric=result.metric, val_score=result.val_score, test_score=result.test_score,
             val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy,
             best_epoch=result.best_epoch, n_train=result.n_train, n_test=result.n_test,
-            train_seconds=result.train_seconds, wall_seconds=wall_seconds, spec=c.spec_json))
+            train_seconds=result.train_seconds, scl_batch_size=result.scl_batch_size,
+            wall_seconds=wall_seconds, spec=c.spec_json))
         if result.metrics:
             conn.execute(_INSERT_METRIC, [
                 dict(run_id=c.run_id, job_id=c.job_id, split=split, epoch=epoch, name=name,
@@ -226,8 +231,21 @@ def finish(engine: Engine, c: Claim, result: RunResult, wall_seconds: float | No
                 backend=ns["backend"], examples=ns["examples"], changed_share=ns["changed_share"],
                 mean_edit_distance=ns["mean_edit_distance"], seconds=ns["seconds"],
                 made_by_job=c.job_id)], key="key"))
+        if result.artifact is not None:
+            a = result.artifact
+            conn.execute(_INSERT_ARTIFACT, dict(job_id=c.job_id, run_id=c.run_id, kind=a["kind"],
+                                                path=a["path"], sha256=a["sha256"], bytes=a["bytes"]))
         _end_run(conn, c.run_id, "done", config=result.config)
     return True
+
+
+# Everything finish writes per job, children before the results row.
+_RESULT_TABLES = (db.metrics, db.predictions, db.embeddings, db.train_examples, db.artifacts, db.results)
+
+
+def _drop_result(conn: Connection, job_id: str) -> None:
+    for table in _RESULT_TABLES:
+        conn.execute(sa.delete(table).where(table.c.job_id == job_id))
 
 
 _INSERT_RESULT = sa.insert(db.results)
@@ -235,6 +253,7 @@ _INSERT_METRIC = sa.insert(db.metrics)
 _INSERT_PREDICTION = sa.insert(db.predictions)
 _INSERT_EMBEDDING = sa.insert(db.embeddings)
 _INSERT_TRAIN_EXAMPLES = sa.insert(db.train_examples)
+_INSERT_ARTIFACT = sa.insert(db.artifacts)
 
 
 def fail(engine: Engine, c: Claim, exc: BaseException, *, permanent: bool = False) -> str | None:
@@ -255,17 +274,57 @@ def fail(engine: Engine, c: Claim, exc: BaseException, *, permanent: bool = Fals
     return status
 
 
-def release(engine: Engine, c: Claim, reason: str = "worker stopped") -> bool:
-    """Hand a job back to the queue without using up an attempt (the worker was asked to stop)."""
+def release(engine: Engine, c: Claim, reason: str = "worker stopped", *,
+            outcome: str = "interrupted") -> bool:
+    """Hand a job back to the queue without using up an attempt (the worker was asked to stop, or
+    the job must wait: outcome 'deferred')."""
     with db.connect(engine) as conn, conn.begin():
         if not _owns(conn, c):
             return False
-        _end_run(conn, c.run_id, "interrupted", reason)
+        _end_run(conn, c.run_id, outcome, reason)
         conn.execute(sa.text(
             "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_expires = NULL,"
             " run_id = NULL, worker = NULL, updated_at = CURRENT_TIMESTAMP WHERE id = :id"),
             {"id": c.job_id})
     return True
+
+
+# ---- jobs that start from another job's model -----------------------------------------------
+
+def has_dependents(engine: Engine, job_id: str) -> bool:
+    """Whether any job waits on this one (depends_on): then its model must be kept."""
+    with db.connect(engine) as conn:
+        return conn.execute(sa.text("SELECT 1 FROM jobs WHERE depends_on = :id LIMIT 1"),
+                            {"id": job_id}).first() is not None
+
+
+def stored_model(engine: Engine, job_id: str) -> tuple[str, str] | None:
+    """(folder, sha256) of the model a finished job kept, or None if it kept none."""
+    with db.connect(engine) as conn:
+        row = conn.execute(sa.select(db.artifacts.c.path, db.artifacts.c.sha256).where(
+            db.artifacts.c.job_id == job_id, db.artifacts.c.kind == "model")).first()
+    return None if row is None else (row[0], row[1])
+
+
+def deferrals(engine: Engine, job_id: str) -> int:
+    """How often the job was handed back unrun because the model it starts from was unusable."""
+    with db.connect(engine) as conn:
+        return conn.execute(sa.text("SELECT COUNT(*) FROM runs WHERE job_id = :id"
+                                    " AND outcome = 'deferred'"), {"id": job_id}).scalar_one()
+
+
+def redo(engine: Engine, job_id: str, reason: str) -> bool:
+    """Put a done job back in the queue with a fresh set of attempts (its stored model is gone).
+
+    Only a job that is still 'done' moves, so when many dependents notice at once it is re-queued
+    once; its result rows stay until the new run replaces them in `finish`. True if this call
+    re-queued it."""
+    with db.connect(engine) as conn, conn.begin():
+        return conn.execute(sa.text(
+            "UPDATE jobs SET status = 'queued', attempts = 0, error = :error, lease_expires = NULL,"
+            " run_id = NULL, worker = NULL, progress = NULL, updated_at = CURRENT_TIMESTAMP"
+            " WHERE id = :id AND status = 'done'"),
+            {"id": job_id, "error": f"re-queued: {reason}"[:500]}).rowcount == 1
 
 
 # ---- housekeeping -------------------------------------------------------------------------

@@ -37,6 +37,13 @@ class RunContext:
     progress: Callable[[Progress], None] = lambda p: None
     should_stop: Callable[[], bool] = lambda: False  # True: raise JobInterrupted at the next step
     cache_dir: Path | None = None  # where tokenised data and noisy sets are cached
+    # Other jobs start from this job's model (it is a transfer stage 1): save the selected
+    # epoch's weights here and return their record in RunResult.artifact.
+    save_model_dir: Path | None = None
+    # spec.init_from's stored model, already checked against its recorded sha256 by the worker:
+    # start from these weights instead of the pretrained ones.
+    init_model_dir: Path | None = None
+    init_model_sha256: str | None = None  # recorded in the resolved config
 
 
 @dataclass
@@ -50,6 +57,7 @@ class RunResult:
     n_train: int
     n_test: int
     train_seconds: float  # training + evaluation, start-up excluded
+    scl_batch_size: int | None = None  # examples the SCL term sees per step (largest forward batch)
     metrics: list[tuple[str, int | None, str, float]] = field(default_factory=list)  # split, epoch, name, value
     predictions: list[tuple[int, float, float]] = field(default_factory=list)  # example idx, label, prediction
     embeddings: np.ndarray | None = None  # float16, (n_test, hidden): test-set [CLS] vectors
@@ -58,6 +66,7 @@ class RunResult:
     train_examples: list[int] = field(default_factory=list)  # idx of the training examples used
     config: dict[str, Any] = field(default_factory=dict)  # resolved configuration (versions excluded)
     noise_set: dict[str, Any] | None = None  # the back-translated training set used (NoiseSet.record())
+    artifact: dict[str, Any] | None = None  # the saved model (harness.artifacts.Artifact.record())
 
 
 class Runner(Protocol):

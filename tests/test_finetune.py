@@ -109,3 +109,37 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
     with pytest.raises(HarnessError, match="not found"):
         load_pretrained("nobody/no-such-model-xyz")
+
+
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),
+    MemoryError(),
+])
+def test_a_batch_that_does_not_fit_fails_the_job_with_that_reason(error, tmp_path, monkeypatch):
+    import harness.finetune as ft
+
+    def no_room(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(ft, "train_step", no_room)
+    with pytest.raises(PermanentJobError, match=r"^batch 8 does not fit in memory on cpu"):
+        run(spec(epochs=1, **FAST), tmp_path)
+
+
+def test_other_runtime_errors_stay_transient(tmp_path, monkeypatch):
+    import harness.finetune as ft
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a transient driver hiccup")
+
+    monkeypatch.setattr(ft, "train_step", broken)
+    with pytest.raises(RuntimeError, match="hiccup"):
+        run(spec(epochs=1, **FAST), tmp_path)
+
+
+def test_the_contrastive_batch_is_recorded(tmp_path):
+    r = run(spec(epochs=1, n=12, batch_size=16, loss="ce+scl", lam=0.9, tau=0.3, **FAST), tmp_path)
+    assert r.scl_batch_size == 12  # the whole (smaller) training set: one forward batch
+    assert r.config["scl_batch_size"] == 12 and r.config["gradient_accumulation"] == 1
+    assert ("train", None, "scl_batch_size", 12) in r.metrics

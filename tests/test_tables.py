@@ -190,3 +190,26 @@ def test_load_results_and_table_on_postgresql(pg_url):
     t = build_table(got, 2, db=engine, n_resamples=FAST)
     assert t.tests[0].comparison.n_pairs == 4 and t.tests[0].comparison.example_test is not None
     engine.dispose()
+
+
+def test_table5_shows_the_contrastive_batch_actually_seen():
+    df = synthetic_results(grid(5), seeds=range(2), rng=5)
+    df["scl_batch_size"] = df["batch_size"]
+    small = (df["task"] == "cola") & (df["batch_size"] == 256) & (df["loss"] == "ce+scl")
+    df.loc[small & (df["seed"] == 1), "scl_batch_size"] = 200
+    t = build_table(df, 5, n_resamples=FAST)
+    sec = t.sections[0].label
+    assert "contrastive batch 200" in t.cell(sec, 256, "CE+SCL", "cola").flags
+    assert not any("contrastive" in f for f in t.cell(sec, 64, "CE+SCL", "cola").flags)
+    assert any("batch 16: 16, batch 64: 64, batch 256: 200–256" in n for n in t.notes)
+    assert any("no gradient accumulation" in n.lower() for n in t.notes)
+
+
+def test_table7_names_the_data_and_the_stage_1_actually_used():
+    df = transfer_results(seeds=range(3), rng=6)
+    source = df["task"] == "sst2"
+    df.loc[source, "n"] = 2000
+    t = build_table(df, 7, n_resamples=FAST)
+    assert sum("Stage 1" in n and "random sample of 2,000 of its 67,349" in n for n in t.notes) == 2
+    assert any(n.startswith("Yelp-2: 200 test examples from a 1,000-row sample") for n in t.notes)
+    assert any(n.startswith("Amazon-2*: 200 test examples") and "not the official" in n for n in t.notes)
