@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from harness.errors import HarnessError
 
 DEFAULT_URL = "sqlite:///results.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SQLITE_BUSY_TIMEOUT_MS = 60_000  # writers wait this long for the write lock before giving up
 
 metadata = sa.MetaData()
@@ -249,8 +249,23 @@ def schema_version(conn) -> int | None:
     return int(row[0]) if row else None
 
 
-# Migrations: version -> function(conn) that brings version-1 to version. Version 1 creates all.
-MIGRATIONS = {1: lambda conn: metadata.create_all(conn)}
+def _add_missing(conn) -> None:
+    """Create the tables, and add the nullable columns, that an older schema lacks."""
+    metadata.create_all(conn)  # checkfirst: only tables that do not exist yet
+    inspector = sa.inspect(conn)
+    for table in metadata.sorted_tables:
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}')
+
+
+# Migrations: version -> function(conn) that brings version-1 to version.
+MIGRATIONS = {
+    1: lambda conn: metadata.create_all(conn),
+    2: _add_missing,  # noise_sets and artifacts tables, results.scl_batch_size, jobs.depends_on index
+}
 
 
 def upgrade(engine: Engine) -> tuple[int | None, int]:

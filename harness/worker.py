@@ -216,7 +216,14 @@ class Worker:
             {"job_id": claim.job_id, "spec": spec.canonical(), "resolved": result.config,
              "versions": _versions(), "git_rev": _git_rev(), "device": self.device}, indent=2,
             default=str))
-        if queue.finish(self.engine, claim, result, wall_seconds=wall):
+        try:
+            written = queue.finish(self.engine, claim, result, wall_seconds=wall)
+        except Exception as exc:  # the database refused the result: record it, keep working
+            self.failed += 1
+            status = queue.fail(self.engine, claim, exc)
+            self._say(f"FAILED to store the result of {label}: {type(exc).__name__}: {exc} -> {status}")
+            return
+        if written:
             self.done += 1
             self._say(f"done {label}: {result.metric} val {result.val_score:.4f} "
                       f"test {result.test_score:.4f} ({wall:.1f}s)")
