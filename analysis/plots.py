@@ -43,6 +43,12 @@ def _save(fig, out_dir, name) -> list[Path]:
     return paths
 
 
+def _no_runs(ax) -> None:
+    """An empty panel says so instead of showing a meaningless axis."""
+    ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+    ax.set_yticks([])
+
+
 def _safe(s: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(s))
 
@@ -82,7 +88,7 @@ def plot_variance(df_or_db, out_dir, *, tasks=("sst2", "qnli", "mnli"), ns=(20, 
                 if j == 0:
                     ax.set_ylabel("test accuracy (%)" if scale == 100 else "test score")
                 if not len(cell):
-                    ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+                    _no_runs(ax)
         fig.suptitle("Run-to-run variance: each seed's test score (lines join runs on the same sample)")
         fig.text(0.5, -0.01, f"model: {mdl}; noise T={noise:g}; every finished run shown", ha="center", fontsize=8)
         fig.tight_layout()
@@ -119,7 +125,10 @@ def plot_noise(df_or_db, out_dir, *, tasks=("sst2", "qnli", "mnli"), n: int = 10
             ax.set_xticks(NOISE_LEVELS)
             if j == 0:
                 ax.set_ylabel("test accuracy (%)" if scale == 100 else "test score")
-            ax.legend(fontsize=7)
+            if ax.lines:
+                ax.legend(fontsize=7)
+            else:
+                _no_runs(ax)
         fig.suptitle("Robustness to noisy training data")
         fig.text(0.5, -0.02, f"model: {mdl}; N={n}; runs per point: all finished seeds", ha="center", fontsize=8)
         fig.tight_layout()
