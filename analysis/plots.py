@@ -43,6 +43,14 @@ def _save(fig, out_dir, name) -> list[Path]:
     return paths
 
 
+def _plain_runs(df: pd.DataFrame, mask: pd.Series, model: str | None) -> pd.DataFrame:
+    """Rows under `mask` that are plain fine-tuning runs (no transfer stage) with a test score."""
+    mask = mask & df["init_from"].isna() & df["per_class"].isna() & df["test_score"].notna()
+    if model is not None:
+        mask = mask & (df["model"] == model)
+    return df[mask]
+
+
 def _no_runs(ax) -> None:
     """An empty panel says so instead of showing a meaningless axis."""
     ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
@@ -58,10 +66,7 @@ def plot_variance(df_or_db, out_dir, *, tasks=("sst2", "qnli", "mnli"), ns=(20, 
     """Per model, a grid of panels (task × N): each seed's test score for CE and CE+SCL, a grey
     line joining the two runs of one seed, a box plot of each loss behind. Returns PNG and PDF paths."""
     df = _frame(df_or_db)
-    sel = df[df["task"].isin(tasks) & df["n"].isin(ns) & (df["noise"] == noise)
-             & df["init_from"].isna() & df["per_class"].isna() & df["test_score"].notna()]
-    if model is not None:
-        sel = sel[sel["model"] == model]
+    sel = _plain_runs(df, df["task"].isin(tasks) & df["n"].isin(ns) & (df["noise"] == noise), model)
     paths = []
     for mdl, g in sel.groupby("model"):
         scale = _scale(g["test_score"])
@@ -101,10 +106,8 @@ def plot_noise(df_or_db, out_dir, *, tasks=("sst2", "qnli", "mnli"), n: int = 10
     """Per model, one panel per task: mean test score against T for each loss, ± std shaded,
     each run as a faint dot. T = 0 is the clean (original) training set."""
     df = _frame(df_or_db)
-    sel = df[df["task"].isin(tasks) & (df["n"] == n).fillna(False) & df["noise"].isin(NOISE_LEVELS)
-             & df["init_from"].isna() & df["per_class"].isna() & df["test_score"].notna()]
-    if model is not None:
-        sel = sel[sel["model"] == model]
+    sel = _plain_runs(df, df["task"].isin(tasks) & (df["n"] == n).fillna(False)
+                      & df["noise"].isin(NOISE_LEVELS), model)
     paths = []
     for mdl, g in sel.groupby("model"):
         scale = _scale(g["test_score"])

@@ -242,23 +242,20 @@ def report(
     import analysis
 
     if all_:
-        path = analysis.write_report(db.open_db(db_url), out, aggregation=_choice(aggregation, AGGREGATIONS, "--aggregation"))
+        path = analysis.write_report(db.open_db(db_url), out, aggregation=_choice(aggregation, tuple(analysis.AGGREGATIONS), "--aggregation"))
         typer.echo(f"report written to {path} (and {path.with_suffix('.html')})")
         return
     if table is None:
         raise HarnessError("say which table: --table 2|3|4|5|7, or --all --out DIR for everything")
-    _choice(table, TABLES, "--table")
-    _choice(fmt, FORMATS, "--format")
+    _choice(table, analysis.TABLES, "--table")
+    _choice(fmt, analysis.FORMATS, "--format")
     engine = db.open_db(db_url)
     t = analysis.build_table(analysis.load_results(engine), table,
-                             aggregation=_choice(aggregation, AGGREGATIONS, "--aggregation"),
+                             aggregation=_choice(aggregation, tuple(analysis.AGGREGATIONS), "--aggregation"),
                              model=model, db=engine)
     typer.echo(analysis.render(t, fmt))
     if table == 3 and fmt in ("terminal", "markdown"):
         typer.echo("\n" + analysis.render_noise_summary(analysis.noise_summary(engine), fmt))
-
-
-TABLES, FORMATS, AGGREGATIONS = (2, 3, 4, 5, 7), ("terminal", "markdown", "latex", "csv", "json"), ("top3", "mean")
 
 
 def _choice(value, allowed, name: str):
