@@ -331,20 +331,33 @@ def redo(engine: Engine, job_id: str, reason: str) -> bool:
 
 def requeue_stale(engine: Engine) -> int:
     """Jobs whose lease expired (worker killed, machine lost): their attempt is recorded as lost,
-    and the job goes back to the queue, or to failed after its last attempt. Returns how many."""
+    and the job goes back to the queue, or to failed after its last attempt. Returns how many.
+
+    The candidates are read first, then each is changed by one UPDATE guarded by the attempt it
+    saw (run_id) and by the lease still being expired, so a heartbeat that renewed the lease, or
+    another worker that requeued and re-claimed the job in between, leaves it untouched. An
+    attempt is marked lost only when its guarded UPDATE changed the row.
+    """
+    requeued = 0
     with db.connect(engine) as conn, conn.begin():
         now = now_sql(conn)
         stale = conn.execute(sa.text(
             f"SELECT id, run_id FROM jobs WHERE status = 'running' AND lease_expires < {now}")).all()
         for job_id, run_id in stale:
-            if run_id is not None:
-                _end_run(conn, run_id, "lost", "lease expired: the worker stopped sending heartbeats")
-            conn.execute(sa.text(
+            same_attempt = "run_id IS NULL" if run_id is None else "run_id = :run_id"
+            changed = conn.execute(sa.text(
                 "UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'failed'"
                 " ELSE 'queued' END, error = 'lease expired (worker lost)', lease_expires = NULL,"
-                " run_id = NULL, updated_at = CURRENT_TIMESTAMP WHERE id = :id AND status = 'running'"),
-                {"id": job_id})
-    return len(stale)
+                " run_id = NULL, updated_at = CURRENT_TIMESTAMP"
+                f" WHERE id = :id AND status = 'running' AND lease_expires < {now}"
+                f" AND {same_attempt}"),
+                {"id": job_id, "run_id": run_id}).rowcount
+            if changed != 1:
+                continue  # renewed or re-claimed since the SELECT: a healthy job, leave it
+            requeued += 1
+            if run_id is not None:
+                _end_run(conn, run_id, "lost", "lease expired: the worker stopped sending heartbeats")
+    return requeued
 
 
 def cancel(engine: Engine, *, job_ids: list[str] | None = None, grid: str | None = None) -> int:

@@ -195,3 +195,46 @@ def test_upgrade_from_version_1_adds_what_it_lacks(tmp_path):
     inspector = sa.inspect(engine)
     assert "artifacts" in inspector.get_table_names()
     assert "scl_batch_size" in {c["name"] for c in inspector.get_columns("results")}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("racer", ["heartbeat", "requeue_and_reclaim"])
+def test_requeue_stale_spares_a_job_renewed_between_its_select_and_update(pg_url, racer):
+    """Between requeue_stale's SELECT and its UPDATE another connection renews the lease (a
+    heartbeat) or requeues and re-claims the job (another worker). The requeue must then leave
+    the healthy job alone and mark no attempt lost."""
+    engine = db.open_db(pg_url, create=True)
+    # A racer that waits on a lock the requeue holds would hang this thread: fail fast instead.
+    other = sa.create_engine(pg_url, connect_args={"options": "-c lock_timeout=5000"})
+    try:
+        queue.enqueue(engine, "g", specs(1))
+        c = queue.claim(engine, "w1", lease_seconds=0.1)
+        time.sleep(0.3)  # the lease has expired: the job is a requeue candidate
+        fired = []
+
+        @sa.event.listens_for(engine, "before_cursor_execute")
+        def race(conn, cursor, statement, params, context, executemany):
+            if statement.lstrip().startswith("UPDATE jobs SET status = CASE") and not fired:
+                fired.append(True)  # the SELECT has run; the UPDATE has not
+                if racer == "heartbeat":
+                    assert queue.heartbeat(other, c, lease_seconds=60)
+                else:
+                    assert queue.requeue_stale(other) == 1
+                    fired.append(queue.claim(other, "w2", lease_seconds=60))
+
+        assert queue.requeue_stale(engine) == 0
+        assert fired, "the race was not staged"
+        sa.event.remove(engine, "before_cursor_execute", race)
+        with engine.connect() as conn:
+            status, run_id = conn.execute(sa.text("select status, run_id from jobs")).one()
+            outcomes = [r[0] for r in conn.execute(sa.text("select outcome from runs order by id"))]
+        assert status == "running"
+        if racer == "heartbeat":
+            assert run_id == c.run_id and outcomes == ["running"]
+            assert queue.finish(engine, c, instant(c.spec, None))
+        else:
+            assert run_id == fired[1].run_id and outcomes == ["lost", "running"]
+        assert count(engine, "select count(*) from jobs where status = 'queued'") == 0
+    finally:
+        engine.dispose()
+        other.dispose()
