@@ -16,8 +16,10 @@ import pandas as pd
 from analysis import paper
 
 # Columns that must match for two runs to sit in one section (and to be paired): the model and
-# the training hyper-parameters. The SCL settings (λ, τ, reduction) split rows, not sections.
-SIGNATURE = ("model", "lr", "batch_size", "epochs", "max_length", "warmup_ratio", "weight_decay", "val_size")
+# the training hyper-parameters, how batches were formed and how the sample was drawn. The SCL
+# settings (λ, τ, reduction) split rows, not sections.
+SIGNATURE = ("model", "lr", "batch_size", "epochs", "max_length", "warmup_ratio", "weight_decay",
+             "val_size", "batching", "sampling")
 
 
 @dataclass(frozen=True)

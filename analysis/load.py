@@ -59,6 +59,11 @@ def load_results(db) -> pd.DataFrame:
             df[key] = pd.Series([s.get(key) for s in specs], index=df.index, dtype=object)
     for key in _TEXT_FIELDS:
         df[key] = df[key].astype(object).where(df[key].notna(), None)
+    # Rows written before schema 3 have no batching/sampling: that harness grouped batches by
+    # length and drew uniform samples (per-class ones stratified).
+    df["batching"] = df["batching"].fillna("length")
+    df["sampling"] = df["sampling"].fillna(df["per_class"].map(
+        lambda k: "uniform" if pd.isna(k) else "stratified"))
     for key in ("per_class", "max_length", "val_size", "train_seed", "n"):
         df[key] = pd.to_numeric(df[key]).astype("Int64")
     for key in ("warmup_ratio", "weight_decay"):

@@ -94,7 +94,7 @@ def transfer_results(*, seeds: Iterable[int] = range(10), effect: float = 0.0, s
 def _record(fields: dict, correct: np.ndarray, val: float) -> dict:
     if fields["loss"] == "ce+scl":
         fields = {"lam": 0.9, "tau": 0.3, "scl_reduction": "mean", **fields}
-    spec = JobSpec(**fields)
+    spec = JobSpec.make(**fields)
     full = spec.n is None
     acc = float(correct.mean())
     return {
@@ -104,7 +104,8 @@ def _record(fields: dict, correct: np.ndarray, val: float) -> dict:
         "lr": spec.lr, "epochs": spec.epochs, "metric": "accuracy", "val_score": val, "test_score": acc,
         "val_accuracy": val, "test_accuracy": acc, "best_epoch": 3,
         "n_train": FULL_ROWS.get(spec.task, 1000) if full else (spec.n * (2 if spec.noise else 1)),
-        "n_test": correct.size, "train_seconds": 60.0, "wall_seconds": 70.0, "spec": spec.to_json(),
+        "n_test": correct.size, "train_seconds": 60.0, "wall_seconds": 70.0,
+        "batching": spec.batching, "sampling": spec.sampling, "spec": spec.to_json(),
         "init_from": spec.init_from, "per_class": spec.per_class,
         "noise_mode": "augment" if spec.noise else None, "max_length": spec.max_length,
         "warmup_ratio": spec.warmup_ratio, "weight_decay": spec.weight_decay, "val_size": spec.val_size,

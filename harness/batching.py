@@ -1,4 +1,5 @@
-"""Tokenisation (done once, cached) and batching (dynamic padding, length-grouped batches).
+"""Tokenisation (done once, cached) and batching (dynamic padding; fixed, reshuffled or
+length-grouped training batches).
 
 Token ids are cached per (model, task, split, max_length) and per row of the source split: in a
 process-wide dict and, when a cache folder is given, in one .npz file per key, so that every job of
@@ -93,6 +94,36 @@ def _write(file: Path, table: dict) -> None:
 
 
 # ---- batches ------------------------------------------------------------------------------
+FIXED_SALT = 104729  # separates the fixed permutation's stream from the per-epoch streams
+
+
+def train_batches(lengths: np.ndarray, batch_size: int, mode: str, seed: int,
+                  epoch: int) -> list[np.ndarray]:
+    """The training batches of one epoch (positions into the training set), a function of
+    (lengths, batch_size, mode, seed, epoch) only: resumable, and the same for the CE and the
+    CE+SCL job of one seed.
+
+    fixed:     fairseq's sentence_prediction (the paper's code base): one permutation drawn once
+               from the seed, cut into consecutive batches; every epoch has the same batches and
+               only their order changes (SortDataset(sort_order=[shuffle]) + a shuffled epoch
+               iterator).
+    reshuffle: a new permutation every epoch, cut into batches (Hugging Face Trainer's sampler).
+    length:    length-grouped batches, new every epoch (little padding: the fast path for
+               full-data runs; members correlate with length, so never a few-shot default).
+    """
+    rng = np.random.default_rng([seed, epoch])
+    if mode == "fixed":
+        order = np.random.default_rng([FIXED_SALT, seed]).permutation(len(lengths))
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+    if mode == "reshuffle":
+        order = rng.permutation(len(lengths))
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if mode == "length":
+        return length_grouped_batches(lengths, batch_size, rng)
+    raise ValueError(f"unknown batching {mode!r}")
+
+
 def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
                            group: bool = True) -> list[np.ndarray]:
     """Shuffled batches of positions; with `group`, similar lengths share a batch.

@@ -124,6 +124,14 @@ def enqueue(
     warmup_ratio: Optional[float] = typer.Option(None, "--warmup-ratio", help="Linear warm-up share of steps."),
     scl_reduction: Optional[str] = typer.Option(None, "--scl-reduction", help="mean (default) or sum over anchors."),
     noise_mode: Optional[str] = typer.Option(None, "--noise-mode", help="augment (default) or replace."),
+    batching: Optional[str] = typer.Option(
+        None, "--batching", help="How training batches are formed: fixed (default; fairseq, the "
+        "paper's code: one seeded permutation cut into batches, only their order changes per "
+        "epoch), reshuffle (a new permutation every epoch, as HF Trainer) or length (length-grouped: "
+        "fast for full-data runs)."),
+    sampling: Optional[str] = typer.Option(
+        None, "--sampling", help="How the N training examples are drawn: uniform (default; the "
+        "paper's 'sampled') or stratified (equal count per class, as LM-BFF)."),
     stage1_n: Optional[str] = typer.Option(None, "--stage1-n", help="transfer grid: train the SST-2 stage-1 model on a sample of this many examples ('full' = all, the paper's)."),
     stage1_epochs: Optional[int] = typer.Option(None, "--stage1-epochs", min=1, help="transfer grid: epochs of stage 1 (default min(epochs, 5))."),
     max_attempts: int = typer.Option(queue.MAX_ATTEMPTS, "--max-attempts", min=1, help="Attempts before a job is failed."),
@@ -139,7 +147,8 @@ def enqueue(
         losses=_split(losses), noises=_numbers(noise, float, "--noise"),
         batch_sizes=_numbers(batch_size, int, "--batch-size"), model=model, epochs=epochs, lam=lam,
         tau=tau, lr=lr, max_length=max_length, warmup_ratio=warmup_ratio,
-        scl_reduction=scl_reduction, noise_mode=noise_mode, stage1_epochs=stage1_epochs,
+        scl_reduction=scl_reduction, noise_mode=noise_mode, batching=batching, sampling=sampling,
+        stage1_epochs=stage1_epochs,
         stage1_n=_stage1_n(stage1_n))
     jobs = plan_jobs(g, overrides)  # validates everything before the database is touched
     if dry_run:

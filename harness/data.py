@@ -20,12 +20,15 @@ the job's seed, and are stratified by label; STS-B by its label rounded to an in
   min(spec.val_size, reserve) of the reserve. The pool never depends on val_size, so the same seed
   samples the same training examples whatever the validation size.
 
-Training sample. `n` examples drawn uniformly at random (NOT stratified, as the paper reads:
-"N examples sampled from the training set") with the job's `seed`: the pool is permuted by
-rng(seed) and the first n taken, so the sample depends only on (task, seed, n) and N = 20 is a
-subset of N = 100 for the same seed. It never depends on the loss, λ or τ, so CE and CE+SCL jobs
-with the same seed train on the same examples. `per_class` = k draws k examples of every class
-(stratified, the transfer protocol: 20 per class). n = None (and no per_class) = the whole pool.
+Training sample (`spec.sampling`). `uniform` (the default, as the paper reads: "N examples
+sampled from the training set"): the pool is permuted by rng(seed) and the first n taken, so the
+sample depends only on (task, seed, n) and N = 20 is a subset of N = 100 for the same seed; a class
+may then be rare or absent. `stratified` (as LM-BFF samples K per class): the same permutation, and
+from it the first n // k examples of every one of the k classes; the n % k remaining examples go to
+classes chosen by the same seeded stream (MNLI N = 20: 7/7/6). `per_class` = K asks for exactly K
+of every class (the transfer protocol: 20 per class). The sample never depends on the loss, λ or
+τ, so CE and CE+SCL jobs with the same seed train on the same examples. n = None (and no
+per_class) = the whole pool. Each job records its sample's class counts.
 """
 
 from __future__ import annotations
@@ -47,7 +50,6 @@ PROTOCOL_SEED = 20201102  # fixed per-task test/validation split (arXiv 2011.014
 SAMPLE_SALT = 7919  # separates the training-sample stream from other uses of the job's seed
 VAL_RESERVE_MAX = 500  # single-split tasks: validation reserve, the paper's "500 examples"
 VAL_RESERVE_FRACTION = 0.2  # ... but at most this share of a small set (Yelp, Amazon samples)
-SAMPLING = "uniform"  # recorded in the resolved config; per_class jobs are "per_class"
 
 # Official row counts on the Hub, so that enqueue-time checks need no download. Only splits whose
 # size is certain are listed; others are checked when the job loads its data.
@@ -97,8 +99,15 @@ class JobData:
     validation: Examples
     test: Examples
     source: str
-    sampling: str  # uniform | per_class | full
+    sampling: str  # uniform | stratified | full
     pool_size: int
+
+    def class_counts(self, task: TaskSpec) -> dict[str, int] | None:
+        """Training examples per class (None for regression): {"0": 9, "1": 11}."""
+        if task.is_regression:
+            return None
+        counts = np.bincount(self.train.labels.astype(np.int64), minlength=task.num_labels)
+        return {str(k): int(v) for k, v in enumerate(counts)}
 
 
 # ---- source -------------------------------------------------------------------------------
@@ -213,18 +222,24 @@ def sample_size(spec: JobSpec) -> int | None:
 
 
 def sample_train(pool: Examples, n: int | None, seed: int, per_class: int | None = None,
-                 task: TaskSpec | None = None) -> Examples:
-    """The job's training examples, a function of (pool, n, seed, per_class) only."""
+                 task: TaskSpec | None = None, sampling: str = "uniform") -> Examples:
+    """The job's training examples, a function of (pool, n, seed, per_class, sampling) only."""
     rng = np.random.default_rng([SAMPLE_SALT, seed])
     order = rng.permutation(len(pool))
-    if per_class is not None:
+    if per_class is not None or (sampling == "stratified" and n is not None):
         strata = _strata(task, pool.labels) if task is not None else pool.labels
+        classes = np.unique(strata)
+        if per_class is not None:
+            wanted = np.full(len(classes), per_class)
+        else:
+            wanted = np.full(len(classes), n // len(classes))
+            wanted[rng.permutation(len(classes))[:n % len(classes)]] += 1
         chosen = []
-        for value in np.unique(strata):
-            members = order[strata[order] == value][:per_class]
-            if len(members) < per_class:
+        for value, k in zip(classes, wanted):
+            members = order[strata[order] == value][:k]
+            if len(members) < k:
                 raise HarnessError(f"class {value} has {len(members)} training examples, "
-                                   f"fewer than the {per_class} per class asked for")
+                                   f"fewer than the {k} a stratified sample needs")
             chosen.append(members)
         return pool.take(np.sort(np.concatenate(chosen)))
     if n is None:
@@ -239,8 +254,8 @@ def prepare_data(spec: JobSpec, data_dir: str | Path | None = None) -> JobData:
     task = get_task(spec.task)
     _check_task(task)
     splits = protocol_splits(task, spec.val_size, data_dir)
-    train = sample_train(splits.pool, sample_size(spec), spec.seed, spec.per_class, task)
-    sampling = "per_class" if spec.per_class else ("full" if spec.n is None else SAMPLING)
+    train = sample_train(splits.pool, sample_size(spec), spec.seed, spec.per_class, task, spec.sampling)
+    sampling = "full" if spec.n is None and spec.per_class is None else spec.sampling
     return JobData(train, splits.validation, splits.test, splits.source, sampling, len(splits.pool))
 
 
@@ -281,6 +296,9 @@ def check_spec_against_data(spec: JobSpec, data_dir: str | Path | None = None) -
     if spec.uses_scl and task.is_regression:
         raise HarnessError(f"CE+SCL is undefined for the regression task {task.name}: "
                            "use --loss ce")
+    if spec.sampling == "stratified" and task.is_regression:
+        raise HarnessError(f"stratified sampling needs classes; {task.name} is a regression task: "
+                           "use --sampling uniform")
     if spec.per_class is not None:
         if task.is_regression:
             raise HarnessError(f"examples per class make no sense for the regression task {task.name}")

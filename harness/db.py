@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from harness.errors import HarnessError
 
 DEFAULT_URL = "sqlite:///results.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SQLITE_BUSY_TIMEOUT_MS = 60_000  # writers wait this long for the write lock before giving up
 
 metadata = sa.MetaData()
@@ -120,6 +120,9 @@ results = sa.Table(
     # so never more than batch_size, and fewer when the training set is smaller); null: regression
     sa.Column("scl_batch_size", sa.Integer),
     sa.Column("wall_seconds", sa.Float),  # the whole attempt, start-up included
+    sa.Column("batching", sa.String(16)),  # fixed | reshuffle | length (JobSpec.batching)
+    sa.Column("sampling", sa.String(16)),  # uniform | stratified | full (the whole pool)
+    sa.Column("class_counts", sa.Text),  # JSON {"0": 9, "1": 11}: the training sample per class
     sa.Column("spec", sa.Text, nullable=False),  # the full JobSpec JSON
     sa.Column("finished_at", sa.DateTime, server_default=sa.func.current_timestamp()),
 )
@@ -265,6 +268,7 @@ def _add_missing(conn) -> None:
 MIGRATIONS = {
     1: lambda conn: metadata.create_all(conn),
     2: _add_missing,  # noise_sets and artifacts tables, results.scl_batch_size, jobs.depends_on index
+    3: _add_missing,  # results.batching, results.sampling, results.class_counts
 }
 
 

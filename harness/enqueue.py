@@ -22,7 +22,7 @@ def plan_jobs(grid: grids.Grid, overrides: dict) -> list[tuple[JobSpec, str | No
     jobs = grids.expand(grid, **overrides)
     seen: set[tuple] = set()
     for spec, _ in jobs:
-        key = (spec.task, spec.n, spec.per_class)
+        key = (spec.task, spec.n, spec.per_class, spec.sampling)
         if key not in seen:  # the data check depends only on these
             seen.add(key)
             check_spec_against_data(spec)

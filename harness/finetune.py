@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from harness import artifacts
-from harness.batching import MEGA_BATCHES, collate, encode, length_grouped_batches
+from harness.batching import MEGA_BATCHES, collate, encode, train_batches
 from harness.checkpoint import CHECKPOINT_MIN_EPOCH_SECONDS, Checkpointer, TrainState
 from harness.data import PROTOCOL_SEED, Examples, prepare_data
 from harness.errors import JobInterrupted, PermanentJobError
@@ -120,13 +120,12 @@ def seed_everything(seed: int) -> None:
 
 
 def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
-              data_dir: str | Path | None = None, group_by_length: bool = True,
-              fused: bool = True) -> RunResult:
+              data_dir: str | Path | None = None, fused: bool = True) -> RunResult:
     """Fine-tune `spec.model` on `spec.task` as the spec says; see the module docstring.
 
     checkpoint: "auto" (full-data jobs, jobs others start from (ctx.save_model_dir), or when an
         epoch takes > CHECKPOINT_MIN_EPOCH_SECONDS), "always" or "never".
-        group_by_length / fused exist for the benchmark's ablation.
+        fused exists for the benchmark's ablation.
     """
     if checkpoint not in CHECKPOINT_POLICIES:
         raise ValueError(f"checkpoint must be one of {CHECKPOINT_POLICIES}")
@@ -187,9 +186,9 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
         step = state.epoch * steps_per_epoch
         for epoch in range(state.epoch + 1, spec.epochs + 1):
             epoch_started = time.perf_counter()
-            rng = np.random.default_rng([seed, epoch])  # the epoch's batches: resumable, seed-determined
             sums = torch.zeros(3, dtype=torch.float64)
-            for positions in length_grouped_batches(enc_train.lengths, spec.batch_size, rng, group_by_length):
+            # the epoch's batches: a function of (seed, epoch), so resumable and shared by CE/CE+SCL
+            for positions in train_batches(enc_train.lengths, spec.batch_size, spec.batching, seed, epoch):
                 if ctx.should_stop():
                     raise JobInterrupted(f"stop requested at epoch {epoch} step {step + 1}")
                 batch = collate(enc_train, positions, device)
@@ -245,12 +244,14 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
               "train_seed": seed, "device": str(device), "dtype": compute_dtype,
               "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
               "warmup_steps": warmup_steps, "optimizer": "AdamW" + (" (fused)" if is_fused else ""),
-              "schedule": "linear", "length_grouping": group_by_length, "mega_batches": MEGA_BATCHES,
+              "schedule": "linear", "batching": spec.batching,
+              "mega_batches": MEGA_BATCHES if spec.batching == "length" else None,
               "eval_batch_size": eval_batch_size(device), "phi": "final-layer first token ([CLS]/<s>)",
               "scl_no_positive": NO_POSITIVE_HANDLING, "scl_reduction": spec.scl_reduction,
               "scl_monitor_tau": None if spec.uses_scl else SCL_MONITOR_TAU,
               "n_train": len(train), "n_validation": len(data.validation), "n_test": len(data.test),
-              "train_pool": data.pool_size, "sampling": data.sampling, "protocol_seed": PROTOCOL_SEED,
+              "train_pool": data.pool_size, "sampling": data.sampling,
+              "class_counts": data.class_counts(task), "protocol_seed": PROTOCOL_SEED,
               "data_source": data.source, "model_path": pre.path,
               "checkpoint_policy": checkpoint, "resumed_from_epoch": resumed_from,
               "selection": "best validation score, ties → earlier epoch",
@@ -269,7 +270,8 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
                      zip(data.test.idx, data.test.labels, predictions(task, logits))],
         embeddings=embeddings, embedding_examples=[int(i) for i in data.test.idx],
         embedding_labels=[float(y) for y in data.test.labels],
-        train_examples=[int(i) for i in data.train.idx], config=config,
+        train_examples=[int(i) for i in data.train.idx], sampling=data.sampling,
+        class_counts=data.class_counts(task), config=config,
         noise_set=None if noise_set is None else noise_set.record(), artifact=artifact)
 
 

@@ -13,9 +13,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from harness.errors import HarnessError
-from harness.spec import DEFAULT_MODEL, LOSSES, SMALL_MODEL, JobSpec
-
-PAPER_LAM, PAPER_TAU = 0.9, 0.3  # the paper's best settings
+from harness.spec import DEFAULT_MODEL, LOSSES, PAPER_LAM, PAPER_TAU, SMALL_MODEL, JobSpec
 TRANSFER_TARGETS = ("amazon_polarity_sample", "yelp_polarity", "mr", "cr", "mpqa", "subj")
 TRANSFER_PER_CLASS = 20  # stage 2: 20 labelled examples per class (N = 40)
 

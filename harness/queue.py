@@ -206,7 +206,9 @@ def finish(engine: Engine, c: Claim, result: RunResult, wall_seconds: float | No
             val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy,
             best_epoch=result.best_epoch, n_train=result.n_train, n_test=result.n_test,
             train_seconds=result.train_seconds, scl_batch_size=result.scl_batch_size,
-            wall_seconds=wall_seconds, spec=c.spec_json))
+            wall_seconds=wall_seconds, batching=s.batching, sampling=result.sampling or s.sampling,
+            class_counts=None if result.class_counts is None else json.dumps(result.class_counts),
+            spec=c.spec_json))
         if result.metrics:
             conn.execute(_INSERT_METRIC, [
                 dict(run_id=c.run_id, job_id=c.job_id, split=split, epoch=epoch, name=name,

@@ -64,6 +64,8 @@ class RunResult:
     embedding_examples: list[int] = field(default_factory=list)
     embedding_labels: list[float] = field(default_factory=list)
     train_examples: list[int] = field(default_factory=list)  # idx of the training examples used
+    sampling: str | None = None  # how they were drawn: uniform | stratified | full
+    class_counts: dict[str, int] | None = None  # training examples per class (None: regression)
     config: dict[str, Any] = field(default_factory=dict)  # resolved configuration (versions excluded)
     noise_set: dict[str, Any] | None = None  # the back-translated training set used (NoiseSet.record())
     artifact: dict[str, Any] | None = None  # the saved model (harness.artifacts.Artifact.record())

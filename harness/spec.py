@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from harness.errors import HarnessError
 
 LOSSES = ("ce", "ce+scl")
+BATCHINGS = ("fixed", "reshuffle", "length")  # how training batches are formed: harness.batching
+SAMPLINGS = ("uniform", "stratified")  # how the N training examples are drawn: harness.data
+PAPER_LAM, PAPER_TAU = 0.9, 0.3  # the paper's best λ and τ: the defaults of a CE+SCL job
 SCL_REDUCTIONS = ("mean", "sum")  # over anchors: SupContrast's mean, or the paper's printed sum
 NOISE_MODES = ("augment", "replace")  # noisy copies added to the originals, or replacing them
 DEFAULT_MODEL = "roberta-large"  # the paper's model
@@ -31,7 +34,7 @@ class JobSpec:
     noise: float = 0.0  # back-translation temperature T; 0 = clean data
     noise_mode: str | None = None  # augment | replace; only meaningful when noise > 0
     noise_backend: str | None = None  # translator backend; only meaningful when noise > 0
-    lam: float = 0.0  # λ in (1 − λ)·CE + λ·SCL; 0 for ce
+    lam: float | None = None  # λ in (1 − λ)·CE + λ·SCL; 0 for ce, PAPER_LAM for ce+scl if unset
     tau: float | None = None  # SCL temperature; None for ce
     scl_reduction: str | None = None  # mean | sum over anchors; None for ce
     model: str = DEFAULT_MODEL
@@ -45,6 +48,8 @@ class JobSpec:
     train_seed: int | None = None
     init_from: str | None = None  # job id whose fine-tuned model this job starts from (transfer)
     per_class: int | None = None  # sample n as this many examples per class (transfer: 20)
+    batching: str = "fixed"  # fixed (fairseq, the paper's code) | reshuffle (Trainer) | length
+    sampling: str = "uniform"  # uniform ("N examples sampled") | stratified (equal per class)
 
     # ---- identity -------------------------------------------------------------------------
     def canonical(self) -> dict:
@@ -77,16 +82,25 @@ class JobSpec:
     # ---- construction ---------------------------------------------------------------------
     @classmethod
     def make(cls, **fields) -> JobSpec:
-        """Build a normalised, validated spec: CE jobs carry no SCL settings, clean jobs no noise
-        settings, so that equal experiments always hash equal."""
+        """Build a normalised, validated spec, so that equal experiments always hash equal: the
+        canonical task name (SST-2, sst-2 and sst2 are one task), CE jobs carry no SCL settings,
+        CE+SCL jobs the paper's λ and τ unless given, clean jobs no noise settings, a train_seed
+        equal to the seed is no train_seed, and per-class samples are stratified."""
         spec = cls(**fields)
         spec.validate_fields()
-        changes: dict = {}
+        from harness.tasks import get_task
+
+        changes: dict = {"task": get_task(spec.task).name}
         if spec.loss == "ce":
             changes.update(lam=0.0, tau=None, scl_reduction=None)
         else:
             changes.update(scl_reduction=spec.scl_reduction or "mean",
-                           tau=0.3 if spec.tau is None else spec.tau)
+                           lam=PAPER_LAM if spec.lam is None else spec.lam,
+                           tau=PAPER_TAU if spec.tau is None else spec.tau)
+        if spec.train_seed == spec.seed:
+            changes.update(train_seed=None)
+        if spec.per_class is not None:
+            changes.update(sampling="stratified")
         if spec.noise == 0:
             changes.update(noise_mode=None, noise_backend=None)
         else:
@@ -106,9 +120,14 @@ class JobSpec:
         get_task(self.task)
         if self.loss not in LOSSES:
             raise HarnessError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
-        _finite(self.lam, "λ (--lam)")
-        if not 0.0 <= self.lam <= 1.0:
-            raise HarnessError(f"λ (--lam) must lie in [0, 1], got {self.lam}")
+        if self.lam is not None:
+            _finite(self.lam, "λ (--lam)")
+            if not 0.0 <= self.lam <= 1.0:
+                raise HarnessError(f"λ (--lam) must lie in [0, 1], got {self.lam}")
+        if self.batching not in BATCHINGS:
+            raise HarnessError(f"unknown batching {self.batching!r}; choose one of {', '.join(BATCHINGS)}")
+        if self.sampling not in SAMPLINGS:
+            raise HarnessError(f"unknown sampling {self.sampling!r}; choose one of {', '.join(SAMPLINGS)}")
         if self.tau is not None:
             _finite(self.tau, "τ (--tau)")
             if self.tau <= 0:

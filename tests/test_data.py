@@ -11,6 +11,7 @@ from harness.data import (check_spec_against_data, load_split, prepare_data, pro
                           train_pool_size)
 from harness.errors import HarnessError
 from harness.spec import JobSpec
+from harness.tasks import get_task
 
 from conftest import DATA_DIR
 
@@ -70,6 +71,31 @@ def test_per_class_sampling():
     d = prepare_data(JobSpec.make(task="yelp_polarity", n=40, per_class=20, seed=1), DATA_DIR)
     assert Counter(d.train.labels.tolist()) == {0: 20, 1: 20}
     assert not set(d.train.idx) & (set(d.test.idx) | set(d.validation.idx))
+
+
+@pytest.mark.parametrize("n,counts", [(20, [7, 7, 6]), (21, [7, 7, 7]), (100, [34, 33, 33])])
+def test_stratified_sampling_gives_each_class_an_equal_share(n, counts):
+    for seed in range(5):
+        spec = JobSpec.make(task="mnli", n=n, seed=seed, sampling="stratified")
+        d = prepare_data(spec, DATA_DIR)
+        assert len(d.train) == n and d.sampling == "stratified"
+        assert sorted(d.class_counts(get_task("mnli")).values(), reverse=True) == counts
+        again = prepare_data(JobSpec.make(task="mnli", n=n, seed=seed, sampling="stratified",
+                                          loss="ce+scl"), DATA_DIR)
+        assert np.array_equal(d.train.idx, again.train.idx)  # CE and CE+SCL: the same examples
+
+
+def test_uniform_sampling_records_lopsided_class_counts():
+    """A uniform N = 20 MNLI sample is often far from 7/7/6; its counts are recorded, not hidden."""
+    counts = [prepare_data(JobSpec.make(task="mnli", n=20, seed=s), DATA_DIR).class_counts(get_task("mnli"))
+              for s in range(30)]
+    assert all(sum(c.values()) == 20 and set(c) == {"0", "1", "2"} for c in counts)
+    assert min(min(c.values()) for c in counts) <= 3
+
+
+def test_stratified_sampling_is_refused_for_regression():
+    with pytest.raises(HarnessError, match="stratified"):
+        check_spec_against_data(JobSpec.make(task="stsb", n=20, seed=0, sampling="stratified"), DATA_DIR)
 
 
 @pytest.mark.parametrize("task,test,val,pool", [("mr", 5331, 500, 4831),

@@ -143,3 +143,30 @@ def test_the_contrastive_batch_is_recorded(tmp_path):
     assert r.scl_batch_size == 12  # the whole (smaller) training set: one forward batch
     assert r.config["scl_batch_size"] == 12 and r.config["gradient_accumulation"] == 1
     assert ("train", None, "scl_batch_size", 12) in r.metrics
+
+
+def test_ce_and_ce_scl_jobs_of_one_seed_train_on_the_same_batches(tmp_path, monkeypatch):
+    """The batches are drawn from (seed, epoch) and the examples only, never the loss: a CE and a
+    CE+SCL job of one seed see the same batches in the same order, and `fixed` keeps the same
+    batch sets in every epoch. The result row records how batches and the sample were made."""
+    import harness.finetune as ft
+
+    seen: list[list[tuple]] = []
+    real = ft.train_batches
+
+    def spy(lengths, batch_size, mode, seed, epoch):
+        out = real(lengths, batch_size, mode, seed, epoch)
+        seen[-1].append((mode, epoch, [tuple(b.tolist()) for b in out]))
+        return out
+
+    monkeypatch.setattr(ft, "train_batches", spy)
+    results = []
+    for loss in ("ce", "ce+scl"):
+        seen.append([])
+        results.append(run(spec(loss=loss, **FAST), tmp_path / loss))
+    assert seen[0] == seen[1] and len(seen[0]) == 2
+    (mode, _, first), (_, _, second) = seen[0]
+    assert mode == "fixed" and set(first) == set(second)
+    for r in results:
+        assert r.sampling == "uniform" and sum(r.class_counts.values()) == 24
+        assert r.config["batching"] == "fixed" and r.config["class_counts"] == r.class_counts

@@ -238,3 +238,16 @@ def test_requeue_stale_spares_a_job_renewed_between_its_select_and_update(pg_url
     finally:
         engine.dispose()
         other.dispose()
+
+
+def test_results_record_batching_sampling_and_class_counts(engine):
+    s = JobSpec.make(task="mnli", n=20, seed=0, loss="ce", model="m", batching="reshuffle",
+                     sampling="stratified")
+    queue.enqueue(engine, "g", [s])
+    c = queue.claim(engine, "w")
+    result = instant(c.spec, None)
+    result.class_counts, result.sampling = {"0": 7, "1": 7, "2": 6}, "stratified"
+    assert queue.finish(engine, c, result)
+    df = pd.read_sql("select batching, sampling, class_counts from results", engine)
+    assert df.to_dict("records") == [
+        {"batching": "reshuffle", "sampling": "stratified", "class_counts": '{"0": 7, "1": 7, "2": 6}'}]

@@ -1,0 +1,72 @@
+"""Training batch composition (JobSpec.batching): which examples share a batch, epoch to epoch."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from harness.batching import train_batches
+
+N, B, SEED = 100, 16, 7
+LENGTHS = np.random.default_rng(0).integers(5, 60, N)
+
+
+def batch_sets(mode: str, epoch: int, seed: int = SEED, lengths=LENGTHS) -> list[frozenset]:
+    return [frozenset(b.tolist()) for b in train_batches(lengths, B, mode, seed, epoch)]
+
+
+def pairs(batches: list[frozenset]) -> set[tuple[int, int]]:
+    return {p for b in batches for p in itertools.combinations(sorted(b), 2)}
+
+
+def shared_pair_share(mode: str) -> float:
+    """Share of the pairs that share a batch in epoch 1 and still share one in epoch 2."""
+    a, b = pairs(batch_sets(mode, 1)), pairs(batch_sets(mode, 2))
+    return len(a & b) / len(a)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "reshuffle", "length"])
+def test_every_epoch_covers_every_example_once(mode):
+    for epoch in (1, 2, 3):
+        flat = np.concatenate(train_batches(LENGTHS, B, mode, SEED, epoch))
+        assert sorted(flat.tolist()) == list(range(N))
+        assert all(len(b) <= B for b in train_batches(LENGTHS, B, mode, SEED, epoch))
+
+
+def test_fixed_gives_the_same_batch_sets_every_epoch_in_a_new_order():
+    epochs = [batch_sets("fixed", e) for e in range(1, 6)]
+    assert all(set(e) == set(epochs[0]) for e in epochs)
+    assert len({tuple(e) for e in epochs}) > 1  # the order of the batches changes
+    assert shared_pair_share("fixed") == 1.0
+
+
+def test_fixed_batches_are_not_grouped_by_length():
+    """fairseq cuts one random permutation: a batch's members do not correlate with length."""
+    spread = [np.ptp(LENGTHS[list(b)]) for b in batch_sets("fixed", 1)]
+    grouped = [np.ptp(LENGTHS[list(b)]) for b in batch_sets("length", 1)]
+    assert np.mean(spread) > 3 * np.mean(grouped)
+
+
+def test_reshuffle_forms_new_batches_every_epoch():
+    assert set(batch_sets("reshuffle", 1)) != set(batch_sets("reshuffle", 2))
+    assert shared_pair_share("reshuffle") < 0.35  # chance level is about (B - 1) / (N - 1)
+
+
+def test_length_groups_similar_lengths():
+    grouped = np.mean([np.ptp(LENGTHS[list(b)]) for b in batch_sets("length", 1)])
+    shuffled = np.mean([np.ptp(LENGTHS[list(b)]) for b in batch_sets("reshuffle", 1)])
+    assert grouped < shuffled / 3
+
+
+@pytest.mark.parametrize("mode", ["fixed", "reshuffle", "length"])
+def test_batches_depend_on_seed_and_epoch_only(mode):
+    """The CE and the CE+SCL job of one seed call this with the same arguments: same batches."""
+    assert batch_sets(mode, 2) == batch_sets(mode, 2)
+    assert batch_sets(mode, 2, seed=SEED + 1) != batch_sets(mode, 2)
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError):
+        train_batches(LENGTHS, B, "sorted", SEED, 1)
