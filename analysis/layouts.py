@@ -41,6 +41,10 @@ class Layout:
     describe: Callable[[pd.DataFrame, pd.DataFrame], list] | None = None
     # a cell's runs -> flags shown in the cell (e.g. a contrastive batch below the batch size)
     cell_flags: Callable[[pd.DataFrame], list] | None = None
+    # A derived column whose members share each seed's training sample (Table 3's noisy copies of
+    # one sample): its tests take seeds as units, and the gap's per-seed slope against the member
+    # columns is tested too (does the gap grow with T?).
+    by_seed: str | None = None
 
     def col_text(self, c) -> str:
         return str(c) if c in self.derived else (self.col_label(c) or str(c))
@@ -160,9 +164,11 @@ LAYOUTS = {
                  "temperature T", _t3, ("sst2", "qnli", "mnli"), paper.TASK_LABELS.get,
               paper.NOISE_LEVELS, _fmt_noise,
               lambda g, c, loss: paper.TABLE3.get((g, "average" if c == "average" else c, loss)),
-              derived={"average": (0.3, 0.5, 0.7, 0.9)}, expected=paper.PAPER_SEEDS,
+              derived={"average": (0.3, 0.5, 0.7, 0.9)}, expected=paper.PAPER_SEEDS, by_seed="average",
               notes=("'average' pools the runs of the four noisy temperatures (as the paper's "
-                     "average column does); its tests pair runs by (T, seed).",)),
+                     "average column does). Its tests take seeds as units: each seed's CE+SCL − CE "
+                     "gap averaged over the T it has for both losses, because a seed's noisy sets "
+                     "are copies of one training sample and its (T, seed) pairs are not independent.",)),
     4: Layout(4, "Full-data GLUE (v1 Table 2): test accuracy, and each task's GLUE metric", _t4,
               ("accuracy", "task metric"), str, paper.GLUE_TASKS, paper.TASK_LABELS.get,
               lambda g, c, loss: paper.TABLE4.get((c, loss)) if g == "accuracy" else None,

@@ -36,6 +36,12 @@ def render(table, fmt: str = "terminal") -> str:
         if rows:
             out.append(_para("Significance of CE+SCL − CE in each cell (every run, paired by seed):", fmt))
             out.append(_format_grid(header, rows, fmt))
+        header, rows = _trends_grid(table, sec)
+        if rows:
+            out.append(_para("Does the CE+SCL − CE gap change with the column? Each seed's gap regressed "
+                             "on the column's value, the slopes tested against 0 over seeds "
+                             "(Holm over the rows of this test):", fmt))
+            out.append(_format_grid(header, rows, fmt))
     out.append("\n".join(_para("Note: " + n, fmt) for n in table.notes))
     return "\n\n".join(out) + "\n"
 
@@ -70,7 +76,12 @@ def _p_text(test) -> str:
     c = test.comparison
     if c.primary is None:
         return "p n/a (too few runs)"
-    return f"{format_p(c.primary.p)} {c.primary.test}; Holm {format_p(c.p_holm)[2:]}"
+    return f"{c.primary.p_text()} {c.primary.test}; Holm {_bare(c.primary.p_text(c.p_holm))}"
+
+
+def _bare(p_text: str) -> str:
+    """'p=0.03' -> '0.03', 'p<1.2e-04' -> '<1.2e-04', for a p printed beside another."""
+    return p_text[2:] if p_text.startswith("p=") else p_text[1:]
 
 
 def _col_labels(table) -> list:
@@ -118,17 +129,33 @@ def _tests_grid(table, sec) -> tuple[list[str], list[list[str]]]:
         where = " ".join(x for x in (table.layout.group_label(t.group),
                                      table.layout.col_text(t.col), t.row) if x)
         ci = f"{c.mean_diff:+.2f} [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}]"
-        tests = "; ".join(f"{format_p(x.p)} {x.test}" for x in c.tests + [e for e in c.extra
-                                                                          if "McNemar" not in e.test])
+        tests = "; ".join(f"{x.p_text()} {x.test}" for x in c.tests + [e for e in c.extra
+                                                                        if "McNemar" not in e.test])
         ex = DASH
         if c.example_test is not None:
             mc = [e for e in c.extra if "McNemar" in e.test]
-            ex = (f"{format_p(c.example_test.p)} {c.example_test.test} (n={c.example_test.n} examples, "
-                  f"Holm {format_p(c.example_p_holm)[2:]})"
-                  + (f"; {format_p(mc[0].p)} {mc[0].test}" if mc else ""))
-        holm = f"{format_p(c.p_holm)} ({c.primary.test})" if c.primary else DASH
+            ex = (f"{c.example_test.p_text()} {c.example_test.test} (n={c.example_test.n} examples, "
+                  f"Holm {_bare(c.example_test.p_text(c.example_p_holm))})"
+                  + (f"; {mc[0].p_text()} {mc[0].test}" if mc else ""))
+        holm = f"{c.primary.p_text(c.p_holm)} ({c.primary.test})" if c.primary else DASH
         rows.append([where, f"{c.n_a} / {c.n_b} ({c.n_pairs})", ci, f"{c.effect_name} {_num(c.effect, 2)}",
                      tests, holm, ex])
+    return header, rows
+
+
+def _trends_grid(table, sec) -> tuple[list[str], list[list[str]]]:
+    lay = table.layout
+    header = ["", "row", "seeds", "mean slope, points per unit [bootstrap 95% CI]", "p (test)",
+              "Holm-adjusted p"]
+    rows = []
+    for t in table.trends:
+        if t.section != sec.label:
+            continue
+        x = t.test
+        levels = ", ".join(lay.col_text(v) for v in t.levels)
+        rows.append([lay.group_label(t.group), f"{t.row} − CE over {levels}", str(x.n),
+                     f"{t.mean_slope:+.1f} [{t.ci[0]:+.1f}, {t.ci[1]:+.1f}]",
+                     f"{x.p_text()} ({x.test})", x.p_text(t.p_holm)])
     return header, rows
 
 
@@ -195,9 +222,19 @@ def _test_record(t) -> dict:
          "p_primary": c.primary.p if c.primary else None, "p_holm": c.p_holm, "paper_p": t.paper_p}
     for x in c.tests + c.extra:
         r[f"p[{x.test}]"] = x.p
+    for x in c.tests + c.extra:
+        if x.resamples:  # its p cannot go below 1 / (resamples + 1)
+            r[f"resamples[{x.test}]"] = x.resamples
     if c.example_test is not None:
-        r.update(example_test=c.example_test.test, example_p=c.example_test.p, example_p_holm=c.example_p_holm)
+        r.update(example_test=c.example_test.test, example_p=c.example_test.p, example_p_holm=c.example_p_holm,
+                 example_resamples=c.example_test.resamples)
     return r
+
+
+def _trend_record(t) -> dict:
+    return {"section": t.section, "group": t.group, "row": t.row, "levels": list(t.levels),
+            "test": t.test.test, "seeds": t.test.n, "mean_slope": t.mean_slope, "ci_low": t.ci[0],
+            "ci_high": t.ci[1], "t": t.test.statistic, "p": t.test.p, "p_holm": t.p_holm}
 
 
 def to_dict(table) -> dict:
@@ -213,7 +250,8 @@ def to_dict(table) -> dict:
                    "notes": table.notes,
                    "sections": [{"label": s.label, "model": s.model, "caption": s.caption, "rows": s.rows}
                                 for s in table.sections],
-                   "cells": cells.to_dict(orient="records"), "tests": tests})
+                   "cells": cells.to_dict(orient="records"), "tests": tests,
+                   "trends": [_trend_record(t) for t in table.trends]})
 
 
 _CELL_KEYS = ("table", "aggregation", "section", "group", "row", "col", "loss", "n_runs", "n_used",

@@ -89,8 +89,8 @@ def _verdict_line(table, t) -> str:
     else:
         word = "no significant difference"
     return (f"{where}: Δ {c.mean_diff:+.1f} points [95% CI {c.ci[0]:+.1f}, {c.ci[1]:+.1f}], "
-            f"{stats.format_p(c.primary.p)} ({c.primary.test}, {c.n_pairs} pairs), Holm-adjusted "
-            f"{stats.format_p(p)} → {word}")
+            f"{c.primary.p_text()} ({c.primary.test}, {c.n_pairs} pairs), Holm-adjusted "
+            f"{c.primary.p_text(p)} → {word}")
 
 
 def _summary(table, keep) -> str:
@@ -102,6 +102,28 @@ def _summary(table, keep) -> str:
     head = (f"Our data support it in {sup} of {len(tests)} cells (Holm-adjusted p < {ALPHA})"
             + (f" and contradict it in {con}" if con else "") + ". ")
     return head + "; ".join(_verdict_line(table, t) for t in tests) + "."
+
+
+def _trend_summary(table) -> str:
+    """The 'most of all at high T' part: does each seed's gap grow with T?"""
+    if not table.trends:
+        return "Growth with T: no task has CE and CE+SCL runs at two noisy T."
+    lines, grows = [], 0
+    for t in table.trends:
+        where = table.layout.group_label(t.group) + ("" if t.row == "CE+SCL" else f" ({t.row})")
+        x = t.test
+        if not np.isfinite(x.p):
+            lines.append(f"{where}: cannot be tested ({x.n} seed(s) with a slope)")
+            continue
+        if t.p_holm < ALPHA:
+            grows += t.mean_slope > 0
+            word = "the gap grows with T" if t.mean_slope > 0 else "the gap shrinks with T"
+        else:
+            word = "no significant change with T"
+        lines.append(f"{where}: {t.mean_slope:+.1f} points per unit T [95% CI {t.ci[0]:+.1f}, {t.ci[1]:+.1f}], "
+                     f"{x.p_text()} ({x.test}, {x.n} seeds), Holm-adjusted {x.p_text(t.p_holm)} → {word}")
+    return (f"Growth with T (each seed's gap regressed on T, slopes tested over seeds): the gap grows "
+            f"significantly in {grows} of {len(table.trends)} tasks; " + "; ".join(lines) + ".")
 
 
 def _mean_gain(table, keep) -> float | None:
@@ -124,7 +146,8 @@ def _claims(built, engine, df) -> dict[str, str]:
     by_t = {T: _mean_gain(t3, lambda t, T=T: t.col == T) for T in paper.NOISE_LEVELS}
     trend = ", ".join(f"T={T:g} {g:+.1f}" for T, g in by_t.items() if g is not None)
     out["noise"] = ((f"Mean gain of CE+SCL over tasks by temperature: {trend} points. " if trend else "")
-                    + _summary(t3, lambda t: t.col == "average"))
+                    + "Over the noisy T, with seeds as units: " + _summary(t3, lambda t: t.col == "average")
+                    + " " + _trend_summary(t3))
     out["glue"] = _summary(t4, lambda t: t.group == "accuracy" and t.col != "average")
     means = {}
     for c in t5.cells:
@@ -138,7 +161,7 @@ def _claims(built, engine, df) -> dict[str, str]:
                         "size (descriptive; the paper gives one run per cell and no test).")
     else:
         out["batch"] = "Fewer than two batch sizes of full-data CE+SCL runs are in the database."
-    var = [f"{t7.layout.col_text(t.col)}: {stats.format_p(e.p)} ({e.test} of equal spread; CE vs CE+SCL {e.detail})"
+    var = [f"{t7.layout.col_text(t.col)}: {e.p_text()} ({e.test} of equal spread; CE vs CE+SCL {e.detail})"
            for t in t7.tests for e in t.comparison.extra if e.test == "Brown–Forsythe test" and np.isfinite(e.p)]
     out["transfer"] = _summary(t7, lambda t: True) + (" Variance: " + "; ".join(var) + "." if var else "")
     out["tsne"] = _tsne_claim(engine, df)
@@ -146,7 +169,8 @@ def _claims(built, engine, df) -> dict[str, str]:
 
 
 def _tsne_claim(engine, df) -> str:
-    """Class separation of the stored embeddings: silhouette score by label, CE vs CE+SCL, by seed."""
+    """Class separation of the stored SST-2 test embeddings: silhouette score by label, CE against
+    CE+SCL paired by seed, tested within each (model, N) on its own, Holm over those tests."""
     from sklearn.metrics import silhouette_score
 
     sel = df[(df["task"] == "sst2") & (df["noise"] == 0) & df["init_from"].isna()]
@@ -156,18 +180,32 @@ def _tsne_claim(engine, df) -> str:
     sel = sel[sel["job_id"].isin(list(emb))].copy()
     sel["sil"] = [silhouette_score(emb[j][0], emb[j][2]) if len(np.unique(emb[j][2])) > 1 else np.nan
                   for j in sel["job_id"]]
-    wide = sel.pivot_table(index=["model", "n", "seed"], columns="loss", values="sil", aggfunc="first", dropna=False)
+    sel["size"] = sel["n"].fillna(-1).astype(int)  # -1: full data
+    wide = sel.pivot_table(index=["model", "size", "seed"], columns="loss", values="sil", aggfunc="first")
     if not {"ce", "ce+scl"} <= set(wide.columns):
         return "Embeddings are stored for one loss only."
     wide = wide.dropna(subset=["ce", "ce+scl"])
     if wide.empty:
         return "No seed has embeddings for both losses."
-    t = stats.paired_t(wide["ce"], wide["ce+scl"])
-    return (f"Silhouette score of the SST-2 test embeddings by label (higher = better separated), over "
-            f"{len(wide)} seed pairs: CE {wide['ce'].mean():.2f}, CE+SCL {wide['ce+scl'].mean():.2f}; "
-            f"{stats.format_p(t.p)} ({t.test}) → "
-            + ("supports" if t.p < ALPHA and wide["ce+scl"].mean() > wide["ce"].mean() else "does not support")
-            + " the claim. The t-SNE figures below show the same embeddings.")
+    groups = [(model, size, g) for (model, size), g in wide.groupby(level=["model", "size"])]
+    tests = [stats.paired_t(g["ce"], g["ce+scl"]) for _, _, g in groups]
+    lines, sup = [], 0
+    for (model, size, g), t, p_holm in zip(groups, tests, stats.holm([t.p for t in tests])):
+        where = f"`{model}` {'full data' if size < 0 else f'N={size}'}"
+        means = f"CE {g['ce'].mean():.2f}, CE+SCL {g['ce+scl'].mean():.2f} over {len(g)} seed pair(s)"
+        if not np.isfinite(t.p):
+            lines.append(f"{where}: {means}, too few pairs to test")
+            continue
+        if p_holm < ALPHA:
+            better = g["ce+scl"].mean() > g["ce"].mean()
+            sup += better
+            word = "supports" if better else "contradicts"
+        else:
+            word = "no significant difference"
+        lines.append(f"{where}: {means}; {t.p_text()} ({t.test}), Holm-adjusted {t.p_text(p_holm)} → {word}")
+    return (f"Silhouette score of the SST-2 test embeddings by label (higher = better separated), "
+            f"each (model, N) tested on its own: supported in {sup} of {len(groups)}. The t-SNE "
+            "figures below show the same embeddings." + "".join(f"\n  - {line}" for line in lines))
 
 
 def _html(text: str) -> str:

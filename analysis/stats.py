@@ -29,15 +29,37 @@ class TestResult:
     statistic: float = float("nan")
     n: int = 0  # pairs, runs or examples the test used
     detail: str = ""
+    resamples: int = 0  # R of a Monte Carlo / bootstrap test (p is (1 + k) / (R + 1)); 0: exact or analytic
 
     def __str__(self) -> str:
-        return f"{format_p(self.p)} ({self.test}, n={self.n})"
+        return f"{self.p_text()} ({self.test}, n={self.n})"
+
+    @property
+    def at_resolution(self) -> bool:
+        """No resample was as extreme as the observed statistic: p sits at its floor 1 / (R + 1)."""
+        return self.resamples > 0 and np.isfinite(self.p) and self.p * (self.resamples + 1) <= 1 + 1e-9
+
+    def p_text(self, adjusted: float | None = None) -> str:
+        """This test's p, or a p adjusted from it (Holm's), as text. At the test's resolution the
+        number is only a bound: the raw p prints as 'p<1/R', an adjusted one as 'p<' its value at 1/R."""
+        if not self.at_resolution:
+            return format_p(self.p if adjusted is None else adjusted)
+        if adjusted is None:
+            return f"p<1/{self.resamples}"
+        if not np.isfinite(adjusted):
+            return format_p(adjusted)
+        return "p<" + _p_number(min(1.0, adjusted * (self.resamples + 1) / self.resamples))
 
 
 def format_p(p: float | None) -> str:
+    """An exact or analytic p as text. A resampling test's p goes through TestResult.p_text."""
     if p is None or not np.isfinite(p):
         return "p n/a"
-    return f"p={p:.2g}" if p >= 1e-3 else f"p={p:.1e}"
+    return "p=" + _p_number(p)
+
+
+def _p_number(p: float) -> str:
+    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
 
 
 def resamples_for(n: int, n_resamples: int = N_RESAMPLES) -> int:
@@ -61,16 +83,19 @@ def _pair(a, b) -> np.ndarray:
 
 def paired_t(a, b) -> TestResult:
     """Student's t on the differences d = b − a: t = mean(d) / (sd(d) / √n), n − 1 df."""
-    d = _pair(a, b)
+    return _one_sample_t(_pair(a, b), "paired t-test")
+
+
+def _one_sample_t(d: np.ndarray, name: str, detail: str = "") -> TestResult:
     n = d.size
     if n < 2:
-        return TestResult("paired t-test", float("nan"), n=n)
+        return TestResult(name, float("nan"), n=n, detail=detail)
     sd = d.std(ddof=1)
-    if sd == 0:  # identical differences: certain if non-zero, nothing if zero
-        return TestResult("paired t-test", 1.0 if d.mean() == 0 else 0.0,
-                          0.0 if d.mean() == 0 else np.sign(d.mean()) * np.inf, n)
+    if sd == 0:  # identical values: certain if non-zero, nothing if zero
+        return TestResult(name, 1.0 if d.mean() == 0 else 0.0,
+                          0.0 if d.mean() == 0 else np.sign(d.mean()) * np.inf, n, detail)
     t = d.mean() / (sd / np.sqrt(n))
-    return TestResult("paired t-test", float(2 * st.t.sf(abs(t), n - 1)), float(t), n)
+    return TestResult(name, float(2 * st.t.sf(abs(t), n - 1)), float(t), n, detail)
 
 
 def welch_t(a, b) -> TestResult:
@@ -114,7 +139,7 @@ def permutation_paired(a, b, *, max_exact: int = MAX_EXACT_PERMUTATION,
         bits = np.unpackbits(rng.integers(0, 256, size=(k, (n + 7) // 8), dtype=np.uint8), axis=1, count=n)
         hits += int(np.sum(np.abs(2.0 * (bits @ d) - total) >= obs - tol))
     return TestResult("Monte Carlo permutation test", (1 + hits) / (n_resamples + 1), float(d.mean()),
-                      n, f"{n_resamples} random sign patterns")
+                      n, f"{n_resamples} random sign patterns", n_resamples)
 
 
 def wilcoxon(a, b, *, max_exact: int = MAX_EXACT_PERMUTATION) -> TestResult:
@@ -148,6 +173,46 @@ def levene(a, b) -> TestResult:
     p = float(res.pvalue) if np.isfinite(res.pvalue) else 1.0
     return TestResult("Brown–Forsythe test", p, float(res.statistic), a.size + b.size,
                       f"sd {a.std(ddof=1):.2f} vs {b.std(ddof=1):.2f}")
+
+
+# ---- seeds as units, over several levels (noise T) -----------------------------------------------
+# A seed's runs at every level train on noisy copies of one training sample, so the CE+SCL − CE
+# gaps of one seed share that sample's effect: its (level, seed) pairs are not independent and a
+# test over all of them is anti-conservative. These reduce each seed to one number first.
+
+def seed_means(gaps) -> np.ndarray:
+    """Each seed's mean gap over the levels it has. gaps: (seeds, levels), NaN where missing."""
+    g = np.asarray(gaps, float)
+    have = np.isfinite(g).sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        return np.where(have > 0, np.nansum(g, axis=1) / np.maximum(have, 1), np.nan)
+
+
+def seed_slopes(gaps, x) -> np.ndarray:
+    """Least-squares slope of each seed's gaps against the levels x (gap units per unit of x).
+
+    gaps: (seeds, levels), NaN where a level is missing; x: (levels,). A seed with fewer than two
+    distinct levels has a NaN slope.
+    """
+    g = np.asarray(gaps, float)
+    x = np.broadcast_to(np.asarray(x, float), g.shape)
+    have = np.isfinite(g)
+    k = have.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        xm = np.where(have, x, 0).sum(axis=1) / k
+        gm = np.where(have, g, 0).sum(axis=1) / k
+        dx = np.where(have, x - xm[:, None], 0)
+        sxx = (dx ** 2).sum(axis=1)
+        slope = (dx * np.where(have, g - gm[:, None], 0)).sum(axis=1) / sxx
+    return np.where((k >= 2) & (sxx > 0), slope, np.nan)
+
+
+def slope_t(gaps, x) -> TestResult:
+    """Does the gap change with x? Student's t of the per-seed slopes against 0, n − 1 df over
+    the seeds that have a slope. statistic: t; the mean slope is `seed_slopes(...).mean()`."""
+    s = seed_slopes(gaps, x)
+    s = s[np.isfinite(s)]
+    return _one_sample_t(s, "t-test of per-seed slopes", f"{s.size} seeds")
 
 
 # ---- effect sizes and intervals ----------------------------------------------------------------
@@ -246,7 +311,8 @@ def paired_bootstrap_examples(correct_a, correct_b, *, n_resamples: int = N_RESA
     tol = REL_TOL * max(1.0, abs(obs))
     hits = int(np.sum(np.abs(boot - obs) >= abs(obs) - tol))
     return TestResult("paired bootstrap over examples", (1 + hits) / (n_resamples + 1), float(obs),
-                      int(u.size), f"{np.asarray(correct_a).shape[0]} seed pairs, {n_resamples} resamples")
+                      int(u.size), f"{np.asarray(correct_a).shape[0]} seed pairs, {n_resamples} resamples",
+                      n_resamples)
 
 
 # ---- multiple comparisons ----------------------------------------------------------------------

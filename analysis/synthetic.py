@@ -11,7 +11,7 @@ its jobs, runs, predictions and embeddings) into a harness database.
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -64,6 +64,50 @@ def synthetic_results(cells: Iterable[dict], *, seeds: Iterable[int] = range(10)
                 correct = (rng.random(n_test) < p).astype(np.int8)
                 val = float(np.clip(p + rng.normal(0, 0.02), 0, 1))
                 recs.append(_record(dict(fields, seed=s, loss=loss, model=model), correct, val))
+    return _frame(recs)
+
+
+NOISY_T = (0.3, 0.5, 0.7, 0.9)  # Table 3's noisy temperatures (its 'average' column)
+TABLE3_TASKS = ("sst2", "qnli", "mnli")
+
+
+def noise_scores(*, tasks=TABLE3_TASKS, seeds: int = 10, temps=NOISY_T, effect: float = 0.0,
+                 slope: float = 0.0, seed_sd: float = 2.0, seed_gap_sd: float = 1.5,
+                 seed_slope_sd: float = 1.5, run_sd: float = 1.5, rng=0) -> tuple[np.ndarray, np.ndarray]:
+    """Table 3 as arrays: CE and CE+SCL test scores in points, each shaped (tasks, seeds, temps).
+
+    A seed is one training sample; its noisy sets at every T are copies of it, so it carries
+    effects into every T: a shift shared by both losses (seed_sd), and its own CE+SCL − CE gap
+    (seed_gap_sd) and trend of that gap with T (seed_slope_sd, points per unit T). On top, each
+    job has its own noise (run_sd: training randomness and test-set sampling). The planted truth:
+    CE+SCL − CE = effect + slope · (T − mean T), in points.
+    """
+    rng = np.random.default_rng(rng)
+    x = np.asarray(temps, float) - np.mean(temps)
+    shape = (len(tasks), seeds, 1)
+    base = np.array([100 * BASE.get(t, 0.7) for t in tasks])[:, None, None]
+    shared = base + rng.normal(0, seed_sd, shape)
+    gap = (effect + slope * x + rng.normal(0, seed_gap_sd, shape)
+           + rng.normal(0, seed_slope_sd, shape) * x)
+    full = (len(tasks), seeds, len(temps))
+    ce = shared + rng.normal(0, run_sd, full)
+    scl = shared + gap + rng.normal(0, run_sd, full)
+    return ce, scl
+
+
+def noise_frame(ce: np.ndarray, scl: np.ndarray, *, tasks=TABLE3_TASKS, temps=NOISY_T,
+                n_test: int = 1000, model: str = MODEL) -> pd.DataFrame:
+    """Results rows (the shape of load_results, scores as fractions) for `noise_scores` arrays:
+    one job per task, seed, T and loss at N = 100. A score is kept to 1 / n_test (the test set)."""
+    recs = []
+    for i, task in enumerate(tasks):
+        for s in range(ce.shape[1]):
+            for j, t in enumerate(temps):
+                for loss, scores in (("ce", ce), ("ce+scl", scl)):
+                    k = int(round(np.clip(scores[i, s, j], 0, 100) / 100 * n_test))
+                    correct = (np.arange(n_test) < k).astype(np.int8)
+                    recs.append(_record(dict(task=task, n=100, noise=float(t), seed=s, loss=loss,
+                                             model=model), correct, k / n_test))
     return _frame(recs)
 
 
@@ -123,11 +167,13 @@ def _frame(recs: list[dict]) -> pd.DataFrame:
 
 
 def fill_db(engine, df: pd.DataFrame, *, predictions: bool = True, embeddings: Iterable[str] = (),
-            emb_rows: int = 120, emb_dim: int = 16, rng=0) -> None:
+            emb_rows: int = 120, emb_dim: int = 16, separation: Callable[[dict], float] | None = None,
+            rng=0) -> None:
     """Write a synthetic frame as finished jobs: jobs, runs and results rows (+ predictions).
 
-    embeddings: job ids that get a test-set embedding matrix: two Gaussian class clusters, further
-    apart for CE+SCL than for CE (the picture of the paper's Figure 2).
+    embeddings: job ids that get a test-set embedding matrix: Gaussian class clusters (unit sd)
+    whose centres lie `separation(row)` from the origin; by default 4 for CE+SCL and 1 for CE
+    (the picture of the paper's Figure 2).
     """
     rng = np.random.default_rng(rng)
     res_cols = [c.name for c in hdb.results.columns if c.name != "finished_at"]
@@ -152,7 +198,7 @@ def fill_db(engine, df: pd.DataFrame, *, predictions: bool = True, embeddings: I
                       for e, (a, b) in enumerate(zip(y, yhat))]
         if r["job_id"] in set(embeddings):
             y = rng.integers(0, k, emb_rows)
-            sep = 4.0 if spec["loss"] == "ce+scl" else 1.0
+            sep = separation(r) if separation else (4.0 if spec["loss"] == "ce+scl" else 1.0)
             centers = rng.normal(0, 1, (k, emb_dim))
             centers *= sep / np.linalg.norm(centers, axis=1, keepdims=True)
             x = (centers[y] + rng.normal(0, 1, (emb_rows, emb_dim))).astype(np.float16)

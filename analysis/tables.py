@@ -60,6 +60,19 @@ class CellTest:
 
 
 @dataclass
+class TrendTest:
+    """Does CE+SCL − CE change with the columns of a seed-unit derived column (Table 3: with T)?"""
+    section: str
+    group: object
+    row: str
+    levels: tuple  # the member columns, as numbers (the x of the slope)
+    test: stats.TestResult  # t-test of the per-seed slopes
+    mean_slope: float  # points per unit of the level
+    ci: tuple[float, float]  # bootstrap 95% interval of the mean slope, over seeds
+    p_holm: float = float("nan")  # over the trend tests of the table
+
+
+@dataclass
 class Section:
     label: str  # the model, plus the setting when one model has several
     model: str
@@ -78,6 +91,7 @@ class Table:
     tests: list[CellTest]
     scale: float  # 100 when scores are stored as fractions
     notes: list[str]
+    trends: list[TrendTest] = field(default_factory=list)
 
     def cell(self, section, group, row, col) -> Cell | None:
         return next((c for c in self.cells if (c.section, c.group, c.row, c.col) == (section, group, row, col)), None)
@@ -118,7 +132,7 @@ def build_table(df: pd.DataFrame, table: int, aggregation: str = "top3", model: 
         notes.append("Several models are in the database: one section per model.")
     sub = sub.sort_values(["val_score", "seed"], ascending=[False, True], na_position="last", kind="stable")
     runs = {k: g for k, g in sub.groupby(["_section", "_group", "_row", "_col"], sort=False)}
-    cells, tests = [], []
+    cells, tests, trends = [], [], []
     rng = np.random.default_rng(seed)
     for sec in sections:
         for g in lay.groups:
@@ -132,13 +146,19 @@ def build_table(df: pd.DataFrame, table: int, aggregation: str = "top3", model: 
                     t = _test(lay, runs, sec, g, row, c, scale, n_resamples, rng)
                     if t is not None:
                         tests.append(t)
+                if lay.by_seed is not None:
+                    trend = _trend(lay, runs, sec, g, row, scale, n_resamples, rng)
+                    if trend is not None:
+                        trends.append(trend)
     if db is not None:
         _example_tests(tests, db, n_resamples, rng)
     for attr, out in (("primary", "p_holm"), ("example_test", "example_p_holm")):
         ps = [getattr(t.comparison, attr).p if getattr(t.comparison, attr) else np.nan for t in tests]
         for t, p in zip(tests, stats.holm(ps)):
             setattr(t.comparison, out, float(p))
-    return Table(table, lay.title, aggregation, lay, sections, cells, tests, scale, notes)
+    for t, p in zip(trends, stats.holm([t.test.p for t in trends])):
+        t.p_holm = float(p)
+    return Table(table, lay.title, aggregation, lay, sections, cells, tests, scale, notes, trends)
 
 
 # ---- sections, cells, tests ------------------------------------------------------------------
@@ -212,21 +232,31 @@ def _cell(lay, runs, sec, g, row, c, aggregation, scale) -> Cell:
     return cell
 
 
-def _test(lay, runs, sec, g, row, c, scale, n_resamples, rng) -> CellTest | None:
-    a_parts = [(m, runs.get((sec.label, g, "CE", m))) for m in _members(lay, c)]
-    b_parts = [(m, runs.get((sec.label, g, row, m))) for m in _members(lay, c)]
-    a = [(m, p) for m, p in a_parts if p is not None]
-    b = [(m, p) for m, p in b_parts if p is not None]
-    if not a or not b:
+def _keyed(lay, runs, sec, g, row, c, scale) -> tuple[np.ndarray, list, dict] | None:
+    """A row's runs in column c (or in its member columns): scores, (column, seed) keys, and
+    job ids by key; None when it has no run there."""
+    parts = [(m, runs.get((sec.label, g, row, m))) for m in _members(lay, c)]
+    parts = [(m, p) for m, p in parts if p is not None]
+    if not parts:
         return None
-    def keyed(parts):
-        vals = np.concatenate([p["value"].to_numpy() for _, p in parts]) * scale
-        keys = [(m, s) for m, p in parts for s in p["seed"].tolist()]
-        jobs = [j for _, p in parts for j in p["job_id"].tolist()]
-        return vals, keys, dict(zip(keys, jobs))
-    va, ka, ja = keyed(a)
-    vb, kb, jb = keyed(b)
-    comp = stats.compare(va, vb, ka, kb, n_resamples=n_resamples, rng=rng)
+    vals = np.concatenate([p["value"].to_numpy() for _, p in parts]) * scale
+    keys = [(m, s) for m, p in parts for s in p["seed"].tolist()]
+    jobs = [j for _, p in parts for j in p["job_id"].tolist()]
+    return vals, keys, dict(zip(keys, jobs))
+
+
+def _test(lay, runs, sec, g, row, c, scale, n_resamples, rng) -> CellTest | None:
+    a, b = _keyed(lay, runs, sec, g, "CE", c, scale), _keyed(lay, runs, sec, g, row, c, scale)
+    if a is None or b is None:
+        return None
+    (va, ka, ja), (vb, kb, jb) = a, b
+    if c == lay.by_seed:  # one unit per seed: its gap averaged over the columns both losses have
+        ma, mb, seeds = _seed_matrices(va, ka, vb, kb, _members(lay, c))
+        keep = np.isfinite(ma).any(axis=1)
+        comp = stats.compare(stats.seed_means(ma)[keep], stats.seed_means(mb)[keep], seeds[keep],
+                             seeds[keep], n_resamples=n_resamples, rng=rng)
+    else:
+        comp = stats.compare(va, vb, ka, kb, n_resamples=n_resamples, rng=rng)
     if lay.baseline_row:  # the transfer claim is about variance too
         comp.extra.append(stats.levene(va, vb))
     pairs = [(ja[k], jb[k]) for k in kb if k in ja]
@@ -235,6 +265,40 @@ def _test(lay, runs, sec, g, row, c, scale, n_resamples, rng) -> CellTest | None
         from analysis.paper import TABLE2_P
         paper_p = TABLE2_P.get((c, g))
     return CellTest(sec.label, g, c, row, comp, pairs, paper_p)
+
+
+def _seed_matrices(va, ka, vb, kb, levels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CE and CE+SCL scores as (seeds, levels) matrices from runs keyed (level, seed); NaN where
+    either loss lacks the run, so both matrices hold the same (level, seed) pairs."""
+    seeds = np.array(sorted({s for _, s in ka} & {s for _, s in kb}))
+    row, col = {s: i for i, s in enumerate(seeds)}, {m: j for j, m in enumerate(levels)}
+    out = []
+    for vals, keys in ((va, ka), (vb, kb)):
+        m = np.full((len(seeds), len(levels)), np.nan)
+        for v, (lvl, s) in zip(vals, keys):
+            if s in row:
+                m[row[s], col[lvl]] = v
+        out.append(m)
+    both = np.isfinite(out[0]) & np.isfinite(out[1])
+    return np.where(both, out[0], np.nan), np.where(both, out[1], np.nan), seeds
+
+
+def _trend(lay, runs, sec, g, row, scale, n_resamples, rng) -> TrendTest | None:
+    a = _keyed(lay, runs, sec, g, "CE", lay.by_seed, scale)
+    b = _keyed(lay, runs, sec, g, row, lay.by_seed, scale)
+    if a is None or b is None:
+        return None
+    levels = _members(lay, lay.by_seed)
+    ma, mb, _ = _seed_matrices(a[0], a[1], b[0], b[1], levels)
+    x = np.array(levels, float)
+    slopes = stats.seed_slopes(mb - ma, x)
+    slopes = slopes[np.isfinite(slopes)]
+    if slopes.size == 0:
+        return None
+    ci = stats.bootstrap_ci_diff(np.zeros(slopes.size), slopes, paired=True,
+                                 n_resamples=n_resamples, rng=rng)
+    return TrendTest(sec.label, g, row, tuple(levels), stats.slope_t(mb - ma, x),
+                     float(slopes.mean()), ci)
 
 
 def _example_tests(tests: list[CellTest], db, n_resamples, rng) -> None:

@@ -128,6 +128,7 @@ def test_paired_bootstrap_examples():
     r = stats.paired_bootstrap_examples(ca, cb, n_resamples=2000, rng=0)
     assert r.statistic == pytest.approx(0.5)  # 50 of 100 examples flip to right
     assert r.p == pytest.approx(1 / 2001)  # no centred resample gets as far as 0.5
+    assert r.at_resolution and r.p_text() == "p<1/2000" and str(r).startswith("p<1/2000 (")
 
 
 def test_example_bootstrap_is_calibrated_under_the_null():
@@ -168,3 +169,48 @@ def test_compare_pairs_by_key_and_falls_back_to_welch():
 def test_p_values_print_with_their_test():
     assert str(stats.paired_t(A3, B3)) == "p=0.074 (paired t-test, n=3)"
     assert stats.format_p(1.23e-9) == "p=1.2e-09"
+
+
+def test_resampled_p_prints_at_its_resolution():
+    floor = stats.TestResult("Monte Carlo permutation test", 1 / 10_001, resamples=10_000)
+    assert floor.p_text() == "p<1/10000"
+    assert floor.p_text(adjusted=3 / 10_001) == "p<3.0e-04"  # Holm ×3 of a bound is a bound
+    above = stats.TestResult("Monte Carlo permutation test", 3 / 10_001, resamples=10_000)
+    assert not above.at_resolution and above.p_text() == "p=3.0e-04"
+    exact = stats.TestResult("exact permutation test", 2 / 2 ** 12)  # exact: a number, however small
+    assert exact.p_text() == "p=4.9e-04" and exact.p_text(0.01) == "p=0.01"
+    rng = np.random.default_rng(8)
+    a = rng.normal(size=30)
+    mc = stats.permutation_paired(a, a + 5, n_resamples=1000, rng=0)  # every d > 0: no pattern as extreme
+    assert mc.resamples == 1000 and mc.p == pytest.approx(1 / 1001) and mc.p_text() == "p<1/1000"
+
+
+def test_seed_means_and_slopes_by_hand():
+    gaps = np.array([[0.0, 1.0, 2.0], [np.nan, 1.0, 3.0], [5.0, np.nan, np.nan]])
+    x = [0.0, 1.0, 2.0]
+    np.testing.assert_allclose(stats.seed_means(gaps), [1.0, 2.0, 5.0])
+    s = stats.seed_slopes(gaps, x)
+    assert s[0] == pytest.approx(1.0) and s[1] == pytest.approx(2.0) and math.isnan(s[2])  # one level: no slope
+    r = stats.slope_t(gaps, x)  # slopes 1 and 2: mean 1.5, sd √0.5, t = 1.5 / 0.5 = 3, 1 df
+    assert (r.n, r.statistic) == (2, pytest.approx(3.0))
+    assert r.p == pytest.approx(st.ttest_1samp([1.0, 2.0], 0).pvalue)
+    rng = np.random.default_rng(9)
+    g = rng.normal(size=(8, 4)) + 2.0 * np.array([0.3, 0.5, 0.7, 0.9])
+    ref = [st.linregress([0.3, 0.5, 0.7, 0.9], row).slope for row in g]
+    np.testing.assert_allclose(stats.seed_slopes(g, [0.3, 0.5, 0.7, 0.9]), ref)
+
+
+def test_noise_verdict_is_calibrated_under_the_null_and_finds_a_planted_trend():
+    """Table 3-shaped null (3 tasks, 4 T, 10 seeds; seeds carry their own gap and trend into
+    every T): the per-seed tests call at most 7% of 200 draws significant, the old test that pools
+    (T, seed) pairs far more; a planted interaction (the gap grows 6 points per unit T) is found."""
+    from analysis.calibration import significant_share
+
+    null = significant_share(200, rng=0)
+    assert null["main, per seed"] <= 0.07 and null["trend, per seed"] <= 0.07
+    assert null["main, pooled (old)"] >= 0.15  # the defect the per-seed test removes
+    one_task = significant_share(200, rng=1, tasks=("qnli",), temps=(0.0, 0.3, 0.5, 0.7, 0.9), seeds=5)
+    assert one_task["main, per seed"] <= 0.07 and one_task["trend, per seed"] <= 0.07
+    planted = significant_share(100, rng=2, slope=6.0)
+    assert planted["trend, per seed"] >= 0.9
+    assert planted["main, per seed"] <= 0.1  # a centred trend is no main effect

@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 
 from analysis import build_table, load_results, render, write_report
-from analysis.synthetic import grid, make_db, synthetic_results, transfer_results
+from analysis import stats
+from analysis.synthetic import (MODEL, NOISY_T, TABLE3_TASKS, grid, make_db, noise_frame, noise_scores,
+                                synthetic_results, transfer_results)
 from harness import db as hdb
 
 FAST = 2000  # resamples: enough for these tests, and fast
@@ -126,7 +128,32 @@ def test_table3_average_pools_noisy_levels():
     assert avg.n_runs == 16 and avg.mean == pytest.approx(noisy.mean() * 100)
     assert avg.paper_mean == 79.0
     test = next(x for x in t.tests if x.group == "qnli" and x.col == "average")
-    assert test.comparison.n_pairs == 16  # paired by (T, seed)
+    assert test.comparison.n_pairs == 4 and len(test.pairs) == 16  # seeds are the units; 16 job pairs
+    by_seed = df[(df.task == "qnli") & (df.noise > 0)].pivot_table(index="seed", columns="loss",
+                                                                  values="test_score")  # mean over T
+    assert test.comparison.primary.p == pytest.approx(
+        stats.paired_t(by_seed["ce"] * 100, by_seed["ce+scl"] * 100).p)
+
+
+def test_table3_noise_verdict_per_seed_and_trend(tmp_path):
+    ce, scl = noise_scores(slope=10.0, rng=5)  # the gap grows 10 points per unit T
+    df = noise_frame(ce, scl)
+    t = build_table(df, 3, "mean", n_resamples=FAST)
+    kept = lambda a: np.round(a * 10) / 10  # noise_frame keeps a score to 1/1000
+    for i, task in enumerate(TABLE3_TASKS):
+        avg = next(x for x in t.tests if x.group == task and x.col == "average").comparison
+        assert avg.n_pairs == 10 and avg.primary.test == "paired t-test"
+        assert avg.primary.p == pytest.approx(
+            stats.paired_t(stats.seed_means(kept(ce[i])), stats.seed_means(kept(scl[i]))).p)
+        trend = next(x for x in t.trends if x.group == task)
+        assert trend.levels == NOISY_T and trend.test.n == 10
+        assert trend.test.p == pytest.approx(stats.slope_t(kept(scl[i]) - kept(ce[i]), NOISY_T).p)
+        assert trend.p_holm < 0.05 and trend.mean_slope > 0 and trend.ci[0] > 0
+    assert "t-test of per-seed slopes" in render(t)
+    assert len(json.loads(render(t, "json"))["trends"]) == 3
+    engine = make_db(tmp_path / "noise.db", df, predictions=False)
+    text = write_report(engine, tmp_path / "rep", n_resamples=FAST, figures=False).read_text()
+    assert "the gap grows significantly in 3 of 3 tasks" in text
 
 
 def test_table4_flags_subsets_and_shows_metric():
@@ -165,7 +192,7 @@ def test_report_finds_the_known_effect(effect_db, tmp_path):
     path = write_report(effect_db, tmp_path, n_resamples=FAST, figures=False)
     text = path.read_text()
     assert "support it in 6 of 6 cells" in text
-    assert "models differ from the paper" in text.lower() or "The models differ" in text
+    assert "**The models differ from the paper's.**" in text
     assert (tmp_path / "report.html").read_text().startswith("<!doctype html>")
     assert "<table>" in (tmp_path / "report.html").read_text()
 
@@ -213,3 +240,22 @@ def test_table7_names_the_data_and_the_stage_1_actually_used():
     assert sum("Stage 1" in n and "random sample of 2,000 of its 67,349" in n for n in t.notes) == 2
     assert any(n.startswith("Yelp-2: 200 test examples from a 1,000-row sample") for n in t.notes)
     assert any(n.startswith("Amazon-2*: 200 test examples") and "not the official" in n for n in t.notes)
+
+
+def test_embedding_claim_is_tested_per_model_and_n(tmp_path):
+    df = pd.concat([synthetic_results([dict(task="sst2", n=20)], seeds=range(5), rng=1),
+                    synthetic_results([dict(task="sst2", n=100)], seeds=range(5), rng=2),
+                    synthetic_results([dict(task="sst2", n=20)], seeds=range(1), model="m-other", rng=3)],
+                   ignore_index=True)
+    # CE+SCL separates the classes better at N=20 and worse at N=100: pooled, the two would cancel
+    sep = lambda r: 1.0 + 3.0 * ((r["loss"] == "ce+scl") == (r["n"] == 20))
+    engine = make_db(tmp_path / "emb.db", df, predictions=False, embeddings=df["job_id"].tolist(),
+                     emb_rows=80, emb_dim=8, separation=sep)
+    text = write_report(engine, tmp_path / "rep", n_resamples=FAST, figures=False).read_text()
+    assert "each (model, N) tested on its own: supported in 1 of 3" in text
+    parts = {line.split(":")[0][4:]: line for line in text.splitlines() if line.startswith("  - `")}
+    assert len(parts) == 3
+    assert parts[f"`{MODEL}` N=20"].endswith("→ supports")
+    assert "over 5 seed pair(s)" in parts[f"`{MODEL}` N=20"]
+    assert parts[f"`{MODEL}` N=100"].endswith("→ contradicts")
+    assert "1 seed pair(s), too few pairs to test" in parts["`m-other` N=20"]
