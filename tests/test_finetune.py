@@ -34,8 +34,14 @@ def test_a_tiny_job_end_to_end(tmp_path):
     seen = []
     s = spec(loss="ce+scl", lam=0.9, tau=0.3)
     r = run(s, tmp_path, progress=seen.append, cache_dir=tmp_path / "cache")
-    assert r.metric == "accuracy" and 0 <= r.test_score <= 1 and 0 <= r.val_score <= 1
-    assert r.test_accuracy == r.test_score and r.best_epoch in (1, 2)
+    assert r.metric == "accuracy" and r.test_accuracy == r.test_score and r.best_epoch in (1, 2)
+    # the scores are what the stored predictions and per-epoch metrics say, not just any fraction
+    assert r.test_score == pytest.approx(np.mean([y == yhat for _, y, yhat in r.predictions]))
+    val = {epoch: v for split, epoch, name, v in r.metrics if (split, name) == ("validation", "accuracy")}
+    assert sorted(val) == [1, 2] and r.val_score == pytest.approx(max(val.values()))
+    assert r.val_score == pytest.approx(val[r.best_epoch])
+    assert [(e, v) for split, e, name, v in r.metrics if (split, name) == ("test", "accuracy")] == [
+        (r.best_epoch, pytest.approx(r.test_score))]
     assert r.n_train == 24 and len(r.train_examples) == 24 and r.n_test == 436
     assert len(r.predictions) == r.n_test
     assert {y for _, y, _ in r.predictions} == {0.0, 1.0}

@@ -72,4 +72,9 @@ def test_noise_job_end_to_end_records_its_set(tmp_path):
     assert Path(tmp_path / "runs" / ".cache" / "noise").is_dir()
     summary = noise_summary(engine)
     assert summary[["task", "temperature", "sets", "examples"]].values.tolist() == [["sst2", 0.7, 1, 8]]
-    assert "T" in render_noise_summary(summary) and "0.7" in render_noise_summary(summary, "markdown")
+    backend, share, edits = summary.loc[0, ["backend", "changed_share", "mean_edit_distance"]]
+    assert share == rows[0][4]
+    lines = render_noise_summary(summary).splitlines()  # title, header, rule, one row per (task, T)
+    assert lines[1].split()[:5] == ["task", "T", "backend", "sets", "examples"] and len(lines) == 4
+    assert lines[3].split() == ["sst2", "0.7", backend, "1", "8", f"{100 * share:.1f}%", f"{edits:.1f}"]
+    assert f"| sst2 | 0.7 | {backend} | 1 | 8 | {100 * share:.1f}% |" in render_noise_summary(summary, "markdown")

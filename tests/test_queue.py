@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from harness import db, queue
 from harness.errors import HarnessError, PermanentJobError
 from harness.spec import JobSpec
+from harness.worker import Worker, WorkerOptions
 from runners import instant
 
 RESULTS_COLUMNS = ["job_id", "grid", "task", "n", "noise", "seed", "loss", "lam", "tau", "model",
@@ -100,10 +101,23 @@ def test_fail_retries_then_fails(engine):
     assert error == "RuntimeError: second" and "Traceback" in tb
 
 
-def test_permanent_failure_is_not_retried(engine):
-    queue.enqueue(engine, "g", specs(1))
-    c = queue.claim(engine, "w")
-    assert queue.fail(engine, c, PermanentJobError("non-finite loss"), permanent=True) == "failed"
+def test_worker_classifies_errors_permanent_or_transient(engine, tmp_path):
+    """The worker decides what is permanent: PermanentJobError and HarnessError fail the job at
+    once; any other exception is retried until the job's attempts run out."""
+    errors = {0: PermanentJobError("non-finite loss"), 1: HarnessError("bad spec"),
+              2: RuntimeError("CUDA hiccup")}
+
+    def runner(spec, ctx):
+        raise errors[spec.seed]
+
+    queue.enqueue(engine, "g", specs(3), max_attempts=2)
+    w = Worker(engine, WorkerOptions(until_empty=True, runs_dir=tmp_path / "runs", quiet=True), runner=runner)
+    assert w.run() == 0 and w.failed == 4
+    with engine.connect() as conn:
+        got = conn.execute(sa.text("select seed, status, attempts, error from jobs order by seed")).all()
+    assert [tuple(r) for r in got] == [(0, "failed", 1, "PermanentJobError: non-finite loss"),
+                                       (1, "failed", 1, "HarnessError: bad spec"),
+                                       (2, "failed", 2, "RuntimeError: CUDA hiccup")]
 
 
 def test_release_hands_back_without_using_an_attempt(engine):

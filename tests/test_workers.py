@@ -71,14 +71,22 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
 def test_killed_worker_job_runs_again_after_its_lease_expires(db_url, tmp_path):
     engine = enqueue(db_url, 1)
     (job_id,) = rows(engine, "select id from jobs")[0]
-    victim = start_worker(db_url, "slow", "--lease-seconds", "2", tmp=tmp_path,
+    lease = 3.0
+    victim = start_worker(db_url, "slow", "--lease-seconds", str(lease), tmp=tmp_path,
                           HARNESS_TEST_SLOW_SECONDS="60")
     wait_for(lambda: any((tmp_path / "runs" / job_id).glob("started.*")), what="job start")
     victim.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
     victim.wait()
     assert rows(engine, "select status from jobs") == [("running",)]
-    # a second worker finds nothing while the lease is valid, then takes the job once it expires
-    time.sleep(2.5)
+    # while the lease is valid, a second worker's loop (requeue stale leases, then claim) finds
+    # nothing; a heartbeat renewed the lease at most lease/4 before the kill
+    stale, claimed = queue.requeue_stale(engine), queue.claim(engine, "second")
+    assert time.monotonic() - killed < 0.75 * lease, "too slow to probe inside the lease"
+    assert stale == 0 and claimed is None
+    assert rows(engine, "select status, attempts from jobs") == [("running", 1)]
+    # once it expires, a worker takes the job
+    time.sleep(lease + 0.5)
     rescuer = start_worker(db_url, "slow", "--until-empty", tmp=tmp_path, HARNESS_TEST_SLOW_SECONDS="0.5")
     _, err = rescuer.communicate(timeout=120)
     assert rescuer.returncode == 0, err
