@@ -40,7 +40,7 @@ def render(table, fmt: str = "terminal") -> str:
         if rows:
             out.append(_para("Does the CE+SCL − CE gap change with the column? Each seed's gap regressed "
                              "on the column's value, the slopes tested against 0 over seeds "
-                             "(Holm over the rows of this test):", fmt))
+                             "(Holm over these rows):", fmt))
             out.append(_format_grid(header, rows, fmt))
     out.append("\n".join(_para("Note: " + n, fmt) for n in table.notes))
     return "\n\n".join(out) + "\n"
@@ -128,6 +128,8 @@ def _tests_grid(table, sec) -> tuple[list[str], list[list[str]]]:
         c = t.comparison
         where = " ".join(x for x in (table.layout.group_label(t.group),
                                      table.layout.col_text(t.col), t.row) if x)
+        if t.col == table.layout.by_seed:
+            where += " (seed means)"
         ci = f"{c.mean_diff:+.2f} [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}]"
         tests = "; ".join(f"{x.p_text()} {x.test}" for x in c.tests + [e for e in c.extra
                                                                         if "McNemar" not in e.test])

@@ -146,7 +146,7 @@ def _claims(built, engine, df) -> dict[str, str]:
     by_t = {T: _mean_gain(t3, lambda t, T=T: t.col == T) for T in paper.NOISE_LEVELS}
     trend = ", ".join(f"T={T:g} {g:+.1f}" for T, g in by_t.items() if g is not None)
     out["noise"] = ((f"Mean gain of CE+SCL over tasks by temperature: {trend} points. " if trend else "")
-                    + "Over the noisy T, with seeds as units: " + _summary(t3, lambda t: t.col == "average")
+                    + "Main effect over the noisy T, seeds as units: " + _summary(t3, lambda t: t.col == "average")
                     + " " + _trend_summary(t3))
     out["glue"] = _summary(t4, lambda t: t.group == "accuracy" and t.col != "average")
     means = {}
