@@ -115,3 +115,32 @@ def test_scl_reaches_the_encoder():
     both = encoder_grads(loss="ce+scl", lam=0.5, tau=0.3)
     diff = max((ce[n] - both[n]).abs().max().item() for n in ce)
     assert diff > 1e-6
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_bf16_autocast_computes_in_float32(reduction):
+    """Inside autocast `z @ z.T` would run in bfloat16 (loss 2.781250 against 2.784198 at τ = 0.1):
+    loss and gradient under CPU bf16 autocast equal the float32 ones."""
+    from harness.loss import normalize
+
+    g = torch.Generator().manual_seed(7)
+    features = torch.randn(16, 64, generator=g, requires_grad=True)
+    labels = torch.randint(0, 3, (16,), generator=g)
+
+    def loss():
+        return supervised_contrastive_loss(normalize(features), labels, 0.1, reduction)
+
+    reference = loss()
+    (reference_grad,) = torch.autograd.grad(reference, features)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (features @ features.T).dtype == torch.bfloat16  # the autocast region is real
+        loss = loss()
+    (grad,) = torch.autograd.grad(loss, features)  # backward outside autocast, as in train_step
+    assert loss.dtype == torch.float32
+    assert abs(loss.item() - reference.item()) <= 1e-6 * abs(reference.item())
+    assert (grad - reference_grad).norm() <= 1e-6 * reference_grad.norm()
+    # bfloat16 input (an encoder output under autocast) is upcast, then computed in float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = supervised_contrastive_loss(normalize(features.detach().bfloat16()), labels, 0.1, reduction)
+    exact = supervised_contrastive_loss(normalize(features.detach().bfloat16().float()), labels, 0.1, reduction)
+    assert half.dtype == torch.float32 and half.item() == exact.item()
