@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from harness.batching import Encoded, collate, eval_batches
-from harness.models import cls_vector
+from harness.device import OutOfMemory, free_memory, is_out_of_memory
+from harness.models import forward
 from harness.tasks import TaskSpec
 
 EVAL_BATCH_SIZE = 256  # inference on a GPU: large, length-sorted batches
@@ -19,23 +20,43 @@ def eval_batch_size(device) -> int:
     return EVAL_BATCH_SIZE if torch.device(device).type == "cuda" else EVAL_BATCH_SIZE_CPU
 
 
-@torch.inference_mode()
 def predict(model, enc: Encoded, device, autocast=contextlib.nullcontext,
-            batch_size: int | None = None, with_embeddings: bool = False):
+            batch_size: int | None = None, with_embeddings: bool = False, phase: str = "evaluation"):
     """Logits [n, num_labels] (float32) and, optionally, [CLS] vectors [n, D] (float16), in the
-    order of `enc` (batches run longest-first and are put back in place)."""
+    order of `enc` (batches run longest-first and are put back in place).
+
+    Out of memory at batch b: free the cache and run again at b/2 (a GPU shared with other
+    workers may have less room than it had), down to 1; then OutOfMemory names `phase` and b."""
+    size = batch_size or eval_batch_size(device)
     was_training = model.training
     model.eval()
+    try:
+        while True:
+            try:
+                return _predict(model, enc, device, autocast, size, with_embeddings)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if size == 1:
+                    raise OutOfMemory(phase, size, exc) from exc
+            # outside the except clause: the error's frames (and their tensors) are gone now
+            free_memory(device)
+            size = max(1, size // 2)
+    finally:
+        model.train(was_training)
+
+
+@torch.inference_mode()
+def _predict(model, enc: Encoded, device, autocast, batch_size: int, with_embeddings: bool):
     logits_out, cls_out = [], []
     order = []
-    for positions in eval_batches(enc.lengths, batch_size or eval_batch_size(device)):
+    for positions in eval_batches(enc.lengths, batch_size):
         with autocast():
-            out = model(**collate(enc, positions, device), output_hidden_states=with_embeddings)
-        logits_out.append(out.logits.float().cpu())
+            logits, cls = forward(model, collate(enc, positions, device), with_embeddings)
+        logits_out.append(logits.float().cpu())
         if with_embeddings:
-            cls_out.append(cls_vector(out).to(torch.float16).cpu())
+            cls_out.append(cls.to(torch.float16).cpu())
         order.append(positions)
-    model.train(was_training)
     inverse = np.argsort(np.concatenate(order))
     logits = torch.cat(logits_out).numpy()[inverse]
     cls = torch.cat(cls_out).numpy()[inverse] if with_embeddings else None

@@ -10,7 +10,9 @@ SCL_MONITOR_TAU) as a diagnostic; it never enters their loss.
 
 The SCL term sees only the examples of one forward batch: there is no gradient accumulation, so the
 contrastive batch is the batch size (or the training set, if smaller), recorded as
-`scl_batch_size`. A batch that does not fit in memory fails the job permanently, with that reason.
+`scl_batch_size`. A training batch that does not fit in memory fails the job permanently, with that
+reason (evaluation halves its batch first), unless other processes share the GPU: then the job is
+retried, as a neighbour may have taken the memory.
 
 Transfer (spec.init_from): the worker passes the stage-1 model's folder (ctx.init_model_dir); the
 model is built from the pretrained cache as usual and the stored weights are copied over it, the
@@ -37,10 +39,12 @@ from harness import artifacts
 from harness.batching import MEGA_BATCHES, collate, encode, train_batches
 from harness.checkpoint import CHECKPOINT_MIN_EPOCH_SECONDS, Checkpointer, TrainState
 from harness.data import PROTOCOL_SEED, Examples, prepare_data
+from harness.device import (OutOfMemory, SharedDeviceOutOfMemory, autocast_for, is_out_of_memory,
+                            precision, shares_gpu)
 from harness.errors import JobInterrupted, PermanentJobError
 from harness.evaluate import eval_batch_size, predict, predictions, task_metrics
 from harness.loss import NO_POSITIVE_HANDLING, normalize, supervised_contrastive_loss
-from harness.models import build_model, cls_vector, load_pretrained
+from harness.models import build_model, forward, load_pretrained, model_build
 from harness.runner import Progress, RunContext, RunResult
 from harness.spec import JobSpec
 from harness.tasks import TaskSpec, get_task
@@ -48,20 +52,19 @@ from harness.tasks import TaskSpec, get_task
 SCL_MONITOR_TAU = 0.3  # τ of the SCL value logged (not optimised) by CE jobs
 NOISY_ROW_OFFSET = 10**12  # token-cache rows of noisy copies: beyond any real row position
 CHECKPOINT_POLICIES = ("auto", "always", "never")  # auto: full-data jobs, jobs others start from, or epochs > 60 s
-OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
 
 
 def compute_loss(model, batch: dict[str, torch.Tensor], labels: torch.Tensor, spec: JobSpec,
                  task: TaskSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward pass → (loss, ce, scl). Logits and Φ(x) come from the same forward."""
-    out = model(**batch, output_hidden_states=True)
-    logits = out.logits.float()
+    logits, cls = forward(model, batch)
+    logits = logits.float()
     if task.is_regression:
         ce = F.mse_loss(logits.squeeze(-1), labels)
         scl = ce.new_zeros(())
     else:
         ce = F.cross_entropy(logits, labels)
-        z = normalize(cls_vector(out))
+        z = normalize(cls)
         if spec.uses_scl:
             scl = supervised_contrastive_loss(z, labels, spec.tau, spec.scl_reduction)
         else:
@@ -104,13 +107,6 @@ def make_optimizer(model, spec: JobSpec, fused: bool = True) -> tuple[torch.opti
         return torch.optim.AdamW(groups, lr=spec.lr, fused=True), True
     except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/build
         return torch.optim.AdamW(groups, lr=spec.lr), False
-
-
-def autocast_for(device: torch.device):
-    """bf16 autocast on GPUs that support it; plain fp32 elsewhere (CPU)."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16), "bfloat16"
-    return contextlib.nullcontext, "float32"
 
 
 def seed_everything(seed: int) -> None:
@@ -163,8 +159,6 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
                                     f"this job uses {spec.model!r}")
         init_head = artifacts.load_into(model, Path(ctx.init_model_dir))
     model.train()
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
     optimizer, is_fused = make_optimizer(model, spec, fused)
     from transformers import get_linear_schedule_with_warmup
 
@@ -172,7 +166,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     total_steps = steps_per_epoch * spec.epochs
     warmup_steps = int(spec.warmup_ratio * total_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
-    autocast, compute_dtype = autocast_for(device)
+    autocast, _ = autocast_for(device)
 
     ckpt = Checkpointer(Path(ctx.run_dir), spec.job_id)
     state = ckpt.load(model, optimizer, scheduler, device) or TrainState()
@@ -209,25 +203,26 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
 
             # Validation every epoch; strictly better only, so ties keep the earlier epoch.
             ctx.progress(Progress("eval", epoch, spec.epochs, step, total_steps, means[0]))
-            logits, _ = predict(model, enc_val, device, autocast)
+            logits, _ = predict(model, enc_val, device, autocast, phase="validation")
             scores = task_metrics(task, data.validation.labels, logits)
             state.metrics += [("validation", epoch, k, v) for k, v in scores.items() if k != "score"]
             if scores["score"] > state.best_score or state.best_weights is None:
                 state.best_score, state.best_epoch = scores["score"], epoch
                 state.best_accuracy = scores.get("accuracy")
-                state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                # on the host: a second copy of the model on the GPU would take a job's headroom
+                state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             state.epoch = epoch
             state.seconds += time.perf_counter() - epoch_started
             if epoch < spec.epochs and (checkpoint == "always" or (checkpoint == "auto" and (
                     spec.n is None and spec.per_class is None or keep_model
                     or train_seconds > CHECKPOINT_MIN_EPOCH_SECONDS))):
-                ckpt.save(state, model, optimizer, scheduler)
+                ckpt.save(state, model, optimizer, scheduler, device)
 
         # ---- test the selected epoch once ------------------------------------------------------
         test_started = time.perf_counter()
         ctx.progress(Progress("eval", state.best_epoch, spec.epochs, step, total_steps))
         model.load_state_dict(state.best_weights)
-        logits, embeddings = predict(model, enc_test, device, autocast, with_embeddings=True)
+        logits, embeddings = predict(model, enc_test, device, autocast, with_embeddings=True, phase="test")
     test = task_metrics(task, data.test.labels, logits)
     state.metrics += [("test", state.best_epoch, k, v) for k, v in test.items() if k != "score"]
     if scl_batch_size is not None:
@@ -241,7 +236,8 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     ckpt.delete()
 
     config = {**spec.canonical(),
-              "train_seed": seed, "device": str(device), "dtype": compute_dtype,
+              "train_seed": seed, "device": str(device), **precision(device),
+              "model_build": model_build(spec.model, task.num_labels),
               "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
               "warmup_steps": warmup_steps, "optimizer": "AdamW" + (" (fused)" if is_fused else ""),
               "schedule": "linear", "batching": spec.batching,
@@ -277,24 +273,22 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
 
 @contextlib.contextmanager
 def _memory_errors(spec: JobSpec, device: torch.device):
-    """Out-of-memory while training or evaluating → PermanentJobError naming the batch size:
-    another attempt on the same device would fail the same way."""
+    """Out-of-memory while training or evaluating → an error naming the phase and batch size:
+    PermanentJobError on a device of our own (another attempt would fail the same way),
+    SharedDeviceOutOfMemory (retried) where other processes hold memory on the GPU."""
     try:
         yield
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise PermanentJobError(_oom_message(spec, device, exc)) from exc
-    except RuntimeError as exc:
-        if any(m in str(exc).lower() for m in OOM_MARKERS):
-            raise PermanentJobError(_oom_message(spec, device, exc)) from exc
-        raise
-
-
-def _oom_message(spec: JobSpec, device: torch.device, exc: BaseException) -> str:
-    name = str(device)
-    if device.type == "cuda":
-        name += f" ({torch.cuda.get_device_name(device)})"
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-    return f"batch {spec.batch_size} does not fit in memory on {name}: {first}"
+    except BaseException as exc:
+        if not is_out_of_memory(exc):
+            raise
+        oom = exc if isinstance(exc, OutOfMemory) else OutOfMemory("training", spec.batch_size, exc)
+        name = str(device)
+        if device.type == "cuda":
+            name += f" ({torch.cuda.get_device_name(device)})"
+        message = f"{oom.phase}: batch {oom.batch_size} does not fit in memory on {name}: {oom.detail}"
+        if shares_gpu(device):
+            raise SharedDeviceOutOfMemory(message + " (other processes use this GPU: retrying)") from exc
+        raise PermanentJobError(message) from exc
 
 
 def _noisy_train(spec: JobSpec, train: Examples, ctx: RunContext):
@@ -312,7 +306,7 @@ def _noisy_train(spec: JobSpec, train: Examples, ctx: RunContext):
 
     noisy, record = noisy_texts([tuple(t) for t in train.texts], temperature=spec.noise,
                                 backend=spec.noise_backend, seed=spec.seed,
-                                cache_dir=ctx.cache_dir, device=ctx.device, progress=tick)
+                                cache_dir=ctx.cache_dir, progress=tick)
     # The token cache is keyed by (split, row): the tag names everything the noisy texts depend on.
     tag = (f"{train.split}+noise-T{spec.noise:g}-{spec.noise_backend}-s{spec.seed}"
            f"-n{spec.n}-k{spec.per_class}-{spec.noise_mode}")

@@ -5,9 +5,14 @@ component names a folder there loads from that folder
 (`sentence-transformers/paraphrase-MiniLM-L3-v2` → `$HARNESS_MODEL_DIR/paraphrase-MiniLM-L3-v2`).
 
 The pretrained weights and the tokenizer are loaded once per process and kept (CPU, float32).
-Every job builds a fresh model from them: the whole model is first initialised under the job's seed
-(so the classification head — and any weight the checkpoint lacks, e.g. a missing pooler — is the
-job's own, reproducible draw), then the cached pretrained weights are copied in.
+Every job gets a fresh model: its head — and any weight the checkpoint lacks, e.g. a missing pooler
+— is the job's own, reproducible draw, as if the whole model were first initialised under the
+job's seed and the pretrained weights then copied in (`build_model_from_scratch`, which does just
+that). `build_model` gets the same model from a per-process template on the device without
+rebuilding it (harness.template).
+
+The task head computes in float32 even inside an autocast region: regression outputs (STS-B) and
+the logits the metrics see are not rounded to bfloat16.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from pathlib import Path
 
 import torch
 
+from harness import template
 from harness.errors import HarnessError
 
 MODEL_DIR_ENV = "HARNESS_MODEL_DIR"
+HEAD_MODULES = ("classifier", "score")  # the task head of Hugging Face *ForSequenceClassification
 
 
 @dataclass
@@ -36,6 +43,7 @@ class Pretrained:
 
 _CACHE: dict[str, Pretrained] = {}
 _LOCK = threading.Lock()
+_TEMPLATES = template.Templates()
 
 
 def resolve_model(name: str) -> str:
@@ -84,27 +92,97 @@ def _load(name: str, path: str) -> Pretrained:
     return Pretrained(path, config, tokenizer, state, tuple(sorted(missing)))
 
 
-def build_model(name: str, num_labels: int, seed: int, device: str | torch.device = "cpu"):
-    """A fresh AutoModelForSequenceClassification: pretrained encoder, head drawn with `seed`."""
-    from transformers import AutoModelForSequenceClassification
-
-    pre = load_pretrained(name)
+def _job_config(pre: Pretrained, num_labels: int):
     config = copy.deepcopy(pre.config)
     config.num_labels = num_labels
     config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
+    return config
+
+
+def build_model_from_scratch(name: str, num_labels: int, seed: int, device: str | torch.device = "cpu"):
+    """The reference build: the whole model initialised under `seed` on the CPU, the pretrained
+    weights copied in, then moved to `device`. `build_model` returns the same model, faster."""
+    from transformers import AutoModelForSequenceClassification
+
+    pre = load_pretrained(name)
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    model = AutoModelForSequenceClassification.from_config(_job_config(pre, num_labels), dtype=torch.float32)
     result = model.load_state_dict(pre.state_dict, strict=False)
     if result.unexpected_keys:
         raise HarnessError(f"model {name!r}: unexpected weights {result.unexpected_keys[:3]}")
     return model.to(device)
 
 
+def build_model(name: str, num_labels: int, seed: int, device: str | torch.device = "cpu"):
+    """A fresh AutoModelForSequenceClassification: pretrained encoder, head drawn with `seed`,
+    equal to build_model_from_scratch(name, num_labels, seed, device) — weights and the torch
+    generator state it leaves — but copied from the process's template on `device`."""
+    pre = load_pretrained(name)
+    device = torch.device(device)
+    key = (pre.path, num_labels)
+    recipe, recorded = _TEMPLATES.recipe(
+        key, lambda s: build_model_from_scratch(name, num_labels, s), pre.head_keys)
+    if isinstance(recipe, str):  # the build cannot be replayed exactly: build it whole
+        return float32_head(build_model_from_scratch(name, num_labels, seed, device))
+    with _TEMPLATES.lock:
+        weights = _TEMPLATES.weights.get((pre.path, device))
+        if weights is None:  # the pretrained weights on the device, and the buffers a build makes
+            source = recorded or build_model_from_scratch(name, num_labels, template.RECORD_SEED)
+            weights = {k: v.detach().to(device, copy=True)
+                       for k, v in [*source.named_parameters(), *source.named_buffers()]
+                       if k not in pre.head_keys}
+            _TEMPLATES.weights[(pre.path, device)] = weights
+    head, rng_state = _TEMPLATES.draw(key, recipe, seed)
+    torch.manual_seed(seed)  # the CUDA generators, as the full build seeds them
+    torch.set_rng_state(rng_state)
+    model = template.skeleton(_job_config(pre, num_labels), device)
+    with torch.no_grad():
+        for k, t in [*model.named_parameters(), *model.named_buffers()]:
+            t.copy_(head[k] if k in head else weights[k])
+    return float32_head(model)
+
+
+def model_build(name: str, num_labels: int) -> str:
+    """How build_model makes this model: from the template, or why in full (resolved config)."""
+    recipe = _TEMPLATES.recipes.get((load_pretrained(name).path, num_labels))
+    return recipe if isinstance(recipe, str) else "per-process template, head replayed under the job's seed"
+
+
+def float32_head(model):
+    """Run the task head (`classifier` or `score`) with autocast off, on float32 input: bfloat16
+    would round regression outputs to ~3 significant digits. The weights and their names are
+    unchanged; only this model instance's head forward is wrapped."""
+    head = next((getattr(model, a) for a in HEAD_MODULES if isinstance(getattr(model, a, None),
+                                                                     torch.nn.Module)), None)
+    if head is None:
+        return model
+    inner = head.forward
+
+    def forward(hidden, *args, **kwargs):
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            return inner(hidden.float() if hidden.is_floating_point() else hidden, *args, **kwargs)
+
+    head.forward = forward
+    return model
+
+
 def get_tokenizer(name: str):
     return load_pretrained(name).tokenizer
 
 
-def cls_vector(outputs) -> torch.Tensor:
-    """Φ(x): the final layer's first-token ([CLS] / <s>) vector, [B, D], from the SAME forward
-    that produced the logits (needs output_hidden_states=True). No pooler is assumed."""
-    return outputs.hidden_states[-1][:, 0]
+def forward(model, batch: dict[str, torch.Tensor], with_cls: bool = True):
+    """One forward pass → (logits [B, C], Φ(x) [B, D] or None).
+
+    Φ(x) is the final layer's first-token ([CLS] / <s>) vector from the SAME forward that produced
+    the logits; no pooler is assumed. It is taken from the encoder's output (its last hidden
+    state) rather than by asking for every layer's hidden states, which would keep all L + 1 of
+    them alive at once (3.4 GB at batch 256, length 128 for RoBERTa-large in evaluation)."""
+    if not with_cls:
+        return model(**batch).logits, None
+    last = []
+    handle = model.base_model.register_forward_hook(lambda _m, _args, out: last.append(out[0]))
+    try:
+        logits = model(**batch).logits
+    finally:
+        handle.remove()
+    return logits, last[-1][:, 0]

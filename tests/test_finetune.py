@@ -129,7 +129,7 @@ def test_a_batch_that_does_not_fit_fails_the_job_with_that_reason(error, tmp_pat
         raise error
 
     monkeypatch.setattr(ft, "train_step", no_room)
-    with pytest.raises(PermanentJobError, match=r"^batch 8 does not fit in memory on cpu"):
+    with pytest.raises(PermanentJobError, match=r"^training: batch 8 does not fit in memory on cpu"):
         run(spec(epochs=1, **FAST), tmp_path)
 
 

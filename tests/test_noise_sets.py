@@ -78,3 +78,36 @@ def test_noise_job_end_to_end_records_its_set(tmp_path):
     assert lines[1].split()[:5] == ["task", "T", "backend", "sets", "examples"] and len(lines) == 4
     assert lines[3].split() == ["sst2", "0.7", backend, "1", "8", f"{100 * share:.1f}%", f"{edits:.1f}"]
     assert f"| sst2 | 0.7 | {backend} | 1 | 8 | {100 * share:.1f}% |" in render_noise_summary(summary, "markdown")
+
+
+
+def test_a_gpu_job_translates_on_the_cpu(tmp_path, monkeypatch):
+    """A noisy set's key ignores the device, so the set must not depend on it: translation runs on
+    the CPU whatever device the job trains on (a GPU would sample from a CUDA generator)."""
+    import numpy as np
+
+    from harness.data import Examples
+    from harness.finetune import _noisy_train
+    from harness.noise import backtranslate
+    from harness.runner import RunContext
+
+    devices = []
+
+    class Echo:
+        def noise(self, texts, temperature, seed):
+            return [t.upper() for t in texts]
+
+    def fake_backtranslator(backend, device="cpu", **kwargs):
+        devices.append(device)
+        return Echo()
+
+    monkeypatch.setattr(backtranslate, "make_backtranslator", fake_backtranslator)
+    sets._translator.cache_clear()
+    try:
+        train = Examples("train", np.arange(2), np.arange(2), np.array([0, 1]), (("a b",), ("c d",)))
+        spec = JobSpec.make(task="sst2", n=2, noise=0.5, seed=1, loss="ce", model="m")
+        noisy, record = _noisy_train(spec, train, RunContext(run_dir=tmp_path, device="cuda:0",
+                                                             cache_dir=tmp_path / "cache"))
+    finally:
+        sets._translator.cache_clear()
+    assert devices == ["cpu"] and noisy.texts[-1] == ("C D",)

@@ -5,6 +5,10 @@ share it: the first job to need it makes it (under a file lock, so two workers o
 never make it twice), writes it atomically to the cache, and the other reads it. Each set comes
 with its statistics (share of changed examples, mean edit distance), which the worker stores in
 the `noise_sets` table.
+
+Translation always runs on the CPU, whatever device the job trains on: a GPU would sample from
+a CUDA generator, so the set would depend on which worker made it while its key does not; the
+models are tiny, and greedy output stays equal to the reference engine's.
 """
 
 from __future__ import annotations
@@ -54,17 +58,17 @@ def edit_distance(a: str, b: str) -> int:
 
 
 @cache
-def _translator(backend: str, device: str):
+def _translator(backend: str):
     """One back-translator per process and backend: loading the models costs seconds."""
     from harness.noise.backtranslate import make_backtranslator
 
-    # One thread on the CPU: when several workers share a machine, two spinning threads per
-    # process collapsed translation from ~60 to 1–5 sentences/s; one thread held 15–40.
-    return make_backtranslator(backend, device, num_threads=1 if device == "cpu" else None)
+    # One thread: when several workers share a machine, two spinning threads per process
+    # collapsed translation from ~60 to 1–5 sentences/s; one thread held 15–40.
+    return make_backtranslator(backend, "cpu", num_threads=1)
 
 
 def noisy_texts(texts: list[tuple[str, ...]], *, temperature: float, backend: str, seed: int,
-                cache_dir: Path | None = None, device: str = "cpu",
+                cache_dir: Path | None = None,
                 progress: Callable[[int, int], None] | None = None) -> tuple[list[tuple[str, ...]], NoiseSet]:
     """Back-translate every column of every example at `temperature`; reproducible from `seed`.
 
@@ -87,7 +91,7 @@ def noisy_texts(texts: list[tuple[str, ...]], *, temperature: float, backend: st
         started = time.perf_counter()
         flat = [t for example in texts for t in example]
         out: list[str] = []
-        translator = _translator(backend, device)
+        translator = _translator(backend)
         for i in range(0, len(flat), TRANSLATION_BATCH):
             # Each batch gets its own seed so a set is the same whatever the batch boundaries of
             # a later change; consecutive seeds are fine: the generator hashes them.
