@@ -22,7 +22,8 @@ import torch
 from harness.batching import collate, encode, length_grouped_batches
 from harness.data import prepare_data, sample_train
 from harness.memory import keep_freed_memory
-from harness.finetune import autocast_for, fine_tune, make_optimizer, seed_everything, train_step
+from harness.device import autocast_for, precision
+from harness.finetune import fine_tune, make_optimizer, seed_everything, train_step
 from harness.models import build_model, load_pretrained
 from harness.runner import RunContext
 from harness.spec import JobSpec
@@ -67,7 +68,7 @@ def _our_loop(spec: JobSpec, enc, labels: torch.Tensor, steps: int, device: torc
 def _trainer(spec: JobSpec, examples, tokenizer, steps: int, device: torch.device) -> float:
     """Seconds for `steps` steps of a plain Trainer (default settings, dynamic padding)."""
     import datasets
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, Trainer
 
     task = get_task(spec.task)
     columns = list(zip(*examples.texts))
@@ -75,12 +76,12 @@ def _trainer(spec: JobSpec, examples, tokenizer, steps: int, device: torch.devic
     ds = datasets.Dataset.from_dict({**encoded, "labels": examples.labels.tolist()})
     seed_everything(BENCH_SEED)
     model = build_model(spec.model, task.num_labels, BENCH_SEED, device)
-    with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=spec.batch_size, learning_rate=spec.lr,
+    with tempfile.TemporaryDirectory() as out, _accelerate_device(device):
+        args = trainer_arguments(
+            device, output_dir=out, per_device_train_batch_size=spec.batch_size, learning_rate=spec.lr,
             weight_decay=spec.weight_decay, max_steps=steps + WARMUP_STEPS, report_to=[],
             logging_strategy="no", save_strategy="no", disable_tqdm=True, seed=BENCH_SEED,
-            use_cpu=device.type == "cpu", bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+            use_cpu=device.type == "cpu", bf16=precision(device)["dtype"] == "bfloat16",
             dataloader_drop_last=True)
         trainer = Trainer(model=model, args=args, train_dataset=ds,
                           data_collator=DataCollatorWithPadding(tokenizer))
@@ -96,6 +97,32 @@ def _trainer(spec: JobSpec, examples, tokenizer, steps: int, device: torch.devic
         short.train()
         warm = time.perf_counter() - started
     return max(total - warm, 1e-9)
+
+
+def trainer_arguments(device: torch.device, **kwargs):
+    """TrainingArguments pinned to `device`. Left alone, the Trainer takes cuda:0 (and makes it the
+    current device) and spreads over every visible GPU with DataParallel, whatever --gpu says."""
+    from transformers import TrainingArguments
+
+    class PinnedArguments(TrainingArguments):
+        device = property(lambda self: device)
+        n_gpu = property(lambda self: int(device.type == "cuda"))
+
+    return PinnedArguments(**kwargs)
+
+
+@contextlib.contextmanager
+def _accelerate_device(device: torch.device):
+    """The Trainer's Accelerator places batches on accelerate's device: pin that one too."""
+    before = os.environ.get("ACCELERATE_TORCH_DEVICE")
+    os.environ["ACCELERATE_TORCH_DEVICE"] = str(device)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("ACCELERATE_TORCH_DEVICE")
+        else:
+            os.environ["ACCELERATE_TORCH_DEVICE"] = before
 
 
 def _sync(device: torch.device) -> None:

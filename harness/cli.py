@@ -182,8 +182,10 @@ def work(
     """Claim jobs one at a time, fine-tune, write the metrics back; repeat.
 
     Run one per GPU, on as many machines as share the database. SIGINT/SIGTERM hand the current
-    job back to the queue and exit; a killed worker's job is re-run once its lease expires.
+    job back to the queue and exit; a killed worker's job is re-run once its lease expires. A GPU
+    fault hands the job back and exits with status 3: start the worker again.
     """
+    from harness.device import DEVICE_FAULT_EXIT, DeviceFault
     from harness.worker import Worker, WorkerOptions
 
     if grid is not None:
@@ -196,7 +198,11 @@ def work(
     with ProgressDisplay(enabled=not quiet) as display:
         worker = Worker(engine, opts, display=display.update)
         worker.install_signal_handlers()
-        done = worker.run()
+        try:
+            done = worker.run()
+        except DeviceFault as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(DEVICE_FAULT_EXIT)
     typer.echo(f"worker {worker.name}: {done} done, {worker.failed} failed", err=True)
 
 

@@ -308,11 +308,12 @@ def stored_model(engine: Engine, job_id: str) -> tuple[str, str] | None:
     return None if row is None else (row[0], row[1])
 
 
-def deferrals(engine: Engine, job_id: str) -> int:
-    """How often the job was handed back unrun because the model it starts from was unusable."""
+def deferrals(engine: Engine, job_id: str, outcome: str = "deferred") -> int:
+    """How often the job was handed back unrun because the model it starts from was unusable
+    (or, with outcome='device-fault', because its GPU failed under it)."""
     with db.connect(engine) as conn:
         return conn.execute(sa.text("SELECT COUNT(*) FROM runs WHERE job_id = :id"
-                                    " AND outcome = 'deferred'"), {"id": job_id}).scalar_one()
+                                    " AND outcome = :outcome"), {"id": job_id, "outcome": outcome}).scalar_one()
 
 
 def redo(engine: Engine, job_id: str, reason: str) -> bool:

@@ -3,6 +3,8 @@
 The worker owns all database traffic for a job. While the runner trains, a heartbeat thread renews
 the lease and publishes progress; SIGINT/SIGTERM ask the runner to stop at its next step and the
 job is handed back to the queue, so a worker that stops cleanly never leaves a job `running`.
+A GPU fault that leaves the CUDA context unusable hands the job back too (without using up an
+attempt) and stops the worker with DeviceFault, for its scheduler to start a fresh process.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Callable
 from sqlalchemy.engine import Engine
 
 from harness import artifacts, queue
+from harness.device import DeviceFault, configure_gpu, free_memory, is_device_fault, prepare_gpu_process
 from harness.memory import keep_freed_memory
 from harness.errors import HarnessError, JobInterrupted, PermanentJobError
 from harness.runner import DEFAULT_RUNNER, Progress, RunContext, Runner, load_runner
@@ -33,6 +36,7 @@ POLL_SECONDS = 5.0  # idle wait between claims when the queue is empty (without 
 REQUEUE_EVERY_SECONDS = 10.0  # how often a worker looks for expired leases of other workers
 PROGRESS_EVERY_SECONDS = 5.0  # heartbeat period (at most lease/4), so `harness status` stays fresh
 MAX_DEFERRALS = 3  # a job handed back this often for an unusable source model fails instead
+MAX_DEVICE_FAULTS = 3  # a job under which the GPU failed this often (on any worker) fails instead
 
 
 @dataclass
@@ -55,6 +59,7 @@ def select_device(gpu: int | None) -> str:
         raise HarnessError(f"--gpu takes a device index ≥ 0, got {gpu}")
     import torch
 
+    prepare_gpu_process()
     count = torch.cuda.device_count()
     if count == 0:
         raise HarnessError(f"--gpu {gpu}: no CUDA device is visible on {socket.gethostname()} "
@@ -63,6 +68,7 @@ def select_device(gpu: int | None) -> str:
         raise HarnessError(f"--gpu {gpu}: no such CUDA device; this machine has {count} "
                            f"(indices 0–{count - 1})")
     torch.cuda.set_device(gpu)
+    configure_gpu()
     return f"cuda:{gpu}"
 
 
@@ -162,7 +168,10 @@ class Worker:
                     break
                 self.stop_requested.wait(POLL_SECONDS)
                 continue
+            failed = self.failed
             self.run_one(claim)
+            if self.failed > failed:  # what the failed job held is garbage now: give it back
+                free_memory(self.device)
         return self.done
 
     def run_one(self, claim: queue.Claim) -> None:
@@ -203,6 +212,18 @@ class Worker:
             raise
         except BaseException as exc:
             beat.stop()
+            if is_device_fault(exc):
+                line = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300]
+                if queue.deferrals(self.engine, claim.job_id, "device-fault") + 1 >= MAX_DEVICE_FAULTS:
+                    # the job itself faults (e.g. a label out of range): stop it poisoning workers
+                    queue.fail(self.engine, claim, PermanentJobError(
+                        f"the GPU failed under this job {MAX_DEVICE_FAULTS} times: {line}"), permanent=True)
+                    self.failed += 1
+                else:
+                    queue.release(self.engine, claim, f"device fault on {self.device}: {line}",
+                                  outcome="device-fault")
+                raise DeviceFault(f"{_device_name(self.device)} failed ({line}) in job {claim.job_id}; "
+                                  "the process's CUDA context is unusable: restart the worker") from exc
             permanent = isinstance(exc, (PermanentJobError, HarnessError))
             status = queue.fail(self.engine, claim, exc, permanent=permanent)
             self.failed += 1

@@ -43,3 +43,10 @@ def crash(spec: JobSpec, ctx: RunContext) -> RunResult:
 
 def nan(spec: JobSpec, ctx: RunContext) -> RunResult:
     raise PermanentJobError("non-finite loss at epoch 1 step 3")
+
+
+def gpu_fault(spec: JobSpec, ctx: RunContext) -> RunResult:
+    """A sticky CUDA error, as a device-side assert or an illegal address raises it."""
+    import torch
+
+    raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")

@@ -132,3 +132,43 @@ def test_max_jobs(sqlite_url, tmp_path):
     w = start_worker(sqlite_url, "instant", "--max-jobs", "2", tmp=tmp_path)
     w.communicate(timeout=120)
     assert rows(engine, "select count(*) from results") == [(2,)]
+
+
+def test_a_gpu_fault_stops_the_worker_not_the_queue(sqlite_url, tmp_path):
+    from harness.device import DEVICE_FAULT_EXIT
+
+    engine = enqueue(sqlite_url, 3)
+    w = start_worker(sqlite_url, "gpu_fault", "--until-empty", tmp=tmp_path)
+    _, err = w.communicate(timeout=120)
+    assert w.returncode == DEVICE_FAULT_EXIT, err
+    assert "error:" in err and "restart the worker" in err and "Traceback" not in err
+    # the job went back without using an attempt; the other jobs were never claimed
+    assert rows(engine, "select status, attempts from jobs") == [("queued", 0)] * 3
+    assert rows(engine, "select outcome from runs") == [("device-fault",)]
+
+
+def test_a_job_that_faults_every_gpu_fails_after_three(sqlite_url, tmp_path):
+    from harness.worker import MAX_DEVICE_FAULTS
+
+    engine = enqueue(sqlite_url, 1)
+    for _ in range(MAX_DEVICE_FAULTS):
+        w = start_worker(sqlite_url, "gpu_fault", "--until-empty", tmp=tmp_path)
+        w.communicate(timeout=120)
+    assert rows(engine, "select status from jobs") == [("failed",)]
+    assert "GPU failed under this job 3 times" in rows(engine, "select error from jobs")[0][0]
+    assert rows(engine, "select outcome from runs order by id") == [
+        ("device-fault",), ("device-fault",), ("failed",)]
+
+
+def test_memory_is_freed_after_a_failed_job(sqlite_url, tmp_path, monkeypatch):
+    import harness.worker as worker_module
+    from runners import crash, instant
+
+    engine = enqueue(sqlite_url, 2)
+    freed = []
+    monkeypatch.setattr(worker_module, "free_memory", freed.append)
+    opts = worker_module.WorkerOptions(until_empty=True, runs_dir=tmp_path / "runs", quiet=True, max_jobs=1)
+    worker_module.Worker(engine, opts, runner=crash).run()
+    assert freed == ["cpu"]
+    worker_module.Worker(engine, opts, runner=instant).run()
+    assert freed == ["cpu"]  # not after a job that succeeded
