@@ -105,8 +105,21 @@ def trainer_arguments(device: torch.device, **kwargs):
     from transformers import TrainingArguments
 
     class PinnedArguments(TrainingArguments):
-        device = property(lambda self: device)
-        n_gpu = property(lambda self: int(device.type == "cuda"))
+        def _pinned_setup(self) -> None:
+            if "_setup_devices" not in self.__dict__:  # the Trainer needs its distributed state
+                self._setup_devices  # (a cached property) ... which makes cuda:0 current
+                if device.type == "cuda":
+                    torch.cuda.set_device(device)
+
+        @property
+        def device(self) -> torch.device:
+            self._pinned_setup()
+            return device
+
+        @property
+        def n_gpu(self) -> int:
+            self._pinned_setup()
+            return int(device.type == "cuda")
 
     return PinnedArguments(**kwargs)
 

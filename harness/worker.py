@@ -222,7 +222,7 @@ class Worker:
                 else:
                     queue.release(self.engine, claim, f"device fault on {self.device}: {line}",
                                   outcome="device-fault")
-                raise DeviceFault(f"{_device_name(self.device)} failed ({line}) in job {claim.job_id}; "
+                raise DeviceFault(f"{self.device} failed ({line}) in job {claim.job_id}; "
                                   "the process's CUDA context is unusable: restart the worker") from exc
             permanent = isinstance(exc, (PermanentJobError, HarnessError))
             status = queue.fail(self.engine, claim, exc, permanent=permanent)

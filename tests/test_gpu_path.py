@@ -275,6 +275,10 @@ def test_a_build_that_cannot_be_replayed_is_refused():
 def test_trainer_baseline_is_pinned_to_the_selected_gpu(tmp_path, monkeypatch):
     from harness.bench import trainer_arguments
 
+    current = []
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
     args = trainer_arguments(torch.device("cuda:2"), output_dir=str(tmp_path), report_to=[], use_cpu=False)
     assert args.device == torch.device("cuda:2") and args.n_gpu == 1  # not cuda:0, no DataParallel
+    assert args.distributed_state is not None and args.local_process_index == 0  # what Trainer reads
+    assert current[-1:] == [torch.device("cuda:2")]  # the selected GPU stays the current one
