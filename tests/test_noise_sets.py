@@ -80,7 +80,6 @@ def test_noise_job_end_to_end_records_its_set(tmp_path):
     assert f"| sst2 | 0.7 | {backend} | 1 | 8 | {100 * share:.1f}% |" in render_noise_summary(summary, "markdown")
 
 
-
 def test_a_gpu_job_translates_on_the_cpu(tmp_path, monkeypatch):
     """A noisy set's key ignores the device, so the set must not depend on it: translation runs on
     the CPU whatever device the job trains on (a GPU would sample from a CUDA generator)."""
