@@ -1,10 +1,13 @@
 """Tokenisation (done once, cached) and batching (dynamic padding; fixed, reshuffled or
 length-grouped training batches).
 
-Token ids are cached per (model, task, split, max_length) and per row of the source split: in a
-process-wide dict and, when a cache folder is given, in one .npz file per key, so that every job of
-a worker (and every worker sharing the folder) tokenises a row once. Only the rows a job uses are
-tokenised: an N = 20 job does not pay for the 67k SST-2 training rows.
+Token ids are cached by content: an entry's key is a hash of the example's texts, and each table
+belongs to one tokenizer (a hash of its files and class, see harness.models.tokenizer_identity)
+and one max_length. A changed sentence, a changed tokenizer or another max_length therefore never
+meets an old entry. Tables live in a process-wide dict and, when a cache folder is given, in one
+.npz file per (tokenizer, max_length, task, split) (the task and split only group entries, so
+files stay small), so every job of a worker (and every worker sharing the folder) tokenises a text
+once. Only the rows a job uses are tokenised: an N = 20 job does not pay for the 67k SST-2 rows.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from harness.data import Examples
 
 MEGA_BATCHES = 50  # length grouping sorts within windows of this many batches (as HF group_by_length)
 
-_CACHE: dict[tuple, dict[int, tuple[np.ndarray, np.ndarray | None]]] = {}
+_CACHE: dict[tuple, dict[bytes, tuple[np.ndarray, np.ndarray | None]]] = {}
+KEY_BYTES = 16  # blake2b digest of an example's texts
 _LOCK = threading.Lock()
 
 
@@ -36,29 +40,43 @@ class Encoded:
     pad_id: int
 
 
-def encode(tokenizer, model_key: str, task: str, examples: Examples, max_length: int,
+def text_key(texts: tuple[str, ...]) -> bytes:
+    """The cache key of one example: a hash of its text columns (their count and boundaries too)."""
+    h = hashlib.blake2b(digest_size=KEY_BYTES)
+    for t in texts:
+        b = t.encode("utf-8", "surrogatepass")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.digest()
+
+
+def encode(tokenizer, tokenizer_id: str, task: str, examples: Examples, max_length: int,
            cache_dir: Path | None = None) -> Encoded:
-    """Token ids for `examples`, tokenising only rows not yet in the cache."""
-    key = (model_key, task, examples.split, max_length)
+    """Token ids for `examples`, tokenising only texts not yet in the cache.
+
+    tokenizer_id: what identifies the tokenizer's behaviour (harness.models.tokenizer_identity);
+    the texts themselves key the entries, so the row positions play no part."""
+    key = (tokenizer_id, max_length, task, examples.split)
+    keys = [text_key(t) for t in examples.texts]
     with _LOCK:
         table = _CACHE.setdefault(key, {})
         file = _cache_file(cache_dir, key)
         if not table and file is not None and file.is_file():
             table.update(_read(file))
-        missing = [i for i, row in enumerate(examples.rows) if int(row) not in table]
+        missing = sorted({k: i for i, k in enumerate(keys) if k not in table}.values())
         if missing:
             columns = list(zip(*(examples.texts[i] for i in missing)))
             out = tokenizer(*columns, truncation=True, max_length=max_length)
             types = out.get("token_type_ids") if "token_type_ids" in tokenizer.model_input_names else None
             for j, i in enumerate(missing):
-                table[int(examples.rows[i])] = (np.asarray(out["input_ids"][j], dtype=np.int32),
-                                               None if types is None else np.asarray(types[j], dtype=np.int8))
+                table[keys[i]] = (np.asarray(out["input_ids"][j], dtype=np.int32),
+                                  None if types is None else np.asarray(types[j], dtype=np.int8))
             if file is not None:
-                if file.is_file():  # another worker may have added rows meanwhile: keep them
-                    for row, entry in _read(file).items():
-                        table.setdefault(row, entry)
+                if file.is_file():  # another worker may have added entries meanwhile: keep them
+                    for k, entry in _read(file).items():
+                        table.setdefault(k, entry)
                 _write(file, table)
-        entries = [table[int(r)] for r in examples.rows]
+        entries = [table[k] for k in keys]
     ids = [e[0] for e in entries]
     types = None if not entries or entries[0][1] is None else [e[1] for e in entries]
     return Encoded(ids, types, np.array([len(x) for x in ids], dtype=np.int64), tokenizer.pad_token_id)
@@ -68,26 +86,32 @@ def _cache_file(cache_dir: Path | None, key: tuple) -> Path | None:
     if cache_dir is None:
         return None
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
-    return Path(cache_dir) / "tokens" / f"{key[1]}-{key[2]}-{key[3]}-{digest}.npz"
+    # "v2": entries keyed by text hash (v1 files, keyed by row position, are never read)
+    return Path(cache_dir) / "tokens" / f"v2-{key[2]}-{key[1]}-{digest}.npz"
 
 
 def _read(file: Path) -> dict:
-    with np.load(file) as z:
-        rows, offsets, flat = z["rows"], z["offsets"], z["ids"]
-        types = z["types"] if "types" in z else None
-    return {int(r): (flat[offsets[i]:offsets[i + 1]],
-                     None if types is None else types[offsets[i]:offsets[i + 1]])
-            for i, r in enumerate(rows)}
+    try:
+        with np.load(file) as z:
+            keys, offsets, flat = z["keys"], z["offsets"], z["ids"]
+            types = z["types"] if "types" in z else None
+    except (OSError, ValueError, KeyError, EOFError):  # unreadable: tokenise again, rewrite it
+        return {}
+    return {k.tobytes(): (flat[offsets[i]:offsets[i + 1]],
+                       None if types is None else types[offsets[i]:offsets[i + 1]])
+            for i, k in enumerate(keys)}
 
 
 def _write(file: Path, table: dict) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
-    rows = np.array(sorted(table), dtype=np.int64)
-    ids = [table[int(r)][0] for r in rows]
+    keys = sorted(table)
+    ids = [table[k][0] for k in keys]
     offsets = np.concatenate([[0], np.cumsum([len(x) for x in ids])]).astype(np.int64)
-    arrays = {"rows": rows, "offsets": offsets, "ids": np.concatenate(ids) if ids else np.zeros(0, np.int32)}
-    if rows.size and table[int(rows[0])][1] is not None:
-        arrays["types"] = np.concatenate([table[int(r)][1] for r in rows])
+    # raw uint8 rows, not an "S" array: numpy strips the trailing NUL bytes of those
+    arrays = {"keys": np.frombuffer(b"".join(keys), np.uint8).reshape(-1, KEY_BYTES), "offsets": offsets,
+              "ids": np.concatenate(ids) if ids else np.zeros(0, np.int32)}
+    if keys and table[keys[0]][1] is not None:
+        arrays["types"] = np.concatenate([table[k][1] for k in keys])
     tmp = file.with_suffix(f".{os.getpid()}.tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, file)  # atomic: concurrent workers never read half a file

@@ -153,7 +153,7 @@ def run_bench(model: str, task: str = "sst2", batch_size: int = 16, steps: int =
     scl_spec = JobSpec.make(**{**spec.canonical(), "loss": "ce+scl", "lam": 0.9, "tau": 0.3})
     pre = load_pretrained(model)
     examples = _examples(task, batch_size * (steps + WARMUP_STEPS) * 2, data_dir)
-    enc = encode(pre.tokenizer, pre.path, get_task(task).name, examples, max_length)
+    enc = encode(pre.tokenizer, pre.tokenizer_id, get_task(task).name, examples, max_length)
     labels = torch.as_tensor(examples.labels)
     trainer_examples = examples.take(np.arange(batch_size * (steps + 2 * WARMUP_STEPS)))
 

@@ -50,7 +50,6 @@ from harness.spec import JobSpec
 from harness.tasks import TaskSpec, get_task
 
 SCL_MONITOR_TAU = 0.3  # τ of the SCL value logged (not optimised) by CE jobs
-NOISY_ROW_OFFSET = 10**12  # token-cache rows of noisy copies: beyond any real row position
 CHECKPOINT_POLICIES = ("auto", "always", "never")  # auto: full-data jobs, jobs others start from, or epochs > 60 s
 
 
@@ -139,7 +138,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
         ctx.progress(Progress("noise", epochs=spec.epochs))
         train, noise_set = _noisy_train(spec, train, ctx)
     pre = load_pretrained(spec.model)
-    tok = functools.partial(encode, pre.tokenizer, pre.path, task.name, max_length=spec.max_length,
+    tok = functools.partial(encode, pre.tokenizer, pre.tokenizer_id, task.name, max_length=spec.max_length,
                             cache_dir=ctx.cache_dir)
     enc_train, enc_val, enc_test = tok(train), tok(data.validation), tok(data.test)
     label_dtype = torch.float32 if task.is_regression else torch.long
@@ -307,15 +306,12 @@ def _noisy_train(spec: JobSpec, train: Examples, ctx: RunContext):
     noisy, record = noisy_texts([tuple(t) for t in train.texts], temperature=spec.noise,
                                 backend=spec.noise_backend, seed=spec.seed,
                                 cache_dir=ctx.cache_dir, progress=tick)
-    # The token cache is keyed by (split, row): the tag names everything the noisy texts depend on.
-    tag = (f"{train.split}+noise-T{spec.noise:g}-{spec.noise_backend}-s{spec.seed}"
-           f"-n{spec.n}-k{spec.per_class}-{spec.noise_mode}")
+    # The token cache is keyed by the texts themselves; the tag only files noisy texts apart.
+    tag = f"{train.split}+noise"
     copies = dataclasses.replace(train, split=tag, texts=tuple(tuple(t) for t in noisy))
     if spec.noise_mode == "replace":
         return copies, record
-    # Augment: originals and copies in one Examples; rows of the copies are offset so that the
-    # token cache (keyed by split and row) keeps them apart from the originals.
-    offset = NOISY_ROW_OFFSET
-    return Examples(tag, np.concatenate([train.rows, copies.rows + offset]),
+    # Augment: originals and copies in one Examples (rows: positions in the source split).
+    return Examples(tag, np.concatenate([train.rows, copies.rows]),
                     np.concatenate([train.idx, copies.idx]),
                     np.concatenate([train.labels, copies.labels]), train.texts + copies.texts), record

@@ -1,6 +1,7 @@
 """Noisy training sets: back-translated copies of a job's training texts, made once and reused.
 
-A noisy set depends only on (texts, T, backend, seed), so the CE and the CE+SCL job of one cell
+A noisy set depends only on (texts, T, backend and its models, seed), and is keyed by a hash of
+exactly those, so the CE and the CE+SCL job of one cell
 share it: the first job to need it makes it (under a file lock, so two workers on one machine
 never make it twice), writes it atomically to the cache, and the other reads it. Each set comes
 with its statistics (share of changed examples, mean edit distance), which the worker stores in
@@ -29,7 +30,7 @@ DEFAULT_CACHE = Path("runs/.cache")
 
 @dataclass(frozen=True)
 class NoiseSet:
-    key: str  # sha256 prefix of (backend, T, seed, texts)
+    key: str  # sha256 prefix of (backend and its models' identity, T, seed, texts)
     backend: str
     temperature: float
     seed: int
@@ -58,6 +59,25 @@ def edit_distance(a: str, b: str) -> int:
 
 
 @cache
+def translator_identity(backend: str) -> str:
+    """What the translation models of `backend` are, as far as files tell: for the bundled
+    Firefox models, each model folder's name (it carries the release) with its files' names and
+    sizes; other backends are named by their Hub ids in `backend` itself."""
+    if backend != "firefox-pt":
+        return backend
+    from harness.noise.firefox import MODEL_DIRS, bundled_model_dir
+
+    parts = []
+    for direction in sorted(MODEL_DIRS):
+        try:
+            folder = bundled_model_dir(direction)
+        except FileNotFoundError:
+            return backend  # the translator will say what is missing when it is built
+        parts += [folder.name] + [f"{f.name}:{f.stat().st_size}" for f in sorted(folder.iterdir())]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+@cache
 def _translator(backend: str):
     """One back-translator per process and backend: loading the models costs seconds."""
     from harness.noise.backtranslate import make_backtranslator
@@ -78,7 +98,8 @@ def noisy_texts(texts: list[tuple[str, ...]], *, temperature: float, backend: st
     Returns:
         The noisy texts (same shape as `texts`) and the set's record.
     """
-    key = hashlib.sha256(json.dumps([backend, float(temperature), seed, texts]).encode()).hexdigest()[:20]
+    key = hashlib.sha256(json.dumps([backend, translator_identity(backend), float(temperature),
+                                     seed, texts]).encode()).hexdigest()[:20]
     folder = Path(cache_dir or DEFAULT_CACHE) / "noise"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{key}.json"
