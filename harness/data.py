@@ -33,15 +33,16 @@ per_class) = the whole pool. Each job records its sample's class counts.
 
 from __future__ import annotations
 
+import json
 import math
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from harness.errors import HarnessError
+from harness.errors import DataError, HarnessError
+from harness.mirrors import HUB, mirror
 from harness.spec import JobSpec
 from harness.tasks import TaskSpec, get_task
 
@@ -112,13 +113,15 @@ class JobData:
 
 # ---- source -------------------------------------------------------------------------------
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path | None:
-    """The local mirror in use (argument, else $HARNESS_DATA_DIR), or None for the Hub."""
-    value = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV) or None
+    """The local mirror in use (argument, else $HARNESS_DATA_DIR, else ../shared/data beside the
+    clone: harness.mirrors), or None for the Hub."""
+    value = data_dir if data_dir is not None else mirror(DATA_DIR_ENV)
     if value is None:
         return None
     path = Path(value).expanduser().resolve()
     if not path.is_dir():
-        raise HarnessError(f"data folder {path} (from --data-dir / ${DATA_DIR_ENV}) does not exist")
+        raise HarnessError(f"data folder {path} (from ${DATA_DIR_ENV}) does not exist "
+                           f"(unset it, or set it to '{HUB}', to read from the Hugging Face Hub)")
     return path
 
 
@@ -127,13 +130,27 @@ def _source_name(data_dir: Path | None) -> str:
 
 
 def load_split(task: str | TaskSpec, split: str, data_dir: str | Path | None = None):
-    """One split of a task as a `datasets.Dataset` (cached per process)."""
+    """One split of a task as a `datasets.Dataset`, every row checked (cached per process, and
+    read again when the file changes)."""
     spec = task if isinstance(task, TaskSpec) else get_task(task)
-    return _load_split(spec.name, split, _source_name(resolve_data_dir(data_dir)))
+    source = _source_name(resolve_data_dir(data_dir))
+    return _load_split(spec.name, split, source, _stamp(spec.name, source))
+
+
+def _stamp(task_name: str, source: str) -> tuple:
+    """What the in-process caches of a task's data are keyed by besides its name: the size and
+    modification time of each of its local files, so an edited file is never served from memory."""
+    if source == "hub":
+        return ()
+    folder = Path(source) / task_name
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted((p.name, st.st_size, st.st_mtime_ns, st.st_ino)
+                        for p in folder.glob("*.jsonl") for st in [p.stat()]))
 
 
 @lru_cache(maxsize=32)
-def _load_split(task_name: str, split: str, source: str):
+def _load_split(task_name: str, split: str, source: str, stamp: tuple = ()):
     import datasets
 
     task = get_task(task_name)
@@ -144,18 +161,89 @@ def _load_split(task_name: str, split: str, source: str):
             raise HarnessError(f"cannot load {task.hub_path}/{task.hub_config or ''} split {split} "
                                f"from the Hub ({type(exc).__name__}: {str(exc)[:200]}); set "
                                f"{DATA_DIR_ENV} to a local mirror") from exc
+        columns = {c: ds[c] if c in ds.column_names else [MISSING] * len(ds)
+                   for c in (*task.text_columns, "label")}
+        check_rows(task, columns, lambda i: f"{task.hub_path} split {split} row {i}")
     else:
         path = Path(source) / task.name / f"{split}.jsonl"
         if not path.is_file():
             raise HarnessError(f"the local mirror has no {path}")
-        ds = datasets.load_dataset("json", data_files=str(path), split="train")
+        columns, lines = _read_jsonl(path, (*task.text_columns, "label", "idx"))
+        check_rows(task, columns, lambda i: f"{path}:{lines[i]}")
+        if all(v is MISSING for v in columns["idx"]):
+            del columns["idx"]
+        elif any(not isinstance(v, int) or isinstance(v, bool) for v in columns["idx"]):
+            i = next(i for i, v in enumerate(columns["idx"]) if not isinstance(v, int) or isinstance(v, bool))
+            raise DataError(f"{path}:{lines[i]}: idx {columns['idx'][i]!r} is not a whole number")
+        ds = datasets.Dataset.from_dict(columns)
     if "idx" not in ds.column_names:
         ds = ds.add_column("idx", list(range(len(ds))))
     return ds
 
 
+MISSING = object()  # a column a row lacks
+
+
+def _read_jsonl(path: Path, names: tuple[str, ...]) -> tuple[dict[str, list], list[int]]:
+    """The named columns of a JSON-lines file (MISSING where a row lacks one) and each row's line
+    number. Blank lines are skipped; a line that is not a JSON object is a DataError."""
+    columns: dict[str, list] = {n: [] for n in names}
+    lines: list[int] = []
+    with open(path, encoding="utf-8", errors="strict") as f:
+        try:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+                for n in names:
+                    columns[n].append(row.get(n, MISSING))
+                lines.append(number)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}:{len(lines) + 1}: not UTF-8 text ({exc.reason})") from None
+    return columns, lines
+
+
+def check_rows(task: TaskSpec, columns: dict[str, list], where) -> None:
+    """Every row has its text columns as strings and a label the task can take (a class number
+    0..num_labels-1, or a finite score for regression). Raises DataError naming where(i)."""
+    for name in task.text_columns:
+        for i, v in enumerate(columns[name]):
+            if not isinstance(v, str):
+                what = ("has no" if v is MISSING else "has a null" if v is None
+                        else f"has a non-text ({type(v).__name__} {v!r})")
+                raise DataError(f"{where(i)}: the row {what} {name!r} column")
+    for i, v in enumerate(columns["label"]):
+        problem = _label_problem(task, v)
+        if problem:
+            raise DataError(f"{where(i)}: {problem}")
+
+
+def _label_problem(task: TaskSpec, v) -> str | None:
+    if v is MISSING:
+        return "the row has no label"
+    if v is None:
+        return "the label is null"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return f"label {v!r} is a {type(v).__name__}, not a number"
+    if not math.isfinite(v):
+        return f"label {v!r} is not a finite number"
+    if task.is_regression:
+        return None
+    classes = f"the classes 0–{task.num_labels - 1} of {task.name}"
+    if v != int(v):
+        return f"label {v!r} is not a whole class number ({classes})"
+    if not 0 <= v < task.num_labels:
+        return f"label {v!r} is outside {classes}"
+    return None
+
+
 def _examples(task: TaskSpec, split: str, source: str) -> Examples:
-    ds = _load_split(task.name, split, source)
+    ds = _load_split(task.name, split, source, _stamp(task.name, source))
     columns = [ds[c] for c in task.text_columns]
     labels = np.asarray(ds["label"], dtype=np.float32 if task.is_regression else np.int64)
     return Examples(split, np.arange(len(ds), dtype=np.int64), np.asarray(ds["idx"], dtype=np.int64),
@@ -185,11 +273,12 @@ def protocol_splits(task: str | TaskSpec, val_size: int = 500,
                     data_dir: str | Path | None = None) -> ProtocolSplits:
     """The task's fixed test / validation / training-pool division (see the module docstring)."""
     spec = task if isinstance(task, TaskSpec) else get_task(task)
-    return _protocol_splits(spec.name, val_size, _source_name(resolve_data_dir(data_dir)))
+    source = _source_name(resolve_data_dir(data_dir))
+    return _protocol_splits(spec.name, val_size, source, _stamp(spec.name, source))
 
 
 @lru_cache(maxsize=64)
-def _protocol_splits(task_name: str, val_size: int, source: str) -> ProtocolSplits:
+def _protocol_splits(task_name: str, val_size: int, source: str, stamp: tuple = ()) -> ProtocolSplits:
     task = get_task(task_name)
     evaluation = _examples(task, task.eval_split, source)
     rng = np.random.default_rng([PROTOCOL_SEED, len(evaluation)])
@@ -265,7 +354,6 @@ def _check_task(task: TaskSpec) -> None:
         raise HarnessError(f"task {task.name} has no training data")
 
 
-@lru_cache(maxsize=256)
 def _rows(task_name: str, split: str, source: str) -> int | None:
     """Row count of a split without loading it: lines of the local file, or the Hub table."""
     if source == "hub":
@@ -273,6 +361,12 @@ def _rows(task_name: str, split: str, source: str) -> int | None:
     path = Path(source) / task_name / f"{split}.jsonl"
     if not path.is_file():
         raise HarnessError(f"task {task_name} has no {split} split in the local mirror ({path})")
+    st = path.stat()
+    return _count_lines(path, st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _count_lines(path: Path, size: int, mtime_ns: int) -> int:
     with open(path, "rb") as f:
         return sum(1 for line in f if line.strip())
 
@@ -290,12 +384,12 @@ def train_pool_size(task: str | TaskSpec, data_dir: str | Path | None = None) ->
     return rows - math.ceil(rows / 2) - _val_reserve(rows)
 
 
-def check_spec_against_data(spec: JobSpec, data_dir: str | Path | None = None) -> None:
-    """Raise HarnessError (one line) if the data cannot serve the spec. Cached per task: fast."""
+def check_spec_against_task(spec: JobSpec) -> None:
+    """Raise HarnessError (one line) if the task cannot take the spec's loss or sampling."""
     task = get_task(spec.task)
     if spec.uses_scl and task.is_regression:
         raise HarnessError(f"CE+SCL is undefined for the regression task {task.name}: "
-                           "use --loss ce")
+                           "use --losses ce")
     if spec.sampling == "stratified" and task.is_regression:
         raise HarnessError(f"stratified sampling needs classes; {task.name} is a regression task: "
                            "use --sampling uniform")
@@ -305,6 +399,16 @@ def check_spec_against_data(spec: JobSpec, data_dir: str | Path | None = None) -
         if spec.n is not None and spec.n != spec.per_class * task.num_labels:
             raise HarnessError(f"N = {spec.n} disagrees with {spec.per_class} per class × "
                                f"{task.num_labels} classes")
+
+
+def check_spec_against_data(spec: JobSpec, data_dir: str | Path | None = None) -> None:
+    """Raise HarnessError (one line) if the task or its data cannot serve the spec: every split
+    the protocol reads exists, and the pool holds N. Cached per task: fast."""
+    check_spec_against_task(spec)
+    task = get_task(spec.task)
+    source = _source_name(resolve_data_dir(data_dir))
+    for split in {task.eval_split, task.train_split} - {None}:
+        _rows(task.name, split, source)  # raises if the local mirror lacks the split
     wanted = sample_size(spec)
     pool = train_pool_size(task, data_dir)
     if pool is not None and pool <= 0:

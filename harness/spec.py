@@ -23,6 +23,10 @@ NOISE_MODES = ("augment", "replace")  # noisy copies added to the originals, or 
 DEFAULT_MODEL = "roberta-large"  # the paper's model
 SMALL_MODEL = "sentence-transformers/paraphrase-MiniLM-L3-v2"  # runs on a CPU in minutes
 HASH_CHARS = 16  # hex characters of sha256 kept as the job id
+MAX_INT = 2**31 - 1  # the database's integer columns (PostgreSQL INTEGER) hold no more
+INT_FIELDS = {"seed": "--seeds", "n": "--n", "batch_size": "--batch-size", "epochs": "--epochs",
+              "max_length": "--max-length", "val_size": "val size", "train_seed": "train seed",
+              "per_class": "per class"}
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,11 @@ class JobSpec:
         from harness.tasks import get_task
 
         get_task(self.task)
+        for name, option in INT_FIELDS.items():
+            v = getattr(self, name)
+            if isinstance(v, int) and abs(v) > MAX_INT:
+                raise HarnessError(f"{option} {v} is too large: the database stores whole numbers "
+                                   f"up to {MAX_INT}")
         if self.loss not in LOSSES:
             raise HarnessError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.lam is not None:

@@ -1,0 +1,93 @@
+"""Bad rows in a data file: a clear error naming the file, the line and what is wrong, and a job
+that fails once (the data will not change), never a silent cast or a score against a bad label."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness import db, queue
+from harness.data import prepare_data
+from harness.errors import DataError
+from harness.spec import SMALL_MODEL, JobSpec
+from harness.worker import Worker, WorkerOptions
+
+from conftest import DATA_DIR
+
+BAD_LINE = 5  # 1-based line of train.jsonl that each case spoils
+
+
+def small_mirror(tmp_path, split="train", line=BAD_LINE, text=None) -> tuple:
+    """An SST-2 mirror with a 60-row training file; `text` replaces line `line` of `split`."""
+    root = tmp_path / "data"
+    (root / "sst2").mkdir(parents=True)
+    train = (DATA_DIR / "sst2" / "train.jsonl").read_text().splitlines()[:60]
+    (root / "sst2" / "train.jsonl").write_text("\n".join(train) + "\n")
+    (root / "sst2" / "validation.jsonl").write_text((DATA_DIR / "sst2" / "validation.jsonl").read_text())
+    path = root / "sst2" / f"{split}.jsonl"
+    if text is not None:
+        lines = path.read_text().splitlines()
+        lines[line - 1] = text
+        path.write_text("\n".join(lines) + "\n")
+    return root, path
+
+
+ROW = {"sentence": "a fine film", "label": 1, "idx": 4}
+BAD_ROWS = {
+    "malformed JSON": ('{"sentence": "a fine film", "label": 1', "not valid JSON"),
+    "not an object": ("[1, 2]", "expected a JSON object"),
+    "missing label": (json.dumps({"sentence": "a fine film", "idx": 4}), "has no label"),
+    "null label": (json.dumps({**ROW, "label": None}), "label is null"),
+    "label outside the classes": (json.dumps({**ROW, "label": 2}), "outside the classes 0–1"),
+    "negative label": (json.dumps({**ROW, "label": -1}), "outside the classes 0–1"),
+    "string label": (json.dumps({**ROW, "label": "1"}), "is a str, not a number"),
+    "fractional label": (json.dumps({**ROW, "label": 0.5}), "not a whole class number"),
+    "boolean label": (json.dumps({**ROW, "label": True}), "is a bool"),
+    "null text": (json.dumps({**ROW, "sentence": None}), "null 'sentence'"),
+    "missing text column": (json.dumps({"text": "a fine film", "label": 1, "idx": 4}), "no 'sentence'"),
+    "numeric text": (json.dumps({**ROW, "sentence": 42}), "non-text"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ROWS))
+def test_bad_training_row_names_file_line_and_problem(case, tmp_path):
+    text, expected = BAD_ROWS[case]
+    root, path = small_mirror(tmp_path, text=text)
+    with pytest.raises(DataError) as err:
+        prepare_data(JobSpec.make(task="sst2", n=10, seed=0), root)
+    message = str(err.value)
+    assert message.startswith(f"{path}:{BAD_LINE}: ") and expected in message, message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("split", ["validation"])
+def test_out_of_range_labels_in_evaluation_splits_are_errors(split, tmp_path):
+    root, path = small_mirror(tmp_path, split=split, line=100, text=json.dumps({**ROW, "label": 7}))
+    with pytest.raises(DataError, match=rf"{path.name}:100: label 7 is outside"):
+        prepare_data(JobSpec.make(task="sst2", n=10, seed=0), root)
+
+
+def test_regression_labels_may_be_fractional(tmp_path):
+    root = tmp_path / "data"
+    (root / "stsb").mkdir(parents=True)
+    for split in ("train", "validation"):
+        lines = (DATA_DIR / "stsb" / f"{split}.jsonl").read_text().splitlines()[:80]
+        (root / "stsb" / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    data = prepare_data(JobSpec.make(task="stsb", n=10, seed=0), root)
+    assert data.train.labels.dtype.kind == "f" and (data.train.labels % 1 != 0).any()
+
+
+def test_a_job_on_bad_data_fails_on_its_first_attempt(tmp_path, monkeypatch):
+    root, path = small_mirror(tmp_path, text=json.dumps({**ROW, "label": 0.5}))
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(root))
+    engine = db.open_db(f"sqlite:///{tmp_path / 'r.db'}", create=True)
+    queue.enqueue(engine, "smoke", [JobSpec.make(task="sst2", n=10, seed=0, model=SMALL_MODEL,
+                                                 epochs=1, max_length=32, val_size=16)])
+    w = Worker(engine, WorkerOptions(until_empty=True, runs_dir=tmp_path / "runs", quiet=True))
+    w.run()
+    with engine.connect() as conn:
+        status, attempts, error = conn.exec_driver_sql("select status, attempts, error from jobs").one()
+        runs = conn.exec_driver_sql("select count(*) from runs").scalar_one()
+    assert (status, attempts, runs) == ("failed", 1, 1)
+    assert f"{path}:{BAD_LINE}" in error and "0.5" in error
