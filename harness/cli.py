@@ -27,13 +27,19 @@ DbOpt = typer.Option(None, "--db", help="SQLAlchemy URL (default: $HARNESS_DB or
 
 
 def fail_cleanly(fn):
-    """Turn HarnessError into one line on stderr and exit status 2."""
+    """Turn HarnessError, and any database error, into one line on stderr and exit status 2."""
+    from sqlalchemy.exc import DBAPIError
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except HarnessError as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+        except DBAPIError as exc:  # one the harness has no better words for: still one line
+            first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+            typer.echo(f"error: the database failed: {type(exc.orig).__name__}: {first}", err=True)
             raise typer.Exit(2)
     return wrapper
 
@@ -42,6 +48,12 @@ def fail_cleanly(fn):
 
 def _split(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _lower(value: str | None) -> str | None:
+    """Names of choices (losses, reductions, modes) are case-insensitive: reports print `CE`.
+    Lower-cased here, before any JobSpec exists, so job ids never depend on the spelling."""
+    return None if value is None else value.lower()
 
 
 def _numbers(value: str | None, kind, name: str, allow_full: bool = False) -> list | None:
@@ -63,6 +75,10 @@ def _numbers(value: str | None, kind, name: str, allow_full: bool = False) -> li
     return out
 
 
+MAX_ATTEMPTS = 1000  # attempts per job: beyond this a failing job only burns machine time
+MAX_SEEDS = 100_000  # seeds one enqueue may expand to: a typo must not build a list of 10**20
+
+
 def _seeds(value: str | None) -> list[int] | None:
     """'5' = seeds 0–4; '0,3,7' = those seeds; '2-6' = seeds 2 to 6."""
     if value is None:
@@ -70,16 +86,24 @@ def _seeds(value: str | None) -> list[int] | None:
     value = value.strip()
     try:
         if "," not in value and "-" in value.lstrip("-"):
-            lo, hi = value.split("-", 1)
-            return list(range(int(lo), int(hi) + 1))
+            lo, hi = (int(v) for v in value.split("-", 1))
+            _seed_count(value, hi - lo + 1)
+            return list(range(lo, hi + 1))
         if "," not in value:
             k = int(value)
             if k <= 0:
                 raise HarnessError(f"--seeds {value}: give a positive count, a list or a range")
+            _seed_count(value, k)
             return list(range(k))
         return [int(v) for v in _split(value)]
     except ValueError:
         raise HarnessError(f"--seeds {value!r}: expected a count (5), a list (0,3,7) or a range (2-6)") from None
+
+
+def _seed_count(value: str, count: int) -> None:
+    if count > MAX_SEEDS:
+        raise HarnessError(f"--seeds {value} asks for {count} seeds, more than {MAX_SEEDS}; "
+                           "for particular seeds give a list: --seeds 0,3,7")
 
 
 def _stage1_n(value: str | None) -> int | None:
@@ -136,21 +160,24 @@ def enqueue(
     stage1_epochs: Optional[int] = typer.Option(None, "--stage1-epochs", min=1, help="transfer grid: epochs of stage 1 (default min(epochs, 5))."),
     max_attempts: int = typer.Option(queue.MAX_ATTEMPTS, "--max-attempts", min=1, help="Attempts before a job is failed."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be enqueued; write nothing."),
+    no_check: bool = typer.Option(False, "--no-check", help="Skip the model check (configuration, files, max length): for a machine that does not hold the models its workers have."),
     db_url: Optional[str] = DbOpt,
 ):
     """Expand a grid into jobs and add those not already in the database."""
     from harness.enqueue import plan_jobs
 
     g = grids.get_grid(grid)
+    if max_attempts > MAX_ATTEMPTS:
+        raise HarnessError(f"--max-attempts {max_attempts}: at most {MAX_ATTEMPTS}")
     overrides = dict(
         tasks=_split(tasks), ns=_numbers(n, int, "--n", allow_full=True), seeds=_seeds(seeds),
-        losses=_split(losses), noises=_numbers(noise, float, "--noise"),
+        losses=_split(_lower(losses)), noises=_numbers(noise, float, "--noise"),
         batch_sizes=_numbers(batch_size, int, "--batch-size"), model=model, epochs=epochs, lam=lam,
         tau=tau, lr=lr, max_length=max_length, warmup_ratio=warmup_ratio,
-        scl_reduction=scl_reduction, noise_mode=noise_mode, batching=batching, sampling=sampling,
-        stage1_epochs=stage1_epochs,
+        scl_reduction=_lower(scl_reduction), noise_mode=_lower(noise_mode),
+        batching=_lower(batching), sampling=_lower(sampling), stage1_epochs=stage1_epochs,
         stage1_n=_stage1_n(stage1_n))
-    jobs = plan_jobs(g, overrides)  # validates everything before the database is touched
+    jobs = plan_jobs(g, overrides, check_models=not no_check)  # everything, before the database
     if dry_run:
         for spec, dep in jobs[:20]:
             typer.echo(f"{spec.job_id}  {spec.to_json()}" + (f"  after {dep}" if dep else ""))
@@ -203,17 +230,30 @@ def work(
         except DeviceFault as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(DEVICE_FAULT_EXIT)
-    typer.echo(f"worker {worker.name}: {done} done, {worker.failed} failed", err=True)
+    typer.echo(f"worker {worker.name}: {done} done, {worker.failed} failed"
+               + (f", {worker.kept} results kept in their run folders (database unreachable)"
+                  if worker.kept else ""), err=True)
 
 
 @app.command()
 @fail_cleanly
 def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+           job: Optional[str] = typer.Option(None, "--job", help="One job (id or unique prefix) in full: spec, attempts, tracebacks."),
            db_url: Optional[str] = DbOpt):
     """Queued, running (with progress), done and failed jobs by grid; recent failures."""
-    from harness.status import queue_status
+    from harness.status import job_detail, queue_status
 
-    s = queue_status(db.open_db(db_url))
+    engine = db.open_db(db_url, readonly=True)
+    if job is not None:
+        d = job_detail(engine, job)
+        if as_json:
+            typer.echo(json.dumps(d, indent=2))
+        else:
+            from harness.display import render_job
+
+            render_job(d)
+        return
+    s = queue_status(engine)
     if as_json:
         typer.echo(json.dumps(s, indent=2))
         return
@@ -224,22 +264,35 @@ def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
 
 @app.command()
 @fail_cleanly
-def cancel(grid: Optional[str] = typer.Option(None, "--grid"), job: Optional[list[str]] = typer.Option(None, "--job"),
+def cancel(grid: Optional[str] = typer.Option(None, "--grid"), job: Optional[list[str]] = typer.Option(None, "--job", help="Job id or unique prefix (repeatable)."),
            db_url: Optional[str] = DbOpt):
     """Withdraw queued jobs (all of a grid, or the given --job ids)."""
-    if not grid and not job:
-        raise HarnessError("say which jobs: --grid G or --job ID (repeatable)")
-    typer.echo(f"cancelled {queue.cancel(db.open_db(db_url), job_ids=job, grid=grid)} jobs")
+    engine, ids = _jobs_engine(grid, job, db_url)
+    typer.echo(f"cancelled {queue.cancel(engine, job_ids=ids, grid=grid)} jobs")
 
 
 @app.command()
 @fail_cleanly
-def retry(grid: Optional[str] = typer.Option(None, "--grid"), job: Optional[list[str]] = typer.Option(None, "--job"),
+def retry(grid: Optional[str] = typer.Option(None, "--grid"), job: Optional[list[str]] = typer.Option(None, "--job", help="Job id or unique prefix (repeatable)."),
           db_url: Optional[str] = DbOpt):
     """Put failed and cancelled jobs back in the queue with fresh attempts."""
+    engine, ids = _jobs_engine(grid, job, db_url)
+    typer.echo(f"re-queued {queue.retry(engine, job_ids=ids, grid=grid)} jobs")
+
+
+def _jobs_engine(grid: str | None, job: list[str] | None, db_url: str | None):
+    """The database of cancel/retry and the whole ids of --job (ids or unique prefixes), after
+    checking that the grid and every job named exist: a typo says so instead of "0 jobs"."""
     if not grid and not job:
         raise HarnessError("say which jobs: --grid G or --job ID (repeatable)")
-    typer.echo(f"re-queued {queue.retry(db.open_db(db_url), job_ids=job, grid=grid)} jobs")
+    engine = db.open_db(db_url)
+    if grid and grid not in queue.grids_in(engine):
+        if grid in grids.GRIDS:
+            raise HarnessError(f"no jobs of grid {grid!r} in this database")
+        raise HarnessError(f"unknown grid {grid!r}; known grids: {', '.join(grids.GRIDS)}")
+    from harness.status import find_job
+
+    return engine, [find_job(engine, j) for j in job or []] or None
 
 
 @app.command()
@@ -257,14 +310,14 @@ def report(
     import analysis
 
     if all_:
-        path = analysis.write_report(db.open_db(db_url), out, aggregation=_choice(aggregation, tuple(analysis.AGGREGATIONS), "--aggregation"))
+        path = analysis.write_report(db.open_db(db_url, readonly=True), out, aggregation=_choice(aggregation, tuple(analysis.AGGREGATIONS), "--aggregation"))
         typer.echo(f"report written to {path} (and {path.with_suffix('.html')})")
         return
     if table is None:
         raise HarnessError("say which table: --table 2|3|4|5|7, or --all --out DIR for everything")
     _choice(table, analysis.TABLES, "--table")
     _choice(fmt, analysis.FORMATS, "--format")
-    engine = db.open_db(db_url)
+    engine = db.open_db(db_url, readonly=True)
     t = analysis.build_table(analysis.load_results(engine), table,
                              aggregation=_choice(aggregation, tuple(analysis.AGGREGATIONS), "--aggregation"),
                              model=model, db=engine)
@@ -295,17 +348,29 @@ def plot(
 
     _choice(kind, ("variance", "noise", "tsne", "all"), "plot kind")
     (n_value,) = _numbers(n, int, "--n", allow_full=True)
-    engine = db.open_db(db_url)
+    engine = db.open_db(db_url, readonly=True)
     df = analysis.load_results(engine)
-    paths = []
-    if kind in ("variance", "all"):
-        paths += analysis.plot_variance(df, out, model=model)
-    if kind in ("noise", "all"):
-        paths += analysis.plot_noise(df, out, model=model)
-    if kind in ("tsne", "all"):
-        paths += analysis.plot_tsne(engine, out, task=task, n=n_value, seed=seed, model=model)
+    # What each figure needs, said when a figure is skipped for want of it.
+    needs = {
+        "variance": ("finished runs of SST-2, QNLI or MNLI at N = 20, 100 or 1000 on clean data",
+                     lambda: analysis.plot_variance(df, out, model=model)),
+        "noise": ("finished runs of SST-2, QNLI or MNLI at N = 100 (the noise grid)",
+                  lambda: analysis.plot_noise(df, out, model=model)),
+        "tsne": (f"a CE and a CE+SCL run of {task} at N = {n} on the same seed"
+                 + (f" {seed}" if seed is not None else "") + " with stored embeddings",
+                 lambda: analysis.plot_tsne(engine, out, task=task, n=n_value, seed=seed, model=model)),
+    }
+    paths, skipped = [], []
+    for name, (need, make) in needs.items():
+        if kind in (name, "all"):
+            made = make()
+            if not made:
+                skipped.append(f"the {name} plot needs {need}" + (f" of model {model}" if model else ""))
+            paths += made
     if not paths:
-        raise HarnessError("nothing to plot yet: no finished results match")
+        raise HarnessError("nothing to plot: " + "; ".join(skipped) + "; none are in the database")
+    for why in skipped:
+        typer.echo(f"skipped: {why}; none are in the database", err=True)
     for p in paths:
         typer.echo(str(p))
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
-from harness.errors import HarnessError
+from harness.errors import DatabaseFileError, DatabaseUnavailable, HarnessError
 
 DEFAULT_URL = "sqlite:///results.db"
 SCHEMA_VERSION = 3
@@ -198,8 +199,11 @@ def resolve_url(url: str | None) -> str:
     return url or os.environ.get("HARNESS_DB") or DEFAULT_URL
 
 
-def make_engine(url: str | None = None) -> Engine:
-    """An engine for the URL, with a clear HarnessError for URLs that cannot work."""
+def make_engine(url: str | None = None, *, readonly: bool = False) -> Engine:
+    """An engine for the URL, with a clear HarnessError for URLs that cannot work.
+
+    readonly (SQLite): open the file read-only (status and report on a file they cannot write).
+    """
     url = resolve_url(url)
     try:
         parsed = make_url(url)
@@ -208,38 +212,129 @@ def make_engine(url: str | None = None) -> Engine:
                            "or postgresql+psycopg://user@host/dbname") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
+        path = None
         if parsed.database and parsed.database != ":memory:":
-            folder = Path(parsed.database).expanduser().resolve().parent
-            if not folder.is_dir():
+            path = Path(parsed.database).expanduser().resolve()
+            if not path.parent.is_dir():
                 raise HarnessError(f"cannot create the database {parsed.database!r}: "
-                                   f"folder {folder} does not exist")
-        engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
-                                                        "isolation_level": None})
+                                   f"folder {path.parent} does not exist")
+        args = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "isolation_level": None}
+        if readonly and path is not None:
+            engine = sa.create_engine(parsed, creator=lambda: _sqlite_readonly(path, args))
+        else:
+            engine = sa.create_engine(parsed, connect_args=args)
         event.listen(engine, "connect", _sqlite_on_connect)
-        event.listen(engine, "begin", _sqlite_on_begin)
+        event.listen(engine, "begin", _SqliteBegin(path, readonly))
+        event.listen(engine, "handle_error", _sqlite_file_errors(path))
         return engine
     if backend == "postgresql":
         try:
-            return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+            engine = sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
         except Exception as exc:  # missing driver, bad options
             raise HarnessError(f"cannot use database URL {url!r}: {exc}") from None
+        event.listen(engine, "handle_error", _server_lost)
+        return engine
     raise HarnessError(f"unsupported database {backend!r} in {url!r}: use sqlite:/// or postgresql+psycopg://")
+
+
+def _sqlite_readonly(path: Path, args: dict) -> sqlite3.Connection:
+    """A read-only connection that changes nothing on disk. mode=ro first (it sees other
+    processes' writes); if that cannot even read (a WAL file in a folder we cannot write, where
+    no -shm file can be made), immutable=1, which reads the file as it stands."""
+    uri = f"file:{quote(str(path))}"
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, **args)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False, **args)
 
 
 def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record) -> None:
     # The driver's own transaction handling is off (isolation_level=None); SQLAlchemy's "begin"
     # event below issues BEGIN IMMEDIATE, so that a writer takes the lock up front and waits on the
-    # busy timeout instead of failing on a lock upgrade mid-transaction.
+    # busy timeout instead of failing on a lock upgrade mid-transaction. Nothing here changes the
+    # file: WAL mode is set once, when the harness creates its schema (upgrade), so opening
+    # another program's SQLite file leaves it as it was.
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, many processes share
-    cur.execute("PRAGMA synchronous=NORMAL")  # WAL keeps this durable across process crashes
+    cur.execute("PRAGMA synchronous=NORMAL")  # with WAL, durable across process crashes
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
 
-def _sqlite_on_begin(conn) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+class _SqliteBegin:
+    """The "begin" listener: checks that the file is still the one first opened, then begins.
+
+    An open SQLite connection keeps writing into a file that was deleted or replaced under it
+    (the results would vanish with the old inode), so every transaction first compares the path's
+    inode with the one seen at the first transaction: a stat call, microseconds."""
+
+    def __init__(self, path: Path | None, readonly: bool):
+        self.path, self.readonly, self.identity = path, readonly, None
+
+    def __call__(self, conn) -> None:
+        if self.path is not None:
+            self.check_file()
+        conn.exec_driver_sql("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
+
+    def check_file(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if self.identity is None:
+                return  # not created yet: this connection creates it
+            raise DatabaseFileError(f"the database file {self.path} was deleted while in use; "
+                                    "nothing more is written to it") from None
+        identity = (st.st_dev, st.st_ino)
+        if self.identity is None:
+            self.identity = identity
+        elif identity != self.identity:
+            raise DatabaseFileError(f"the database file {self.path} was replaced by another file "
+                                    "while in use; nothing more is written to either")
+        # Made read-only or immutable meanwhile: writes would pile up in the -wal file, which
+        # can never be folded back into the database, so stop writing (access(2) sees chattr +i).
+        if not self.readonly and not os.access(self.path, os.W_OK):
+            raise DatabaseFileError(f"the database file {self.path} is no longer writable "
+                                    "(made read-only or immutable while in use)")
+
+
+# SQLite errors that mean the file itself is unusable, not a passing lock: -> DatabaseFileError.
+SQLITE_FILE_ERRORS = ("malformed", "not a database", "no such table", "readonly database",
+                      "disk i/o error", "unable to open database file", "database or disk is full")
+
+
+def _sqlite_file_errors(path: Path | None):
+    def handle(ctx):
+        message = str(ctx.original_exception).lower()
+        if ctx.is_pre_ping or not any(m in message for m in SQLITE_FILE_ERRORS):
+            return None
+        where = path or "the in-memory database"
+        raise DatabaseFileError(f"the database file {where} is unusable: "
+                                f"{_first_line(ctx.original_exception)}{_sqlite_advice(message, where)}")
+    return handle
+
+
+def _sqlite_advice(message: str, where) -> str:
+    if "malformed" in message or "not a database" in message:
+        return f" (restore it from a copy, or salvage it with `sqlite3 {where} .recover`)"
+    if "no such table" in message:
+        return " (was it truncated or emptied while in use?)"
+    if "readonly" in message:
+        return " (read-only or immutable: check its permissions and `lsattr`)"
+    return ""
+
+
+def _server_lost(ctx):
+    """A PostgreSQL connection lost in the middle of a statement -> DatabaseUnavailable (transient).
+    Connection attempts are left to `connect`, and the pool's pre-ping handles its own."""
+    if ctx.is_pre_ping or ctx.connection is None:
+        return None
+    if ctx.is_disconnect or isinstance(ctx.sqlalchemy_exception, OperationalError):
+        raise DatabaseUnavailable(f"lost the connection to the database: "
+                                  f"{_first_line(ctx.original_exception)}")
+    return None
 
 
 # ---- schema version -----------------------------------------------------------------------
@@ -275,17 +370,36 @@ MIGRATIONS = {
 def upgrade(engine: Engine) -> tuple[int | None, int]:
     """Bring the schema up to SCHEMA_VERSION. Returns (version before, version after)."""
     with connect(engine) as conn, conn.begin():
-        before = schema_version(conn)
-        if before is None and sa.inspect(conn).get_table_names():
-            raise HarnessError("this database holds tables that are not the harness's: "
-                               "use an empty database or a new file")
-        if before is not None and before > SCHEMA_VERSION:
-            raise HarnessError(f"the database has schema version {before}, newer than this "
-                               f"harness ({SCHEMA_VERSION}): upgrade the harness")
+        _upgradable_version(conn)  # refuse another program's database before touching the file
+    if engine.dialect.name == "sqlite":
+        _use_wal(engine)
+    with connect(engine) as conn, conn.begin():
+        before = _upgradable_version(conn)
         for v in range((before or 0) + 1, SCHEMA_VERSION + 1):
             MIGRATIONS[v](conn)
         _set_version(conn, SCHEMA_VERSION)
     return before, SCHEMA_VERSION
+
+
+def _upgradable_version(conn) -> int | None:
+    before = schema_version(conn)
+    if before is None and sa.inspect(conn).get_table_names():
+        raise HarnessError("this database holds tables that are not the harness's: "
+                           "use an empty database or a new file")
+    if before is not None and before > SCHEMA_VERSION:
+        raise HarnessError(f"the database has schema version {before}, newer than this "
+                           f"harness ({SCHEMA_VERSION}): upgrade the harness")
+    return before
+
+
+def _use_wal(engine: Engine) -> None:
+    """WAL journal (a property of the file, kept once set): readers never block the writer, and
+    many worker processes share the file. Set outside any transaction, on the harness's own file."""
+    raw = engine.raw_connection()
+    try:
+        raw.driver_connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        raw.close()
 
 
 def _set_version(conn, version: int) -> None:
@@ -293,20 +407,35 @@ def _set_version(conn, version: int) -> None:
     conn.execute(sa.insert(meta).values(key="schema_version", value=str(version)))
 
 
-def open_db(url: str | None = None, *, create: bool = False) -> Engine:
+def open_db(url: str | None = None, *, create: bool = False, readonly: bool = False) -> Engine:
     """An engine on a database whose schema this code understands.
 
     create=True creates the schema in an empty database (enqueue does this on first use);
     otherwise an empty or out-of-date database is refused with a message that says what to run.
+    readonly=True (status, report): a SQLite file this process cannot write is opened read-only;
+    without it, such a file is refused with one line (a writer could not store anything).
     """
     engine = make_engine(url)
     database = engine.url.database
-    if (not create and engine.dialect.name == "sqlite" and database and database != ":memory:"
-            and not Path(database).expanduser().exists()):
-        raise HarnessError(f"{database} does not exist: run `harness enqueue` first "
-                           "(or point --db / $HARNESS_DB at your results database)")
+    if engine.dialect.name == "sqlite":
+        if not database or database == ":memory:":
+            raise HarnessError(f"{engine.url} is an in-memory database: nothing would persist; "
+                               "give a file, e.g. sqlite:///results.db")
+        path = Path(database).expanduser().resolve()
+        if not create and not path.exists():
+            raise HarnessError(f"{database} does not exist: run `harness enqueue` first "
+                               "(or point --db / $HARNESS_DB at your results database)")
+        problem = _unwritable(path)
+        if problem and readonly:
+            engine = make_engine(url, readonly=True)
+        elif problem:
+            raise DatabaseFileError(f"cannot write the database {path}: {problem}")
     with connect(engine) as conn:
         version = schema_version(conn)
+        foreign = version is None and bool(sa.inspect(conn).get_table_names())
+    if foreign:
+        raise HarnessError(f"{engine.url.render_as_string(hide_password=True)} holds another "
+                           "program's tables, not a harness database: use a new file")
     if version is None and create:
         upgrade(engine)
         return engine
@@ -322,12 +451,25 @@ def open_db(url: str | None = None, *, create: bool = False) -> Engine:
     return engine
 
 
+def _unwritable(path: Path) -> str | None:
+    """Why this process could not write the SQLite file (and its -wal/-shm beside it), or None."""
+    if path.exists():
+        try:
+            with open(path, "r+b"):  # the real test: permissions, read-only mounts, `chattr +i`
+                pass
+        except OSError as exc:
+            return f"{exc.strerror.lower()} (read-only or immutable file?)"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"its folder {path.parent} is not writable (SQLite keeps its journal there)"
+    return None
+
+
 def connect(engine: Engine):
     """engine.connect() with driver errors turned into one clear line."""
     try:
         return engine.connect()
     except OperationalError as exc:
-        raise HarnessError(f"cannot connect to {engine.url.render_as_string(hide_password=True)}: "
+        raise DatabaseUnavailable(f"cannot connect to {engine.url.render_as_string(hide_password=True)}: "
                            f"{_first_line(exc.orig)}") from None
     except DatabaseError as exc:
         raise HarnessError(f"{engine.url.render_as_string(hide_password=True)} is not a usable "

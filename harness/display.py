@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 from rich.console import Console
@@ -62,7 +63,9 @@ def render_status(s: dict) -> None:
     if s["running"]:
         r = Table(title="running")
         for col in ("job", "task", "n", "T", "seed", "loss", "worker", "progress", "lease left"):
-            r.add_column(col)
+            # whole job ids at any width (they are what --job takes); the rest may be cut
+            r.add_column(col, no_wrap=True, min_width=16 if col == "job" else None,
+                         overflow="fold" if col == "job" else "ellipsis")
         for j in s["running"]:
             p = j["progress"] or {}
             prog = (f"{p.get('phase', '')} epoch {p.get('epoch', 0)}/{p.get('epochs', 0)} "
@@ -70,14 +73,43 @@ def render_status(s: dict) -> None:
                     + (f" loss {p['loss']:.3f}" if p.get("loss") is not None else "")
                     + (f" eta {p['eta_seconds']:.0f}s" if p.get("eta_seconds") else "")) if p else "-"
             r.add_row(j["job_id"], j["task"], str(j["n"] or "full"), f"{j['noise']:g}", str(j["seed"]),
-                      j["loss"], j["worker"] or "-", prog,
-                      "-" if j["lease_left_seconds"] is None else f"{j['lease_left_seconds']:.0f}s")
+                      j["loss"], j["worker"] or "-", prog, _lease(j))
         console.print(r)
+        if s.get("stale"):
+            console.print(f"{s['stale']} stale: the lease expired (worker gone); the next "
+                          "`harness work` puts them back in the queue")
     if s["recent_failures"]:
+        # One line per error, whole job ids: the error column is cut to the width left.
         f = Table(title="recent errors")
-        for col in ("job", "task", "n", "seed", "loss", "status", "attempts", "error"):
-            f.add_column(col)
+        f.add_column("job", no_wrap=True, min_width=16)
+        for col in ("task", "n", "seed", "loss", "status", "tries"):
+            f.add_column(col, no_wrap=True, overflow="ellipsis")
+        f.add_column("error", no_wrap=True, overflow="ellipsis", ratio=1)
         for j in s["recent_failures"]:
             f.add_row(j["job_id"], j["task"], str(j["n"] or "full"), str(j["seed"]), j["loss"],
-                      j["status"], str(j["attempts"]), j["error"] or "")
+                      j["status"], str(j["attempts"]), (j["error"] or "").splitlines()[0] if j["error"] else "")
         console.print(f)
+        console.print("`harness status --job ID` shows a job's attempts with their tracebacks")
+
+
+def _lease(j: dict) -> str:
+    left = j["lease_left_seconds"]
+    if left is None:
+        return "-"
+    return f"stale ({-left:.0f}s ago)" if j.get("stale") else f"{left:.0f}s"
+
+
+def render_job(d: dict) -> None:
+    """`harness status --job ID`: the spec, the state and every attempt's whole traceback."""
+    out = [f"job {d['job_id']} (grid {d['grid']}): {d['status']}"
+           + (" — stale: the lease expired" if d["stale"] else "")
+           + f", attempt {d['attempts']} of {d['max_attempts']}"]
+    if d["error"]:
+        out.append(f"last error: {d['error']}")
+    out.append("spec: " + json.dumps(d["spec"], sort_keys=True))
+    for r in d["runs"]:
+        out.append(f"\n--- attempt {r['attempt']} (run {r['run_id']}) on {r['worker']} "
+                   f"[{r['device'] or '-'}]: {r['outcome']}, {r['started_at']} → {r['ended_at'] or '…'}")
+        if r["error"]:
+            out.append(r["error"].rstrip())
+    print("\n".join(out))

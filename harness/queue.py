@@ -188,12 +188,33 @@ def _end_run(conn: Connection, run_id: int, outcome: str, error: str | None = No
 
 # ---- finish / fail / release --------------------------------------------------------------
 
-def finish(engine: Engine, c: Claim, result: RunResult, wall_seconds: float | None = None) -> bool:
+def finish(engine: Engine, c: Claim, result: RunResult, wall_seconds: float | None = None, *,
+           late: bool = False) -> bool:
     """Write the result, its metrics, predictions and embeddings, and mark the job done, in one
-    transaction. False (and no result written) when this attempt no longer holds the job."""
+    transaction. False (and no result written) when this attempt no longer holds the job.
+
+    late=True: a result kept in its run folder while the database was unreachable (see
+    harness.pending). Its lease has likely expired, so it is taken whenever the job has no result
+    yet and is not done or cancelled: a trained result beats training again. A worker that
+    re-claimed the job meanwhile loses its lease at its next heartbeat."""
     s = c.spec
     with db.connect(engine) as conn, conn.begin():
-        if conn.execute(_sql(conn, "done"), {"id": c.job_id, "run_id": c.run_id}).rowcount != 1:
+        if late:
+            taken = conn.execute(sa.text(
+                "UPDATE jobs SET status = 'done', lease_expires = NULL, error = NULL, run_id = :run_id,"
+                " updated_at = CURRENT_TIMESTAMP WHERE id = :id AND status IN ('queued', 'running', 'failed')"
+                " AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = :id)"),
+                {"id": c.job_id, "run_id": c.run_id}).rowcount == 1
+            if not taken:
+                return False
+            # This attempt may have been marked lost meanwhile, and another may hold the job now:
+            # reopen this one so that _end_run below closes it as done, and close the other.
+            conn.execute(sa.text("UPDATE runs SET outcome = 'running' WHERE id = :id"), {"id": c.run_id})
+            conn.execute(sa.text(
+                "UPDATE runs SET outcome = 'abandoned', ended_at = CURRENT_TIMESTAMP, error = :why"
+                " WHERE job_id = :job AND outcome = 'running' AND id <> :id"),
+                {"job": c.job_id, "id": c.run_id, "why": f"run {c.run_id}'s kept result was stored"})
+        elif conn.execute(_sql(conn, "done"), {"id": c.job_id, "run_id": c.run_id}).rowcount != 1:
             _end_run(conn, c.run_id, "abandoned", "lease lost before the result was written")
             return False
         if conn.execute(_sql(conn, "has_result"), {"id": c.job_id}).first() is not None:
@@ -361,6 +382,12 @@ def requeue_stale(engine: Engine) -> int:
             if run_id is not None:
                 _end_run(conn, run_id, "lost", "lease expired: the worker stopped sending heartbeats")
     return requeued
+
+
+def grids_in(engine: Engine) -> set[str]:
+    """The grids that have jobs in this database."""
+    with db.connect(engine) as conn:
+        return set(conn.execute(sa.text("SELECT DISTINCT grid FROM jobs")).scalars())
 
 
 def cancel(engine: Engine, *, job_ids: list[str] | None = None, grid: str | None = None) -> int:

@@ -26,10 +26,11 @@ from typing import Callable
 
 from sqlalchemy.engine import Engine
 
-from harness import artifacts, queue
+from harness import artifacts, pending, queue
 from harness.device import DeviceFault, configure_gpu, free_memory, is_device_fault, prepare_gpu_process
 from harness.memory import keep_freed_memory
-from harness.errors import HarnessError, JobInterrupted, PermanentJobError
+from harness.errors import (DatabaseFileError, DatabaseUnavailable, HarnessError, JobInterrupted,
+                            PermanentJobError)
 from harness.runner import DEFAULT_RUNNER, Progress, RunContext, Runner, load_runner
 
 POLL_SECONDS = 5.0  # idle wait between claims when the queue is empty (without --until-empty)
@@ -37,6 +38,16 @@ REQUEUE_EVERY_SECONDS = 10.0  # how often a worker looks for expired leases of o
 PROGRESS_EVERY_SECONDS = 5.0  # heartbeat period (at most lease/4), so `harness status` stays fresh
 MAX_DEFERRALS = 3  # a job handed back this often for an unusable source model fails instead
 MAX_DEVICE_FAULTS = 3  # a job under which the GPU failed this often (on any worker) fails instead
+DB_OUTAGE_SECONDS = 600.0  # between jobs, wait this long for an unreachable database, then exit
+DB_BACKOFF_MAX_SECONDS = 10.0  # longest wait between two tries to reach the database
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether another attempt would fail the same way. Bad data, bad configuration, a model that
+    cannot be loaded or lacks its encoder (HarnessError, PermanentJobError) will not change; a
+    database that cannot be reached will, and so may anything unforeseen (a crash, a CUDA error)."""
+    return (isinstance(exc, (PermanentJobError, HarnessError))
+            and not isinstance(exc, DatabaseUnavailable))
 
 
 @dataclass
@@ -111,14 +122,25 @@ class _Heartbeat(threading.Thread):
         self.engine, self.claim, self.lease_seconds = engine, claim, lease_seconds
         self.progress: dict | None = None
         self.lost = threading.Event()
+        self.fatal: DatabaseFileError | None = None  # the database file went bad: stop the job
+        self.renewed = time.monotonic()  # when the lease was last renewed (as this process saw it)
         self._halt = threading.Event()
+
+    @property
+    def lease_left(self) -> float:
+        return self.renewed + self.lease_seconds - time.monotonic()
 
     def run(self) -> None:
         while not self._halt.wait(min(PROGRESS_EVERY_SECONDS, self.lease_seconds / 4)):
             try:
+                beat = time.monotonic()
                 if not queue.heartbeat(self.engine, self.claim, self.progress, self.lease_seconds):
                     self.lost.set()
                     return
+                self.renewed = beat
+            except DatabaseFileError as exc:
+                self.fatal = exc
+                return
             except Exception as exc:  # a database hiccup: try again at the next beat
                 print(f"heartbeat failed ({exc}); retrying", file=sys.stderr)
 
@@ -137,7 +159,7 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stop_requested = threading.Event()
         self.display = display
-        self.done = self.failed = 0
+        self.done = self.failed = self.kept = 0  # kept: results left in their run folder
 
     # -- signals --------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -155,17 +177,22 @@ class Worker:
         """Work until told to stop, the job limit is reached, or (until_empty) nothing is left."""
         last_requeue = 0.0
         while not self.stop_requested.is_set():
-            if self.opts.max_jobs is not None and self.done + self.failed >= self.opts.max_jobs:
+            if (self.opts.max_jobs is not None
+                    and self.done + self.failed + self.kept >= self.opts.max_jobs):
                 break
             if time.monotonic() - last_requeue > REQUEUE_EVERY_SECONDS:
-                queue.requeue_stale(self.engine)
+                self._reach(self._housekeeping)
                 last_requeue = time.monotonic()
-            claim = queue.claim(self.engine, self.name, grid=self.opts.grid, pid=os.getpid(),
-                                device=_device_name(self.device), versions=_versions(),
-                                git_rev=_git_rev(), lease_seconds=self.opts.lease_seconds)
+            claim = self._reach(lambda: queue.claim(
+                self.engine, self.name, grid=self.opts.grid, pid=os.getpid(),
+                device=_device_name(self.device), versions=_versions(), git_rev=_git_rev(),
+                lease_seconds=self.opts.lease_seconds))
             if claim is None:
-                if self.opts.until_empty:
+                # A killed worker's job whose lease has expired is work left: take it back first.
+                if self.opts.until_empty and not self._reach(lambda: queue.requeue_stale(self.engine)):
                     break
+                if self.opts.until_empty:
+                    continue
                 self.stop_requested.wait(POLL_SECONDS)
                 continue
             failed = self.failed
@@ -173,6 +200,30 @@ class Worker:
             if self.failed > failed:  # what the failed job held is garbage now: give it back
                 free_memory(self.device)
         return self.done
+
+    def _housekeeping(self) -> None:
+        """Expired leases back to the queue; results kept while the database was away stored."""
+        queue.requeue_stale(self.engine)
+        for job_id, stored in pending.store_kept(self.engine, self.opts.runs_dir):
+            self._say(f"stored the kept result of {job_id}" if stored else
+                      f"dropped the kept result of {job_id}: the job was finished meanwhile")
+
+    def _reach(self, fn):
+        """fn(), waiting with back-off while the database cannot be reached (a transient state),
+        up to DB_OUTAGE_SECONDS; then the error goes up and the worker exits."""
+        started, delay = time.monotonic(), 0.5
+        while True:
+            try:
+                return fn()
+            except DatabaseUnavailable as exc:
+                waited = time.monotonic() - started
+                if waited + delay > DB_OUTAGE_SECONDS or self.stop_requested.is_set():
+                    raise
+                if waited == 0 or delay >= DB_BACKOFF_MAX_SECONDS:
+                    self._say(f"database unreachable ({exc}); waiting up to "
+                              f"{DB_OUTAGE_SECONDS - waited:.0f}s")
+                self.stop_requested.wait(delay)
+                delay = min(delay * 2, DB_BACKOFF_MAX_SECONDS)
 
     def run_one(self, claim: queue.Claim) -> None:
         spec = claim.spec
@@ -191,7 +242,8 @@ class Worker:
                 self.display(label, p)
 
         ctx = RunContext(run_dir=run_dir, device=self.device, progress=on_progress,
-                         should_stop=lambda: self.stop_requested.is_set() or beat.lost.is_set(),
+                         should_stop=lambda: (self.stop_requested.is_set() or beat.lost.is_set()
+                                              or beat.fatal is not None),
                          cache_dir=self.opts.runs_dir / ".cache")
         try:
             if not self._link_models(claim, ctx, run_dir):
@@ -200,6 +252,8 @@ class Worker:
             result = self.runner(spec, ctx)
         except JobInterrupted:
             beat.stop()
+            if beat.fatal is not None:
+                raise beat.fatal from None
             if beat.lost.is_set():
                 self._say(f"lost the lease of {label}; another worker may run it")
             else:
@@ -224,25 +278,29 @@ class Worker:
                                   outcome="device-fault")
                 raise DeviceFault(f"{self.device} failed ({line}) in job {claim.job_id}; "
                                   "the process's CUDA context is unusable: restart the worker") from exc
-            permanent = isinstance(exc, (PermanentJobError, HarnessError))
-            status = queue.fail(self.engine, claim, exc, permanent=permanent)
+            if isinstance(exc, DatabaseFileError):
+                raise
+            permanent = is_permanent(exc)
             self.failed += 1
-            self._say(f"FAILED {label}: {type(exc).__name__}: {exc} -> {status}")
+            try:
+                status = queue.fail(self.engine, claim, exc, permanent=permanent)
+            except DatabaseUnavailable as db_exc:
+                status = f"not recorded ({db_exc}); the job returns to the queue when its lease expires"
+            self._say(f"FAILED {label}: {type(exc).__name__}: {exc} -> {status}"
+                      + (" (permanent: not retried)" if permanent and status == "failed" else ""))
             if not isinstance(exc, Exception):
                 raise
             return
-        beat.stop()
         wall = time.monotonic() - started
         (run_dir / "config.json").write_text(json.dumps(
             {"job_id": claim.job_id, "spec": spec.canonical(), "resolved": result.config,
              "versions": _versions(), "git_rev": _git_rev(), "device": self.device}, indent=2,
             default=str))
         try:
-            written = queue.finish(self.engine, claim, result, wall_seconds=wall)
-        except Exception as exc:  # the database refused the result: record it, keep working
-            self.failed += 1
-            status = queue.fail(self.engine, claim, exc)
-            self._say(f"FAILED to store the result of {label}: {type(exc).__name__}: {exc} -> {status}")
+            written = self._store(claim, result, wall, run_dir, beat, label)
+        finally:
+            beat.stop()
+        if written is None:
             return
         if written:
             self.done += 1
@@ -250,6 +308,35 @@ class Worker:
                       f"test {result.test_score:.4f} ({wall:.1f}s)")
         else:
             self._say(f"result of {label} discarded: the lease was lost meanwhile")
+
+    def _store(self, claim: queue.Claim, result, wall: float, run_dir: Path, beat: _Heartbeat,
+               label: str) -> bool | None:
+        """queue.finish, retried with back-off while the database is unreachable and the lease
+        lasts (the heartbeat keeps renewing it once the database is back). When the lease runs
+        out, or the database file went bad, the result is kept in run_dir for the next contact
+        (harness.pending). None: not stored now."""
+        delay = 0.5
+        while True:
+            try:
+                return queue.finish(self.engine, claim, result, wall_seconds=wall)
+            except DatabaseUnavailable as exc:
+                if beat.lease_left < delay:
+                    path = pending.keep(run_dir, self.engine, claim, result, wall)
+                    self.kept += 1
+                    self._say(f"database unreachable ({exc}): the result of {label} is kept in "
+                              f"{path}; a worker stores it at its next contact with the database")
+                    return None
+                self._say(f"database unreachable while storing {label}: retrying in {delay:.1f}s")
+                time.sleep(delay)
+                delay = min(delay * 2, DB_BACKOFF_MAX_SECONDS)
+            except DatabaseFileError as exc:
+                path = pending.keep(run_dir, self.engine, claim, result, wall)
+                raise DatabaseFileError(f"{exc}; the result of {claim.job_id} is kept in {path}") from None
+            except Exception as exc:  # the database refused the result: record it, keep working
+                self.failed += 1
+                status = queue.fail(self.engine, claim, exc)
+                self._say(f"FAILED to store the result of {label}: {type(exc).__name__}: {exc} -> {status}")
+                return None
 
     def _link_models(self, claim: queue.Claim, ctx: RunContext, run_dir: Path) -> bool:
         """Models in and out of a job. A job others depend on saves its model under run_dir/model.

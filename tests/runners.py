@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from harness.errors import JobInterrupted, PermanentJobError
 from harness.runner import Progress, RunContext, RunResult
@@ -50,3 +51,42 @@ def gpu_fault(spec: JobSpec, ctx: RunContext) -> RunResult:
     import torch
 
     raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+
+
+def _db_file() -> Path:
+    return Path(os.environ["HARNESS_TEST_DB_FILE"])
+
+
+def unlink_db(spec: JobSpec, ctx: RunContext) -> RunResult:
+    """Deletes the SQLite file while the job runs (`rm results.db` beside a worker)."""
+    _db_file().unlink()
+    return _result(spec)
+
+
+def replace_db(spec: JobSpec, ctx: RunContext) -> RunResult:
+    """Moves a copy over the SQLite file while the job runs (a restore from a backup)."""
+    import shutil
+
+    copy = _db_file().with_suffix(".copy")
+    shutil.copyfile(_db_file(), copy)
+    os.replace(copy, _db_file())
+    return _result(spec)
+
+
+def truncate_db(spec: JobSpec, ctx: RunContext) -> RunResult:
+    """Truncates the SQLite file to nothing while the job runs."""
+    os.truncate(_db_file(), 0)
+    return _result(spec)
+
+
+def corrupt_db(spec: JobSpec, ctx: RunContext) -> RunResult:
+    """Overwrites every page after the first with garbage while the job runs."""
+    corrupt_pages(_db_file())
+    return _result(spec)
+
+
+def corrupt_pages(path: Path) -> None:
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(4096)
+        f.write(bytes((i * 37 + 11) % 251 for i in range(max(0, size - 4096))))

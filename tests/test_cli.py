@@ -11,6 +11,10 @@ import torch
 from typer.testing import CliRunner
 
 from harness.cli import app
+from harness.data import resolve_data_dir
+from harness.models import resolve_model
+
+from conftest import DATA_DIR, MODEL_DIR, REPO
 
 runner = CliRunner()
 NO_SUCH_GPU = torch.cuda.device_count()  # one past the last device index, on any machine
@@ -44,7 +48,7 @@ def test_grids_lists_every_design_with_job_counts():
 
 def test_fewshot_dry_run_reports_180_and_writes_nothing(tmp_path):
     path = tmp_path / "results.db"
-    r = invoke("enqueue", "--grid", "fewshot", "--dry-run", "--db", f"sqlite:///{path}")
+    r = invoke("enqueue", "--grid", "fewshot", "--no-check", "--dry-run", "--db", f"sqlite:///{path}")
     assert r.exit_code == 0, r.output
     assert "has 180 jobs" in r.stdout
     assert not path.exists()
@@ -52,17 +56,17 @@ def test_fewshot_dry_run_reports_180_and_writes_nothing(tmp_path):
 
 def test_enqueueing_fewshot_twice_leaves_180(tmp_path):
     url = f"sqlite:///{tmp_path / 'results.db'}"
-    assert "added 180 jobs, 0 already existed" in invoke("enqueue", "--grid", "fewshot", "--db", url).stdout
-    assert "added 0 jobs, 180 already existed" in invoke("enqueue", "--grid", "fewshot", "--db", url).stdout
+    assert "added 180 jobs, 0 already existed" in invoke("enqueue", "--grid", "fewshot", "--no-check", "--db", url).stdout
+    assert "added 0 jobs, 180 already existed" in invoke("enqueue", "--grid", "fewshot", "--no-check", "--db", url).stdout
     s = json.loads(invoke("status", "--json", "--db", url).stdout)
     assert s["counts"]["fewshot"]["queued"] == 180
 
 
 def test_overrides_narrow_a_grid(tmp_path):
-    r = invoke("enqueue", "--grid", "fewshot", "--tasks", "sst2", "--n", "20,100", "--seeds", "3",
+    r = invoke("enqueue", "--grid", "fewshot", "--no-check", "--tasks", "sst2", "--n", "20,100", "--seeds", "3",
                "--losses", "ce+scl", "--dry-run")
     assert "has 6 jobs" in r.stdout, r.output
-    r = invoke("enqueue", "--grid", "fewshot", "--seeds", "2-4", "--dry-run")
+    r = invoke("enqueue", "--grid", "fewshot", "--no-check", "--seeds", "2-4", "--dry-run")
     assert "has 54 jobs" in r.stdout
 
 
@@ -86,6 +90,31 @@ BAD = {
     "missing model folder": (["enqueue", "--grid", "smoke", "--model", "./no/such/model"], "no such folder"),
     "unknown grid for work": (["work", "--grid", "nope", "--until-empty"], "unknown grid"),
     "GPU that does not exist": (["work", "--gpu", str(NO_SUCH_GPU), "--until-empty"], f"--gpu {NO_SUCH_GPU}"),
+    # checked at enqueue: each distinct model (configuration and files) and task once
+    "empty model": (["enqueue", "--grid", "smoke", "--model", ""], "--model is empty"),
+    "blank model": (["enqueue", "--grid", "smoke", "--model", "  "], "--model is empty"),
+    "folder that is not a model": (["enqueue", "--grid", "smoke", "--model", str(REPO / "tests")],
+                                   "not a model folder"),
+    "unavailable model": (["enqueue", "--grid", "smoke", "--model", "no-such-org/no-such-model"],
+                          "Hub cannot provide it"),
+    "max length above the model's positions": (["enqueue", "--grid", "smoke", "--max-length", "1024"],
+                                               "exceeds the 512 positions"),
+    "seed too large for the database": (["enqueue", "--grid", "smoke", "--seeds", "0,99999999999999999999"],
+                                        "too large"),
+    "seed count too large": (["enqueue", "--grid", "smoke", "--seeds", "99999999999"], "more than"),
+    "seed range too large": (["enqueue", "--grid", "smoke", "--seeds", "0-99999999999"], "more than"),
+    "N too large for the database": (["enqueue", "--grid", "smoke", "--n", "99999999999"], "too large"),
+    "epochs too large for the database": (["enqueue", "--grid", "smoke", "--epochs", "99999999999"], "too large"),
+    "absurd max attempts": (["enqueue", "--grid", "smoke", "--max-attempts", "99999999999"], "at most"),
+    # the regression task's CE job comes first in the expansion: its CE+SCL job must still be refused
+    "CE+SCL on a regression task": (["enqueue", "--grid", "smoke", "--tasks", "stsb"], "use --losses ce"),
+    "CE+SCL on a regression task, second": (["enqueue", "--grid", "smoke", "--tasks", "sst2,stsb"],
+                                            "CE+SCL is undefined"),
+    "retry an unknown grid": (["retry", "--grid", "nope"], "unknown grid"),
+    "cancel a grid with no jobs here": (["cancel", "--grid", "fewshot"], "no jobs of grid 'fewshot'"),
+    "retry an unknown job": (["retry", "--job", "zzzz"], "no job 'zzzz'"),
+    "status of an unknown job": (["status", "--job", "zzzz"], "no job 'zzzz'"),
+    "plot with nothing to plot": (["plot", "tsne"], "the tsne plot needs a CE and a CE+SCL run"),
 }
 
 
@@ -107,6 +136,8 @@ def test_bad_input_one_line_nonzero_database_unchanged(case, populated):
     ("unsupported database", "mysql://u@h/db", "unsupported database"),
     ("unreachable PostgreSQL", "postgresql+psycopg://postgres@127.0.0.1:1/nowhere", "cannot connect"),
     ("missing folder", "sqlite:////no/such/folder/results.db", "does not exist"),
+    ("in-memory SQLite", "sqlite://", "in-memory"),
+    ("in-memory SQLite, spelled out", "sqlite:///:memory:", "in-memory"),
 ])
 def test_bad_database_urls(case, url, expected):
     for args in (["enqueue", "--grid", "smoke"], ["status"], ["work", "--until-empty"]):
@@ -139,3 +170,55 @@ def test_env_var_names_the_database(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_DB", url)
     assert invoke("enqueue", "--grid", "smoke").exit_code == 0
     assert (tmp_path / "env.db").exists()
+
+
+def test_a_missing_split_is_refused_at_enqueue(tmp_path, monkeypatch, populated):
+    (tmp_path / "data" / "sst2").mkdir(parents=True)
+    (tmp_path / "data" / "sst2" / "train.jsonl").write_text((DATA_DIR / "sst2" / "train.jsonl").read_text())
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "data"))
+    before = dump(populated)
+    r = invoke("enqueue", "--grid", "smoke", "--db", f"sqlite:///{populated}")
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code != 0 and len(lines) == 1 and "has no validation split" in lines[0], r.stderr
+    assert dump(populated) == before
+
+
+def test_loss_names_are_case_insensitive_and_keep_their_job_ids():
+    upper = invoke("enqueue", "--grid", "smoke", "--losses", "CE,CE+SCL", "--dry-run")
+    lower = invoke("enqueue", "--grid", "smoke", "--losses", "ce,ce+scl", "--dry-run")
+    assert upper.exit_code == 0, upper.output
+    assert upper.stdout == lower.stdout
+
+
+def test_no_check_lets_a_model_the_workers_hold_through():
+    r = invoke("enqueue", "--grid", "smoke", "--model", "org/only-on-the-cluster", "--no-check", "--dry-run")
+    assert r.exit_code == 0 and "has 8 jobs" in r.stdout, r.output
+
+
+def test_messages_name_only_options_that_exist():
+    """Every `--option` written anywhere in the harness's messages and help is a real option."""
+    import re
+
+    import typer.main
+
+    real = set()
+
+    def walk(command):
+        for p in command.params:
+            real.update(o for o in p.opts if o.startswith("--"))
+        for sub in getattr(command, "commands", {}).values():
+            walk(sub)
+
+    walk(typer.main.get_command(app))
+    named = {m.group() for f in (REPO / "harness").rglob("*.py")
+             for m in re.finditer(r"(?<![\w-])--[a-z][a-z0-9-]*", f.read_text())}
+    assert named - real == set()
+
+
+def test_mirrors_beside_the_clone_are_found_without_environment(monkeypatch):
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    monkeypatch.delenv("HARNESS_MODEL_DIR", raising=False)
+    assert resolve_data_dir() == DATA_DIR.resolve()
+    assert resolve_model("sentence-transformers/paraphrase-MiniLM-L3-v2") == str((MODEL_DIR / "paraphrase-MiniLM-L3-v2").resolve())
+    monkeypatch.setenv("HARNESS_DATA_DIR", "hub")
+    assert resolve_data_dir() is None
