@@ -54,8 +54,9 @@ def store_kept(engine: Engine, runs_dir: Path) -> list[tuple[str, bool]]:
     """Store every kept result of this database found under runs_dir.
 
     Returns (job id, stored) per result handled: stored False means the job had meanwhile been
-    finished by another attempt (or cancelled), and the kept copy was dropped. Database errors
-    propagate, and the files stay for the next contact."""
+    finished by another attempt (or cancelled), and the kept copy was dropped. A result whose job
+    is not in this database stays. Database errors propagate, and the files stay for the next
+    contact."""
     handled = []
     name = database_name(engine)
     for path in sorted(Path(runs_dir).glob(f"*/{PENDING_FILE}")):
@@ -67,6 +68,8 @@ def store_kept(engine: Engine, runs_dir: Path) -> list[tuple[str, bool]]:
         if kept.database != name:
             continue
         stored = queue.finish(engine, kept.claim, kept.result, kept.wall_seconds, late=True)
+        if stored is None:
+            continue
         path.unlink(missing_ok=True)
         handled.append((kept.claim.job_id, stored))
     return handled

@@ -12,7 +12,7 @@ import enum
 import json
 import socket
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 import numpy as np
@@ -189,31 +189,21 @@ def _end_run(conn: Connection, run_id: int, outcome: str, error: str | None = No
 # ---- finish / fail / release --------------------------------------------------------------
 
 def finish(engine: Engine, c: Claim, result: RunResult, wall_seconds: float | None = None, *,
-           late: bool = False) -> bool:
+           late: bool = False) -> bool | None:
     """Write the result, its metrics, predictions and embeddings, and mark the job done, in one
     transaction. False (and no result written) when this attempt no longer holds the job.
 
     late=True: a result kept in its run folder while the database was unreachable (see
     harness.pending). Its lease has likely expired, so it is taken whenever the job has no result
     yet and is not done or cancelled: a trained result beats training again. A worker that
-    re-claimed the job meanwhile loses its lease at its next heartbeat."""
+    re-claimed the job meanwhile loses its lease at its next heartbeat. None: the job is not in
+    this database (a kept result waits for the right one)."""
     s = c.spec
     with db.connect(engine) as conn, conn.begin():
         if late:
-            taken = conn.execute(sa.text(
-                "UPDATE jobs SET status = 'done', lease_expires = NULL, error = NULL, run_id = :run_id,"
-                " updated_at = CURRENT_TIMESTAMP WHERE id = :id AND status IN ('queued', 'running', 'failed')"
-                " AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = :id)"),
-                {"id": c.job_id, "run_id": c.run_id}).rowcount == 1
-            if not taken:
-                return False
-            # This attempt may have been marked lost meanwhile, and another may hold the job now:
-            # reopen this one so that _end_run below closes it as done, and close the other.
-            conn.execute(sa.text("UPDATE runs SET outcome = 'running' WHERE id = :id"), {"id": c.run_id})
-            conn.execute(sa.text(
-                "UPDATE runs SET outcome = 'abandoned', ended_at = CURRENT_TIMESTAMP, error = :why"
-                " WHERE job_id = :job AND outcome = 'running' AND id <> :id"),
-                {"job": c.job_id, "id": c.run_id, "why": f"run {c.run_id}'s kept result was stored"})
+            c = _adopt(conn, c)
+            if not isinstance(c, Claim):
+                return c
         elif conn.execute(_sql(conn, "done"), {"id": c.job_id, "run_id": c.run_id}).rowcount != 1:
             _end_run(conn, c.run_id, "abandoned", "lease lost before the result was written")
             return False
@@ -260,6 +250,35 @@ def finish(engine: Engine, c: Claim, result: RunResult, wall_seconds: float | No
                                                 path=a["path"], sha256=a["sha256"], bytes=a["bytes"]))
         _end_run(conn, c.run_id, "done", config=result.config)
     return True
+
+
+def _adopt(conn: Connection, c: Claim) -> Claim | bool | None:
+    """For finish(late=True): make the job this attempt's again, or say why not (False: finished
+    or cancelled meanwhile; None: no such job here). A database restored from a copy may lack
+    the attempt's run row: one is written, so the result still names the attempt it came from."""
+    lock = "" if conn.dialect.name == "sqlite" else " FOR UPDATE"
+    row = conn.execute(sa.text(f"SELECT status FROM jobs WHERE id = :id{lock}"), {"id": c.job_id}).first()
+    if row is None:
+        return None
+    if row[0] in (Status.DONE.value, Status.CANCELLED.value) or \
+            conn.execute(_sql(conn, "has_result"), {"id": c.job_id}).first() is not None:
+        return False
+    if conn.execute(sa.text("SELECT 1 FROM runs WHERE id = :id AND job_id = :job"),
+                    {"id": c.run_id, "job": c.job_id}).first() is None:
+        run_id = conn.execute(_INSERT_RUN, dict(job_id=c.job_id, attempt=c.attempt, worker=c.worker,
+                                                host=c.worker.split(":")[0])).scalar_one()
+        c = replace(c, run_id=run_id)
+    # This attempt may have been marked lost meanwhile, and another may hold the job now: reopen
+    # this one so that finish closes it as done, and close the other.
+    conn.execute(sa.text("UPDATE runs SET outcome = 'running' WHERE id = :id"), {"id": c.run_id})
+    conn.execute(sa.text(
+        "UPDATE runs SET outcome = 'abandoned', ended_at = CURRENT_TIMESTAMP, error = :why"
+        " WHERE job_id = :job AND outcome = 'running' AND id <> :id"),
+        {"job": c.job_id, "id": c.run_id, "why": f"run {c.run_id}'s kept result was stored"})
+    conn.execute(sa.text(
+        "UPDATE jobs SET status = 'done', lease_expires = NULL, error = NULL, run_id = :run_id,"
+        " updated_at = CURRENT_TIMESTAMP WHERE id = :id"), {"id": c.job_id, "run_id": c.run_id})
+    return c
 
 
 # Everything finish writes per job, children before the results row.

@@ -173,6 +173,7 @@ def test_worker_stops_with_one_line_and_keeps_the_result(runner, tmp_path):
     engine = db.open_db(f"sqlite:///{path}", create=True)
     queue.enqueue(engine, "g", specs(2))
     engine.dispose()
+    shutil.copyfile(path, tmp_path / "backup.db")
     p = start_worker(f"sqlite:///{path}", runner, "--until-empty", tmp=tmp_path,
                      HARNESS_TEST_DB_FILE=str(path))
     _, err = p.communicate(timeout=120)
@@ -183,6 +184,19 @@ def test_worker_stops_with_one_line_and_keeps_the_result(runner, tmp_path):
     (kept,) = list((tmp_path / "runs").glob(f"*/{PENDING_FILE}"))
     with open(kept, "rb") as f:
         assert pickle.load(f).claim.job_id == kept.parent.name
+
+    # The user restores the database from a copy made before the worker started (it has no
+    # record of the attempt): the next worker stores the kept result instead of training again.
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(tmp_path / "backup.db", path)
+    engine = db.open_db(f"sqlite:///{path}")
+    trained = []
+    Worker(engine, opts(tmp_path), runner=lambda s, ctx: trained.append(s.job_id) or runners._result(s)).run()
+    assert kept.parent.name not in trained and len(trained) == 1 and not kept.exists()
+    assert rows(engine, "select status, count(*) from jobs group by status") == [("done", 2)]
+    assert rows(engine, f"select r.outcome from results x join runs r on r.id = x.run_id"
+                        f" where x.job_id = '{kept.parent.name}'") == [("done",)]
 
 
 def test_corrupt_database_every_command_says_so_in_one_line(tmp_path):
