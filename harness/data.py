@@ -172,9 +172,12 @@ def _load_split(task_name: str, split: str, source: str, stamp: tuple = ()):
         check_rows(task, columns, lambda i: f"{path}:{lines[i]}")
         if all(v is MISSING for v in columns["idx"]):
             del columns["idx"]
-        elif any(not isinstance(v, int) or isinstance(v, bool) for v in columns["idx"]):
-            i = next(i for i, v in enumerate(columns["idx"]) if not isinstance(v, int) or isinstance(v, bool))
-            raise DataError(f"{path}:{lines[i]}: idx {columns['idx'][i]!r} is not a whole number")
+        else:
+            for i, v in enumerate(columns["idx"]):
+                if v is MISSING:
+                    raise DataError(f"{path}:{lines[i]}: the row has no idx, while other rows have one")
+                if not isinstance(v, int) or isinstance(v, bool):
+                    raise DataError(f"{path}:{lines[i]}: idx {v!r} is not a whole number")
         ds = datasets.Dataset.from_dict(columns)
     if "idx" not in ds.column_names:
         ds = ds.add_column("idx", list(range(len(ds))))

@@ -47,6 +47,8 @@ BAD_ROWS = {
     "null text": (json.dumps({**ROW, "sentence": None}), "null 'sentence'"),
     "missing text column": (json.dumps({"text": "a fine film", "label": 1, "idx": 4}), "no 'sentence'"),
     "numeric text": (json.dumps({**ROW, "sentence": 42}), "non-text"),
+    "missing idx among rows that have one": (json.dumps({"sentence": "a fine film", "label": 1}), "no idx"),
+    "fractional idx": (json.dumps({**ROW, "idx": 4.5}), "idx 4.5 is not a whole number"),
 }
 
 
