@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -361,15 +362,16 @@ def _rows(task_name: str, split: str, source: str) -> int | None:
     """Row count of a split without loading it: lines of the local file, or the Hub table."""
     if source == "hub":
         return HUB_ROWS.get((task_name, split))
-    path = Path(source) / task_name / f"{split}.jsonl"
-    if not path.is_file():
-        raise HarnessError(f"task {task_name} has no {split} split in the local mirror ({path})")
-    st = path.stat()
+    path = os.path.join(source, task_name, f"{split}.jsonl")  # str, not Path: a hot path
+    try:
+        st = os.stat(path)  # one call: existence, and the key that keeps the count fresh
+    except FileNotFoundError:
+        raise HarnessError(f"task {task_name} has no {split} split in the local mirror ({path})") from None
     return _count_lines(path, st.st_size, st.st_mtime_ns)
 
 
 @lru_cache(maxsize=256)
-def _count_lines(path: Path, size: int, mtime_ns: int) -> int:
+def _count_lines(path: str, size: int, mtime_ns: int) -> int:
     with open(path, "rb") as f:
         return sum(1 for line in f if line.strip())
 
@@ -410,8 +412,8 @@ def check_spec_against_data(spec: JobSpec, data_dir: str | Path | None = None) -
     check_spec_against_task(spec)
     task = get_task(spec.task)
     source = _source_name(resolve_data_dir(data_dir))
-    for split in {task.eval_split, task.train_split} - {None}:
-        _rows(task.name, split, source)  # raises if the local mirror lacks the split
+    if task.train_split is not None and task.train_split != task.eval_split:
+        _rows(task.name, task.eval_split, source)  # raises if the mirror lacks it (train: below)
     wanted = sample_size(spec)
     pool = train_pool_size(task, data_dir)
     if pool is not None and pool <= 0:
