@@ -85,7 +85,7 @@ class FakeTranslator:
 def test_noisy_sets_are_keyed_by_their_texts(tmp_path, monkeypatch):
     import harness.noise.sets as sets
 
-    monkeypatch.setattr(sets, "_translator", lambda backend, device: FakeTranslator())
+    monkeypatch.setattr(sets, "_translator", lambda backend: FakeTranslator())
     texts = [("a good film",), ("a bad film",)]
     out1, rec1 = noisy_texts(texts, temperature=0.5, backend="firefox-pt", seed=0, cache_dir=tmp_path)
     out2, rec2 = noisy_texts(texts, temperature=0.5, backend="firefox-pt", seed=0, cache_dir=tmp_path)
