@@ -22,6 +22,8 @@ app = typer.Typer(help=__doc__.split("\n\n")[0] + "\n\nStart with `harness grids
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+tune_app = typer.Typer(help="Hyper-parameters chosen on validation from the `tune` grid.", no_args_is_help=True)
+app.add_typer(tune_app, name="tune")
 
 DbOpt = typer.Option(None, "--db", help="SQLAlchemy URL (default: $HARNESS_DB or sqlite:///results.db).")
 
@@ -158,6 +160,7 @@ def enqueue(
         "paper's 'sampled') or stratified (equal count per class, as LM-BFF)."),
     stage1_n: Optional[str] = typer.Option(None, "--stage1-n", help="transfer grid: train the SST-2 stage-1 model on a sample of this many examples ('full' = all, the paper's)."),
     stage1_epochs: Optional[int] = typer.Option(None, "--stage1-epochs", min=1, help="transfer grid: epochs of stage 1 (default min(epochs, 5))."),
+    tuned: bool = typer.Option(False, "--tuned", help="fewshot, noise, transfer: lr, λ, τ and warm-up per task from `harness tune select`."),
     max_attempts: int = typer.Option(queue.MAX_ATTEMPTS, "--max-attempts", min=1, help="Attempts before a job is failed."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be enqueued; write nothing."),
     no_check: bool = typer.Option(False, "--no-check", help="Skip the model check (configuration, files, max length): for a machine that does not hold the models its workers have."),
@@ -177,7 +180,9 @@ def enqueue(
         scl_reduction=_lower(scl_reduction), noise_mode=_lower(noise_mode),
         batching=_lower(batching), sampling=_lower(sampling), stage1_epochs=stage1_epochs,
         stage1_n=_stage1_n(stage1_n))
-    jobs = plan_jobs(g, overrides, check_models=not no_check)  # everything, before the database
+    # --tuned reads the stored choices, so the database must exist already, even for a dry run
+    engine = db.open_db(db_url) if tuned else None
+    jobs = plan_jobs(g, overrides, check_models=not no_check, tuned=engine)  # everything, before the database
     if dry_run:
         for spec, dep in jobs[:20]:
             typer.echo(f"{spec.job_id}  {spec.to_json()}" + (f"  after {dep}" if dep else ""))
@@ -185,7 +190,7 @@ def enqueue(
             typer.echo(f"... and {len(jobs) - 20} more")
         typer.echo(f"dry run: grid {grid} has {len(jobs)} jobs; nothing written")
         return
-    engine = db.open_db(db_url, create=True)
+    engine = engine or db.open_db(db_url, create=True)
     added, existing = queue.enqueue(engine, grid, [s for s, _ in jobs], max_attempts=max_attempts,
                                     depends={s.job_id: d for s, d in jobs if d})
     typer.echo(f"grid {grid}: added {added} jobs, {existing} already existed "
@@ -395,6 +400,26 @@ def bench(
     r = run_bench(model, task=task, batch_size=batch_size, steps=steps, max_length=max_length,
                   repeats=repeats, device=select_device(gpu))
     typer.echo(format_bench(r))
+
+
+@tune_app.command("select")
+@fail_cleanly
+def tune_select(
+    model: str = typer.Option(grids.GRIDS["tune"].base["model"], help="The model the tune grid ran."),
+    tasks: Optional[str] = typer.Option(None, help="Comma list of tasks (default: every task tuned)."),
+    db_url: Optional[str] = DbOpt,
+):
+    """Choose per task: the learning rate by CE's mean validation score over the tuning seeds, then
+    λ and τ by CE+SCL's at that learning rate; store the choice and the numbers behind it."""
+    from harness import tuning
+
+    engine = db.open_db(db_url)
+    choices = tuning.select(engine, model=model, tasks=_split(tasks))  # refuses before writing
+    tuning.store(engine, choices)
+    for c in choices:
+        typer.echo(f"{c.task:<6} {c.model}: lr {c.lr:g}, λ {c.lam:g}, τ {c.tau:g} (warm-up {c.warmup_ratio:g}); "
+                   f"validation {c.metric} CE {c.ce_val_score:.4f}, CE+SCL {c.scl_val_score:.4f} "
+                   f"(mean of seeds {', '.join(map(str, c.seeds))}, {len(c.candidates)} settings tried)")
 
 
 @db_app.command("upgrade")

@@ -20,7 +20,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from harness.errors import DatabaseFileError, DatabaseUnavailable, HarnessError
 
 DEFAULT_URL = "sqlite:///results.db"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SQLITE_BUSY_TIMEOUT_MS = 60_000  # writers wait this long for the write lock before giving up
 
 metadata = sa.MetaData()
@@ -189,6 +189,29 @@ artifacts = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),  # over the folder's file names and bytes
     sa.Column("bytes", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.DateTime, server_default=sa.func.current_timestamp()),
+)
+
+
+# Hyper-parameters chosen on validation (harness.tuning): one row per (task, model), replaced when
+# chosen again, with the numbers the choice rested on. `harness enqueue --tuned` reads it.
+tuning_choices = sa.Table(
+    "tuning_choices", metadata,
+    sa.Column("task", sa.String(64), primary_key=True),
+    sa.Column("model", sa.String(256), primary_key=True),
+    sa.Column("lr", sa.Float, nullable=False),  # both losses (chosen on CE)
+    sa.Column("lam", sa.Float, nullable=False),  # CE+SCL's λ (chosen at that lr)
+    sa.Column("tau", sa.Float, nullable=False),  # CE+SCL's τ
+    sa.Column("warmup_ratio", sa.Float, nullable=False),  # the schedule the lr was chosen with
+    sa.Column("metric", sa.String(16), nullable=False),  # the validation metric averaged
+    sa.Column("ce_val_score", sa.Float, nullable=False),  # mean over tuning seeds, chosen CE
+    sa.Column("scl_val_score", sa.Float, nullable=False),  # mean over tuning seeds, chosen CE+SCL
+    sa.Column("n", sa.Integer),
+    sa.Column("seeds", sa.Text, nullable=False),  # JSON list of the tuning seeds
+    sa.Column("rule", sa.Text, nullable=False),  # the selection rule, in words
+    # JSON list, one entry per setting tried: loss, lr, lam, tau, mean, per-seed scores, job ids
+    sa.Column("candidates", sa.Text, nullable=False),
+    sa.Column("base", sa.Text, nullable=False),  # JSON: the spec fields every tuning job shared
+    sa.Column("chosen_at", sa.DateTime, server_default=sa.func.current_timestamp()),
 )
 
 
@@ -364,6 +387,7 @@ MIGRATIONS = {
     1: lambda conn: metadata.create_all(conn),
     2: _add_missing,  # noise_sets and artifacts tables, results.scl_batch_size, jobs.depends_on index
     3: _add_missing,  # results.batching, results.sampling, results.class_counts
+    4: _add_missing,  # tuning_choices table
 }
 
 

@@ -16,6 +16,12 @@ from harness.errors import HarnessError
 from harness.spec import DEFAULT_MODEL, LOSSES, PAPER_LAM, PAPER_TAU, SMALL_MODEL, JobSpec
 TRANSFER_TARGETS = ("amazon_polarity_sample", "yelp_polarity", "mr", "cr", "mpqa", "subj")
 TRANSFER_PER_CLASS = 20  # stage 2: 20 labelled examples per class (N = 40)
+# Tuning on validation (grid `tune`): seeds that no reported grid uses, the paper's λ and τ values
+# crossed, and learning rates for a 3-layer MiniLM that trains ~70 steps (N = 100, 10 epochs,
+# batch 16): RoBERTa-large's 1e-5 barely moves it, 3e-4 (the smoke grid's) learns in 6 epochs.
+TUNE_SEEDS = (100, 101)
+TUNE_LRS = (1e-4, 3e-4, 1e-3)
+TUNE_SCL = tuple(itertools.product((0.5, 0.9), (0.1, 0.3, 0.7)))  # (λ, τ)
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,8 @@ class Grid:
     noises: tuple[float, ...] = (0.0,)
     batch_sizes: tuple[int, ...] = (16,)
     base: dict = field(default_factory=dict)  # JobSpec fields shared by every job
+    lrs: tuple[float, ...] = ()  # learning rates crossed; empty: base's lr only
+    scl_settings: tuple[tuple[float, float], ...] = ()  # (λ, τ) crossed for CE+SCL; empty: base's
 
     def axes(self) -> dict:
         return dict(tasks=self.tasks, ns=self.ns, seeds=self.seeds, losses=self.losses,
@@ -55,6 +63,12 @@ GRIDS: dict[str, Grid] = {g.name: g for g in [
          "examples per class (stage 2), 10 samples, plus a from-pretrained baseline",
          tasks=TRANSFER_TARGETS, ns=(2 * TRANSFER_PER_CLASS,), seeds=tuple(range(10)),
          base=dict(_PAPER, epochs=10)),
+    Grid("tune", 1, "hyper-parameters on validation: N = 100, tuning seeds 100-101, CE over 3 "
+         "learning rates, CE+SCL over λ ∈ {0.5, 0.9} × τ ∈ {0.1, 0.3, 0.7} at each (small model)",
+         tasks=("sst2", "qnli", "mnli"), ns=(100,), seeds=TUNE_SEEDS, lrs=TUNE_LRS,
+         scl_settings=TUNE_SCL,
+         base=dict(lam=PAPER_LAM, tau=PAPER_TAU, model=SMALL_MODEL, lr=TUNE_LRS[1],
+                   warmup_ratio=0.1, epochs=10, max_length=128)),
     Grid("smoke", 1, "a minute-scale design for demos and tests: small model, SST-2, N = 20, 6 epochs",
          tasks=("sst2",), ns=(20,), seeds=(0, 1, 2, 3),
          # a 3-layer MiniLM needs a larger step than RoBERTa-large's 1e-5 to move in 6 epochs
@@ -97,13 +111,26 @@ def expand(grid: Grid, **overrides) -> list[tuple[JobSpec, str | None]]:
             raise HarnessError(f"the {axis} axis of grid {grid.name!r} is empty")
     if grid.name == "transfer":
         return _expand_transfer(axes, base, **stage1)
+    # the grid's learning rates, unless --lr pins one (then base holds it)
+    lrs = [dict(lr=lr) for lr in grid.lrs] if grid.lrs and "lr" not in overrides else [{}]
+    settings = _scl_settings(grid, overrides)
     out = []
-    for task, n, noise, bs, seed, loss in itertools.product(
-            axes["tasks"], axes["ns"], axes["noises"], axes["batch_sizes"], axes["seeds"],
+    for task, n, noise, bs, seed, lr, loss in itertools.product(
+            axes["tasks"], axes["ns"], axes["noises"], axes["batch_sizes"], axes["seeds"], lrs,
             axes["losses"]):
-        out.append((JobSpec.make(**(base | dict(task=task, n=n, noise=noise, batch_size=bs,
-                                                seed=seed, loss=loss))), None))
+        for scl in (settings if loss != "ce" else [{}]):
+            out.append((JobSpec.make(**(base | dict(task=task, n=n, noise=noise, batch_size=bs,
+                                                    seed=seed, loss=loss) | lr | scl)), None))
     return out
+
+
+def _scl_settings(grid: Grid, overrides: dict) -> list[dict]:
+    """The (λ, τ) settings of the grid's CE+SCL jobs: its crossed settings with --lam / --tau
+    pinning their value (duplicates dropped), or the base's own."""
+    if not grid.scl_settings:
+        return [{}]
+    pinned = [(overrides.get("lam", lam), overrides.get("tau", tau)) for lam, tau in grid.scl_settings]
+    return [dict(lam=lam, tau=tau) for lam, tau in dict.fromkeys(pinned)]
 
 
 def _expand_transfer(axes: dict, base: dict, stage1_n: int | None = None,

@@ -1,0 +1,233 @@
+"""Hyper-parameters chosen on validation, as the paper chose them: never on test, never on the
+seeds that are reported.
+
+The `tune` grid runs, per task, CE at each of its learning rates and CE+SCL at each (λ, τ) and
+learning rate, on tuning seeds no reported grid uses. `select` then picks, per (task, model):
+
+1. the learning rate with CE's best mean validation score over the tuning seeds;
+2. λ and τ with CE+SCL's best mean validation score at that learning rate.
+
+Both losses keep one learning rate, so the reported CE and CE+SCL runs of a cell differ only in the
+loss and stay paired in every table (the analysis pairs runs with equal hyper-parameters). AdamW
+rescales each step, so λ's down-weighting of CE does not call for a larger step. The CE+SCL runs at
+the other learning rates are kept and shown in the report, so a reader can see whether CE+SCL would
+have preferred another. Ties go to the smaller learning rate, then the smaller λ and τ.
+
+`enqueue --tuned` reads the stored choice: `tuned_fields` gives the spec fields it sets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from harness import db
+from harness.errors import HarnessError
+from harness.spec import SMALL_MODEL, JobSpec
+
+TUNE_GRID = "tune"
+RULE = ("learning rate: CE's best mean validation score over the tuning seeds; λ, τ: CE+SCL's best "
+        "mean validation score over the tuning seeds at that learning rate; ties to the smaller value")
+# What a candidate setting is: the fields the tune grid varies (the rest must be shared).
+VARIED = ("loss", "lr", "lam", "tau", "scl_reduction")
+# Spec fields that differ per job without making it another setting.
+PER_JOB = ("seed", "train_seed")
+# Grids whose jobs `enqueue --tuned` can set, and which task's choice each job takes: transfer
+# jobs (SST-2 stage 1, sentiment and subjectivity targets) all take SST-2's.
+TUNED_GRIDS = ("fewshot", "noise", "transfer")
+TUNED_FIELDS = ("lr", "lam", "tau", "warmup_ratio")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One setting tried: its validation score on each tuning seed."""
+
+    loss: str
+    lr: float
+    lam: float
+    tau: float | None
+    scores: dict[int, float]  # seed -> validation score of the selected epoch
+    job_ids: tuple[str, ...]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.scores.values()) / len(self.scores)
+
+    def rank_key(self):
+        return (-self.mean, self.lr, self.lam, self.tau or 0.0)
+
+    def record(self) -> dict:
+        return dict(loss=self.loss, lr=self.lr, lam=self.lam, tau=self.tau, mean=self.mean,
+                    scores={str(k): v for k, v in sorted(self.scores.items())},
+                    job_ids=list(self.job_ids))
+
+
+@dataclass(frozen=True)
+class Choice:
+    task: str
+    model: str
+    lr: float
+    lam: float
+    tau: float
+    warmup_ratio: float
+    metric: str
+    ce_val_score: float
+    scl_val_score: float
+    n: int | None
+    seeds: tuple[int, ...]
+    candidates: tuple[Candidate, ...]
+    base: dict  # spec fields every tuning job of the task shared
+
+    def fields(self) -> dict:
+        """The JobSpec fields a tuned job takes from this choice."""
+        return dict(lr=self.lr, lam=self.lam, tau=self.tau, warmup_ratio=self.warmup_ratio)
+
+
+# ---- select -------------------------------------------------------------------------------
+
+def select(engine: Engine, *, model: str = SMALL_MODEL, tasks: list[str] | None = None) -> list[Choice]:
+    """The choice for each task (all tasks with tuning jobs of `model`, or `tasks`), from the
+    finished tune grid. Raises HarnessError, naming what is missing, unless every tuning job of
+    each task is done."""
+    rows = _tuning_rows(engine, model, tasks)
+    if not rows:
+        raise HarnessError(f"no tuning jobs for model {model}"
+                           + (f" and task(s) {', '.join(tasks)}" if tasks else "")
+                           + ": run `harness enqueue --grid tune` and `harness work --grid tune` first")
+    by_task = defaultdict(list)
+    for r in rows:
+        by_task[r["task"]].append(r)
+    missing = [t for t in (tasks or []) if t not in by_task]
+    if missing:
+        raise HarnessError(f"no tuning jobs for task(s) {', '.join(missing)} with model {model}: "
+                           "run `harness enqueue --grid tune` first")
+    return [_choose(task, model, by_task[task]) for task in sorted(by_task)]
+
+
+def _tuning_rows(engine: Engine, model: str, tasks: list[str] | None) -> list[dict]:
+    j, r = db.jobs, db.results
+    q = (sa.select(j.c.id, j.c.task, j.c.status, j.c.spec, r.c.val_score, r.c.metric)
+         .select_from(j.outerjoin(r, r.c.job_id == j.c.id))
+         .where(j.c.grid == TUNE_GRID, j.c.model == model))
+    if tasks:
+        q = q.where(j.c.task.in_(tasks))
+    with db.connect(engine) as conn:
+        return [dict(m) for m in conn.execute(q.order_by(j.c.seq)).mappings()]
+
+
+def _choose(task: str, model: str, rows: list[dict]) -> Choice:
+    _check_complete(task, model, rows)
+    specs = {r["id"]: JobSpec.from_json(r["spec"]) for r in rows}
+    base = _shared_base(task, specs.values())
+    seeds = sorted({s.seed for s in specs.values()})
+    cands = _candidates(rows, specs)
+    for c in cands:
+        if sorted(c.scores) != seeds:
+            raise HarnessError(f"tuning of {task} ({model}) is incomplete: {c.loss} at lr {c.lr:g}"
+                               + (f", λ {c.lam:g}, τ {c.tau:g}" if c.loss != "ce" else "")
+                               + f" ran on seeds {sorted(c.scores)}, not all of {seeds}: "
+                               "enqueue the tune grid again with the same options")
+    ce = sorted((c for c in cands if c.loss == "ce"), key=Candidate.rank_key)
+    if not ce:
+        raise HarnessError(f"tuning of {task} ({model}) has no CE runs to choose the learning rate from")
+    lr = ce[0].lr
+    scl = sorted((c for c in cands if c.loss == "ce+scl" and c.lr == lr), key=Candidate.rank_key)
+    if not scl:
+        raise HarnessError(f"tuning of {task} ({model}) has no CE+SCL runs at CE's learning rate "
+                           f"{lr:g} to choose λ and τ from")
+    metrics = {r["metric"] for r in rows}
+    return Choice(task=task, model=model, lr=lr, lam=scl[0].lam, tau=scl[0].tau,
+                  warmup_ratio=base["warmup_ratio"], metric=metrics.pop(), ce_val_score=ce[0].mean,
+                  scl_val_score=scl[0].mean, n=base.get("n"), seeds=tuple(seeds),
+                  candidates=tuple(sorted(cands, key=lambda c: (c.loss, c.lr, c.lam, c.tau or 0.0))),
+                  base=base)
+
+
+def _check_complete(task: str, model: str, rows: list[dict]) -> None:
+    counts = defaultdict(int)
+    for r in rows:
+        counts[r["status"]] += 1
+    if counts["done"] == len(rows) and all(r["val_score"] is not None for r in rows):
+        return
+    rest = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()) if k != "done")
+    hint = ("`harness retry --grid tune` re-queues failed and cancelled jobs"
+            if counts["failed"] or counts["cancelled"] else
+            "let the workers finish (`harness work --grid tune --until-empty`)")
+    if counts["done"] == len(rows):
+        rest, hint = "some without a validation score", "check `harness status`"
+    raise HarnessError(f"tuning of {task} ({model}) is incomplete: {counts['done']} of {len(rows)} "
+                       f"jobs done ({rest}); {hint}, then select again")
+
+
+def _shared_base(task: str, specs) -> dict:
+    """The spec fields every tuning job shares; refuse jobs that differ in anything but the
+    tuned settings and the seed (two tune enqueues with different options)."""
+    bases = {json.dumps({k: v for k, v in dataclasses.asdict(s).items()
+                         if k not in VARIED + PER_JOB}, sort_keys=True) for s in specs}
+    if len(bases) > 1:
+        decoded = [json.loads(b) for b in bases]
+        differ = sorted(k for k in decoded[0] if len({json.dumps(d.get(k)) for d in decoded}) > 1)
+        raise HarnessError(f"tuning jobs of {task} differ in {', '.join(differ)}, not only in the "
+                           "tuned settings: cancel the ones you do not mean (`harness cancel --job`)")
+    return json.loads(bases.pop())
+
+
+def _candidates(rows: list[dict], specs: dict[str, JobSpec]) -> list[Candidate]:
+    groups: dict[tuple, dict] = {}
+    for r in rows:
+        s = specs[r["id"]]
+        g = groups.setdefault((s.loss, s.lr, s.lam, s.tau), dict(scores={}, ids=[]))
+        g["scores"][s.seed] = float(r["val_score"])
+        g["ids"].append(r["id"])
+    return [Candidate(loss, lr, lam, tau, g["scores"], tuple(g["ids"]))
+            for (loss, lr, lam, tau), g in groups.items()]
+
+
+# ---- store and read -----------------------------------------------------------------------
+
+def store(engine: Engine, choices: list[Choice]) -> None:
+    """Write the choices, replacing earlier ones for the same (task, model), in one transaction."""
+    t = db.tuning_choices
+    with db.connect(engine) as conn, conn.begin():
+        for c in choices:
+            conn.execute(sa.delete(t).where(t.c.task == c.task, t.c.model == c.model))
+            conn.execute(sa.insert(t).values(
+                task=c.task, model=c.model, lr=c.lr, lam=c.lam, tau=c.tau,
+                warmup_ratio=c.warmup_ratio, metric=c.metric, ce_val_score=c.ce_val_score,
+                scl_val_score=c.scl_val_score, n=c.n, seeds=json.dumps(list(c.seeds)), rule=RULE,
+                candidates=json.dumps([x.record() for x in c.candidates]),
+                base=json.dumps(c.base, sort_keys=True)))
+
+
+def stored(engine: Engine, model: str | None = None) -> dict[tuple[str, str], dict]:
+    """Stored choices by (task, model): the tuned spec fields."""
+    t = db.tuning_choices
+    q = sa.select(t.c.task, t.c.model, *(t.c[k] for k in TUNED_FIELDS))
+    if model is not None:
+        q = q.where(t.c.model == model)
+    with db.connect(engine) as conn:
+        return {(r["task"], r["model"]): {k: r[k] for k in TUNED_FIELDS}
+                for r in conn.execute(q).mappings()}
+
+
+def tuned_fields(engine: Engine, grid: str, tasks, model: str) -> dict[str, dict]:
+    """Per task of the grid, the spec fields `enqueue --tuned` sets (lr, λ, τ, warm-up ratio).
+
+    Raises HarnessError for a grid that is not tuned this way or a task without a stored choice.
+    """
+    if grid not in TUNED_GRIDS:
+        raise HarnessError(f"--tuned applies to the {', '.join(TUNED_GRIDS)} grids, not {grid!r}")
+    choices = stored(engine, model)
+    out = {}
+    for task in tasks:
+        source = "sst2" if grid == "transfer" else task
+        if (source, model) not in choices:
+            raise HarnessError(f"no tuned hyper-parameters stored for {source} with model {model}: "
+                               "run the tune grid and `harness tune select` first")
+        out[task] = choices[(source, model)]
+    return out

@@ -1,0 +1,224 @@
+"""The tune grid, `harness tune select` and `enqueue --tuned`, on real SQLite files whose results go
+through the queue's own claim/finish path."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+import sqlalchemy as sa
+from test_cli import dump, invoke
+
+from harness import db, grids, queue, tuning
+from harness.errors import HarnessError
+from harness.runner import RunResult
+from harness.spec import SMALL_MODEL
+
+
+def score(spec) -> float:
+    """A validation score with a known best: CE peaks at lr 3e-4 on average over the seeds, though
+    lr 1e-3 has the best single seed; CE+SCL peaks at λ 0.5, τ 0.1 at 3e-4, and scores higher still
+    at lr 1e-3, which the rule must ignore (λ, τ are chosen at CE's learning rate)."""
+    by_lr = {1e-4: 0.60, 3e-4: 0.70, 1e-3: 0.62}[spec.lr]
+    if spec.loss == "ce" and spec.lr == 1e-3:
+        by_lr += 0.15 if spec.seed == 100 else -0.12  # best seed, worse mean (0.635 < 0.70)
+    if spec.loss == "ce+scl":
+        by_lr += 0.02 * (spec.lam == 0.5) + 0.01 * (spec.tau == 0.1) + 0.2 * (spec.lr == 1e-3)
+    return by_lr + {"sst2": 0.1, "qnli": 0.0, "mnli": -0.2}[spec.task]
+
+
+def run_all(engine, *, leave: int = 0, fail: int = 0) -> None:
+    """Claim and finish every queued job but the last `leave`; fail the next `fail` for good."""
+    with db.connect(engine) as conn:
+        todo = conn.execute(sa.text("select count(*) from jobs where status = 'queued'")).scalar_one()
+    for i in range(todo - leave):
+        c = queue.claim(engine, "w")
+        if i >= todo - leave - fail:
+            queue.fail(engine, c, RuntimeError("boom"), permanent=True)
+            continue
+        v = score(c.spec)
+        queue.finish(engine, c, RunResult(metric="accuracy", val_score=v, test_score=0.5,
+                                          val_accuracy=v, test_accuracy=0.5, best_epoch=1,
+                                          n_train=100, n_test=10, train_seconds=0.0))
+
+
+def enqueue(engine, grid="tune", **overrides) -> None:
+    jobs = grids.expand(grids.get_grid(grid), **overrides)
+    queue.enqueue(engine, grid, [s for s, _ in jobs], depends={s.job_id: d for s, d in jobs if d})
+
+
+@pytest.fixture
+def tuned_db(tmp_path):
+    path = tmp_path / "results.db"
+    engine = db.open_db(f"sqlite:///{path}", create=True)
+    enqueue(engine)
+    run_all(engine)
+    return path, engine
+
+
+# ---- the grid -----------------------------------------------------------------------------
+
+def test_tune_grid_crosses_lr_for_ce_and_lr_lambda_tau_for_scl():
+    specs = [s for s, _ in grids.expand(grids.get_grid("tune"))]
+    assert len(specs) == len({s.job_id for s in specs}) == 126
+    ce = [s for s in specs if s.loss == "ce"]
+    scl = [s for s in specs if s.loss == "ce+scl"]
+    assert len(ce) == 3 * 2 * 3 and len(scl) == 3 * 2 * 3 * 6
+    assert {s.lr for s in specs} == {1e-4, 3e-4, 1e-3}
+    assert {(s.lam, s.tau) for s in scl} == {(lam, tau) for lam in (0.5, 0.9) for tau in (0.1, 0.3, 0.7)}
+    assert {(s.lam, s.tau) for s in ce} == {(0.0, None)}
+    assert {s.seed for s in specs} == {100, 101} and {s.n for s in specs} == {100}
+    assert {s.task for s in specs} == {"sst2", "qnli", "mnli"}
+    assert {(s.model, s.epochs, s.warmup_ratio) for s in specs} == {(SMALL_MODEL, 10, 0.1)}
+    reported = {s.job_id for g in ("fewshot", "noise") for s, _ in grids.expand(grids.get_grid(g))}
+    assert not reported & {s.job_id for s in specs}
+
+
+def test_tune_grid_options_pin_an_axis():
+    g = grids.get_grid("tune")
+    assert len(grids.expand(g, lr=3e-4)) == 3 * 2 * (1 + 6)
+    pinned = [s for s, _ in grids.expand(g, lam=0.9, tasks=["sst2"])]
+    assert len(pinned) == 2 * 3 * (1 + 3) and {s.lam for s in pinned if s.loss != "ce"} == {0.9}
+    assert len(grids.expand(g, losses=["ce"])) == 18
+
+
+# ---- select -------------------------------------------------------------------------------
+
+def test_select_picks_by_mean_validation_and_stores_the_numbers(tuned_db):
+    path, engine = tuned_db
+    r = invoke("tune", "select", "--db", f"sqlite:///{path}")
+    assert r.exit_code == 0, r.output
+    assert "sst2" in r.stdout and "lr 0.0003, λ 0.5, τ 0.1" in r.stdout
+    with sqlite3.connect(path) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = {r["task"]: dict(r) for r in conn.execute("select * from tuning_choices")}
+    assert set(rows) == {"sst2", "qnli", "mnli"}
+    sst2 = rows["sst2"]
+    assert (sst2["lr"], sst2["lam"], sst2["tau"], sst2["warmup_ratio"]) == (3e-4, 0.5, 0.1, 0.1)
+    assert sst2["model"] == SMALL_MODEL and sst2["n"] == 100 and json.loads(sst2["seeds"]) == [100, 101]
+    assert sst2["ce_val_score"] == pytest.approx(0.80) and sst2["scl_val_score"] == pytest.approx(0.83)
+    cands = json.loads(sst2["candidates"])
+    assert len(cands) == 3 + 18 and all(len(c["scores"]) == 2 and len(c["job_ids"]) == 2 for c in cands)
+    best_seed = next(c for c in cands if c["loss"] == "ce" and c["lr"] == 1e-3)
+    assert best_seed["scores"] == {"100": pytest.approx(0.87), "101": pytest.approx(0.60)}
+    assert json.loads(sst2["base"])["epochs"] == 10 and "mean validation" in sst2["rule"]
+    assert rows["mnli"]["ce_val_score"] == pytest.approx(0.50)
+
+
+def test_select_again_replaces_the_choice(tuned_db):
+    path, engine = tuned_db
+    for _ in range(2):
+        tuning.store(engine, tuning.select(engine))
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("select count(*) from tuning_choices").fetchone()[0] == 3
+
+
+@pytest.mark.parametrize("leave,fail,needle", [(1, 0, "1 queued"), (0, 2, "2 failed")])
+def test_select_refuses_incomplete_tuning_and_writes_nothing(tmp_path, leave, fail, needle):
+    path = tmp_path / "results.db"
+    engine = db.open_db(f"sqlite:///{path}", create=True)
+    enqueue(engine)
+    run_all(engine, leave=leave, fail=fail)
+    before = dump(path)
+    r = invoke("tune", "select", "--db", f"sqlite:///{path}")
+    assert r.exit_code == 2 and r.stderr.startswith("error: tuning of mnli")
+    assert "incomplete: " in r.stderr and needle in r.stderr
+    assert ("harness retry" in r.stderr) == bool(fail)
+    assert dump(path) == before
+
+
+def test_select_errors(tmp_path, tuned_db):
+    _, engine = tuned_db
+    with pytest.raises(HarnessError, match="no tuning jobs for model other"):
+        tuning.select(engine, model="other")
+    with pytest.raises(HarnessError, match="no tuning jobs for task.s. rte"):
+        tuning.select(engine, tasks=["sst2", "rte"])
+    empty = tmp_path / "empty.db"
+    db.open_db(f"sqlite:///{empty}", create=True)
+    r = invoke("tune", "select", "--db", f"sqlite:///{empty}")
+    assert r.exit_code == 2 and "harness enqueue --grid tune" in r.stderr
+
+
+def test_select_refuses_tuning_jobs_that_differ_beyond_the_tuned_settings(tmp_path):
+    engine = db.open_db(f"sqlite:///{tmp_path / 'r.db'}", create=True)
+    enqueue(engine, tasks=["sst2"])
+    enqueue(engine, tasks=["sst2"], epochs=3, lr=1e-4, losses=["ce"], seeds=[100])
+    run_all(engine)
+    with pytest.raises(HarnessError, match="tuning jobs of sst2 differ in epochs"):
+        tuning.select(engine)
+
+
+# ---- enqueue --tuned ----------------------------------------------------------------------
+
+def test_enqueue_tuned_sets_lr_lambda_tau_per_task(tuned_db):
+    path, engine = tuned_db
+    tuning.store(engine, tuning.select(engine))
+    with engine.begin() as conn:  # give qnli a choice of its own
+        conn.execute(sa.text("update tuning_choices set lr = 1e-4, lam = 0.9, tau = 0.7 where task = 'qnli'"))
+    url = f"sqlite:///{path}"
+    r = invoke("enqueue", "--grid", "fewshot", "--tuned", "--model", SMALL_MODEL, "--db", url)
+    assert r.exit_code == 0, r.output
+    assert "added 180 jobs" in r.stdout
+    with sqlite3.connect(path) as conn:
+        specs = [json.loads(s) for (s,) in conn.execute("select spec from jobs where grid = 'fewshot'")]
+    got = {(s["task"], s["loss"], s["lr"], s["lam"], s.get("tau"), s["warmup_ratio"]) for s in specs}
+    assert got == {("sst2", "ce", 3e-4, 0.0, None, 0.1), ("sst2", "ce+scl", 3e-4, 0.5, 0.1, 0.1),
+                   ("mnli", "ce", 3e-4, 0.0, None, 0.1), ("mnli", "ce+scl", 3e-4, 0.5, 0.1, 0.1),
+                   ("qnli", "ce", 1e-4, 0.0, None, 0.1), ("qnli", "ce+scl", 1e-4, 0.9, 0.7, 0.1)}
+    r = invoke("enqueue", "--grid", "fewshot", "--tuned", "--model", SMALL_MODEL, "--db", url)
+    assert "added 0 jobs, 180 already existed" in r.stdout
+    r = invoke("enqueue", "--grid", "noise", "--tuned", "--model", SMALL_MODEL, "--noise", "0.3,0.9",
+               "--seeds", "5", "--tasks", "qnli", "--dry-run", "--db", url)
+    assert r.exit_code == 0 and "has 20 jobs" in r.stdout and '"lr":0.0001' in r.stdout
+
+
+def test_enqueue_tuned_transfer_takes_sst2s_choice_and_keeps_dependencies(tuned_db):
+    path, engine = tuned_db
+    tuning.store(engine, tuning.select(engine, tasks=["sst2"]))
+    r = invoke("enqueue", "--grid", "transfer", "--tuned", "--model", SMALL_MODEL, "--tasks", "mr,cr",
+               "--seeds", "2", "--db", f"sqlite:///{path}")
+    assert r.exit_code == 0, r.output
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("select id, spec, depends_on from jobs where grid = 'transfer'").fetchall()
+    ids = {i for i, _, _ in rows}
+    assert len(rows) == 2 + 2 * 2 * 3
+    assert {json.loads(s)["lr"] for _, s, _ in rows} == {3e-4}
+    assert all(d in ids for _, _, d in rows if d)
+
+
+def test_enqueue_tuned_errors_leave_the_database_unchanged(tuned_db):
+    path, engine = tuned_db
+    tuning.store(engine, tuning.select(engine, tasks=["sst2", "qnli"]))
+    url = f"sqlite:///{path}"
+    before = dump(path)
+    cases = [
+        (["--grid", "fewshot", "--tuned", "--model", SMALL_MODEL], "no tuned hyper-parameters stored for mnli"),
+        (["--grid", "fewshot", "--tuned"], "no tuned hyper-parameters stored for sst2 with model roberta-large"),
+        (["--grid", "fewshot", "--tuned", "--model", SMALL_MODEL, "--tasks", "sst2", "--lr", "1e-5"], "drop --lr"),
+        (["--grid", "glue", "--tuned", "--model", SMALL_MODEL], "--tuned applies to the fewshot, noise, transfer"),
+    ]
+    for args, needle in cases:
+        r = invoke("enqueue", *args, "--db", url)
+        assert r.exit_code == 2 and needle in r.stderr, (args, r.output)
+    assert dump(path) == before
+    r = invoke("enqueue", "--grid", "fewshot", "--tuned", "--dry-run", "--db", f"sqlite:///{path.parent / 'none.db'}")
+    assert r.exit_code == 2 and "does not exist" in r.stderr
+
+
+# ---- migration ----------------------------------------------------------------------------
+
+def test_upgrade_from_version_3_adds_tuning_choices(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = db.open_db(url, create=True)
+    enqueue(engine, tasks=["sst2"], losses=["ce"])
+    with engine.begin() as conn:  # what a version-3 harness made
+        conn.execute(sa.text("drop table tuning_choices"))
+        conn.execute(sa.text("update harness_meta set value = '3' where key = 'schema_version'"))
+    with pytest.raises(HarnessError, match="harness db upgrade"):
+        db.open_db(url)
+    r = invoke("db", "upgrade", "--db", url)
+    assert r.exit_code == 0 and "schema version 3 -> 4" in r.stdout
+    assert "tuning_choices" in sa.inspect(db.open_db(url)).get_table_names()
+    with db.connect(engine) as conn:
+        assert conn.execute(sa.text("select count(*) from jobs")).scalar_one() == 6
