@@ -74,20 +74,42 @@ def load_results(db) -> pd.DataFrame:
 _TEXT_FIELDS = ("init_from", "noise_mode")
 
 
+def load_predictions(db, job_ids=None) -> pd.DataFrame:
+    """Per-example test predictions, one row each: job_id, example, label, prediction.
+
+    Reads both stores: the packed `test_predictions` rows jobs write now, and the row-per-example
+    `predictions` table of runs stored by older harnesses. job_ids: only these jobs (default all).
+    """
+    from harness.storage import unpack_predictions
+
+    engine = engine_of(db)
+    p, tp = hdb.predictions, hdb.test_predictions
+    ids = None if job_ids is None else list(dict.fromkeys(job_ids))
+    chunks = [None] if ids is None else [ids[i:i + IN_CHUNK] for i in range(0, len(ids), IN_CHUNK)]
+    frames = []
+    with hdb.connect(engine) as conn:
+        for chunk in chunks:
+            q = sa.select(p.c.job_id, p.c.example, p.c.label, p.c.prediction)
+            packed = sa.select(tp)
+            if chunk is not None:
+                q, packed = q.where(p.c.job_id.in_(chunk)), packed.where(tp.c.job_id.in_(chunk))
+            frames.append(pd.read_sql(q, conn))
+            for row in conn.execute(packed).mappings():
+                ex, labels, preds = unpack_predictions(row)
+                frames.append(pd.DataFrame({"job_id": row["job_id"], "example": ex, "label": labels,
+                                            "prediction": preds}))
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame({"job_id": pd.Series(dtype=object), "example": pd.Series(dtype="int64"),
+                             "label": pd.Series(dtype=float), "prediction": pd.Series(dtype=float)})
+    return pd.concat(frames, ignore_index=True)
+
+
 def load_correct(db, job_ids) -> dict[str, pd.Series]:
     """Per job, a 0/1 Series indexed by test example idx: prediction == label."""
-    engine = engine_of(db)
-    p = hdb.predictions
-    frames = []
-    ids = list(dict.fromkeys(job_ids))
-    with hdb.connect(engine) as conn:
-        for i in range(0, len(ids), IN_CHUNK):
-            q = sa.select(p.c.job_id, p.c.example, p.c.label, p.c.prediction).where(
-                p.c.job_id.in_(ids[i:i + IN_CHUNK]))
-            frames.append(pd.read_sql(q, conn))
-    if not frames or not sum(len(f) for f in frames):
+    df = load_predictions(db, job_ids)
+    if df.empty:
         return {}
-    df = pd.concat(frames, ignore_index=True)
     df["correct"] = (df["label"] == df["prediction"]).astype(np.int8)
     return {job: g.set_index("example")["correct"] for job, g in df.groupby("job_id", sort=False)}
 

@@ -138,7 +138,21 @@ predictions = sa.Table(
     sa.Column("prediction", sa.Float, nullable=False),
 )
 
-# The selected model's test-set [CLS] embeddings (float16), for the t-SNE figure.
+# The same, packed into one row per job (harness.storage): what jobs write from schema 3 on, ~20×
+# smaller; the table above holds the predictions of runs stored before.
+test_predictions = sa.Table(
+    "test_predictions", metadata,
+    sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("encoding", sa.String(32), nullable=False),  # zlib:int32-delta/int8 (or /float32)
+    sa.Column("examples", sa.LargeBinary, nullable=False),  # example idx, as int32 deltas
+    sa.Column("labels", sa.LargeBinary, nullable=False),
+    sa.Column("predictions", sa.LargeBinary, nullable=False),
+)
+
+# The selected model's test-set [CLS] embeddings (float16), for the t-SNE figure: only for the
+# runs harness.storage.keeps_embeddings names.
 embeddings = sa.Table(
     "embeddings", metadata,
     sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id"), primary_key=True),
@@ -387,7 +401,7 @@ MIGRATIONS = {
     1: lambda conn: metadata.create_all(conn),
     2: _add_missing,  # noise_sets and artifacts tables, results.scl_batch_size, jobs.depends_on index
     3: _add_missing,  # results.batching, results.sampling, results.class_counts
-    4: _add_missing,  # tuning_choices table
+    4: _add_missing,  # tuning_choices and test_predictions tables
 }
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from harness import db
+from harness import db, storage
 from harness.runner import RunResult
 from harness.spec import JobSpec
 
@@ -225,10 +225,10 @@ def finish(engine: Engine, c: Claim, result: RunResult, wall_seconds: float | No
                 dict(run_id=c.run_id, job_id=c.job_id, split=split, epoch=epoch, name=name,
                      value=float(value)) for split, epoch, name, value in result.metrics])
         if result.predictions:
-            conn.execute(_INSERT_PREDICTION, [
-                dict(job_id=c.job_id, run_id=c.run_id, example=int(ex), label=float(label),
-                     prediction=float(pred)) for ex, label, pred in result.predictions])
-        if result.embeddings is not None:
+            conn.execute(_INSERT_PREDICTIONS, dict(job_id=c.job_id, run_id=c.run_id,
+                                                   **storage.pack_predictions(result.predictions)))
+        keep_embeddings = result.embeddings is not None and storage.keeps_embeddings(s)
+        if keep_embeddings:
             emb = np.ascontiguousarray(result.embeddings, dtype=np.float16)
             conn.execute(_INSERT_EMBEDDING, dict(
                 job_id=c.job_id, run_id=c.run_id, split="test", rows=emb.shape[0],
@@ -248,7 +248,8 @@ def finish(engine: Engine, c: Claim, result: RunResult, wall_seconds: float | No
             a = result.artifact
             conn.execute(_INSERT_ARTIFACT, dict(job_id=c.job_id, run_id=c.run_id, kind=a["kind"],
                                                 path=a["path"], sha256=a["sha256"], bytes=a["bytes"]))
-        _end_run(conn, c.run_id, "done", config=result.config)
+        _end_run(conn, c.run_id, "done", config=result.config | dict(
+            stored_embeddings=keep_embeddings, stored_predictions="test_predictions (packed)"))
     return True
 
 
@@ -282,7 +283,7 @@ def _adopt(conn: Connection, c: Claim) -> Claim | bool | None:
 
 
 # Everything finish writes per job, children before the results row.
-_RESULT_TABLES = (db.metrics, db.predictions, db.embeddings, db.train_examples, db.artifacts, db.results)
+_RESULT_TABLES = (db.metrics, db.predictions, db.test_predictions, db.embeddings, db.train_examples, db.artifacts, db.results)
 
 
 def _drop_result(conn: Connection, job_id: str) -> None:
@@ -292,7 +293,7 @@ def _drop_result(conn: Connection, job_id: str) -> None:
 
 _INSERT_RESULT = sa.insert(db.results)
 _INSERT_METRIC = sa.insert(db.metrics)
-_INSERT_PREDICTION = sa.insert(db.predictions)
+_INSERT_PREDICTIONS = sa.insert(db.test_predictions)
 _INSERT_EMBEDDING = sa.insert(db.embeddings)
 _INSERT_TRAIN_EXAMPLES = sa.insert(db.train_examples)
 _INSERT_ARTIFACT = sa.insert(db.artifacts)

@@ -76,7 +76,7 @@ def test_redo_requeues_once_and_the_new_result_replaces_the_old(db_url):
     c = claim.run_id
     assert rows(engine, "select test_score, run_id from results") == [(0.75, c)]
     assert rows(engine, "select distinct run_id from metrics") == [(c,)]
-    assert rows(engine, "select distinct run_id from predictions") == [(c,)]
+    assert rows(engine, "select distinct run_id from test_predictions") == [(c,)]
     assert rows(engine, "select count(*) from train_examples") == [(1,)]
     assert queue.stored_model(engine, s1.job_id) == ("/nowhere/model", "1" * 64)
     assert rows(engine, "select count(*) from artifacts") == [(1,)]

@@ -60,7 +60,7 @@ def test_claim_finish_writes_one_result(engine):
     assert queue.claim(engine, "w3") is None
     assert queue.finish(engine, a, instant(a.spec, None))
     assert count(engine, "select count(*) from results") == 1
-    assert count(engine, "select count(*) from predictions") == 4
+    assert count(engine, "select rows from test_predictions") == 4
     assert count(engine, "select count(*) from jobs where status = 'done'") == 1
     # the same attempt cannot write twice
     assert not queue.finish(engine, a, instant(a.spec, None))
