@@ -1,7 +1,7 @@
 """Which results each of the paper's tables holds, and where each run goes in it.
 
 A layout selects rows by spec content (task, n, noise, loss, batch size, init_from, per_class),
-never by grid name, and tags each selected run with its place: `_group` (a block of rows),
+never by grid name (but for leaving out the tuning runs, whose test scores are never reported), and tags each selected run with its place: `_group` (a block of rows),
 `_col` (a column), `_loss` (the loss the row stands for) and `value` (the score shown). Pure
 pandas, vectorised over the whole results frame.
 """
@@ -50,9 +50,19 @@ class Layout:
         return str(c) if c in self.derived else (self.col_label(c) or str(c))
 
 
+# The grid whose runs chose the hyper-parameters on validation (harness.tuning): their test
+# scores are never reported; the report shows their validation scores in the tuning table.
+TUNING_GRID = "tune"
+
+
+def reported(df: pd.DataFrame) -> pd.Series:
+    """Runs a table or figure may report: all but the tuning runs."""
+    return df["grid"] != TUNING_GRID
+
+
 def _clean(df: pd.DataFrame) -> pd.Series:
-    """Plain fine-tuning runs: no transfer stage, no per-class sampling."""
-    return df["init_from"].isna() & df["per_class"].isna()
+    """Plain fine-tuning runs: no transfer stage, no per-class sampling, not a tuning run."""
+    return df["init_from"].isna() & df["per_class"].isna() & reported(df)
 
 
 def _tag(df: pd.DataFrame, mask: pd.Series, group: str | pd.Series, col: str, value: str) -> pd.DataFrame:

@@ -125,3 +125,18 @@ def load_embeddings(db, job_ids) -> dict[str, tuple[np.ndarray, np.ndarray, np.n
         x = np.frombuffer(r["data"], dtype=np.float16).reshape(r["rows"], r["dim"]).astype(np.float32)
         out[r["job_id"]] = (x, np.asarray(json.loads(r["examples"])), np.asarray(json.loads(r["labels"])))
     return out
+
+
+def load_tuning(db) -> pd.DataFrame:
+    """The hyper-parameters `harness tune select` stored: one row per (task, model), the columns of
+    `tuning_choices` with `seeds`, `candidates` and `base` decoded from JSON. Empty (same columns)
+    for a database without choices or made before the table existed."""
+    engine = engine_of(db)
+    t = hdb.tuning_choices
+    with hdb.connect(engine) as conn:
+        if not sa.inspect(conn).has_table(t.name):
+            return pd.DataFrame(columns=[c.name for c in t.columns])
+        df = pd.read_sql(sa.select(t).order_by(t.c.model, t.c.task), conn)
+    for key in ("seeds", "candidates", "base"):
+        df[key] = df[key].map(json.loads)
+    return df

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis.layouts import reported  # noqa: E402
 from analysis.load import load_embeddings, load_results  # noqa: E402
 from analysis.paper import LOSS_LABELS, NOISE_LEVELS, TASK_LABELS  # noqa: E402
 
@@ -44,8 +45,9 @@ def _save(fig, out_dir, name) -> list[Path]:
 
 
 def _plain_runs(df: pd.DataFrame, mask: pd.Series, model: str | None) -> pd.DataFrame:
-    """Rows under `mask` that are plain fine-tuning runs (no transfer stage) with a test score."""
-    mask = mask & df["init_from"].isna() & df["per_class"].isna() & df["test_score"].notna()
+    """Rows under `mask` that are plain fine-tuning runs (no transfer stage, no tuning run) with a
+    test score."""
+    mask = mask & df["init_from"].isna() & df["per_class"].isna() & df["test_score"].notna() & reported(df)
     if model is not None:
         mask = mask & (df["model"] == model)
     return df[mask]

@@ -13,6 +13,7 @@ from analysis.stats import format_p
 
 FORMATS = ("terminal", "markdown", "latex", "csv", "json")
 DASH = "—"
+MISSING = "missing"  # a cell of ours with no finished run
 
 
 def render(table, fmt: str = "terminal") -> str:
@@ -25,7 +26,9 @@ def render(table, fmt: str = "terminal") -> str:
         return json.dumps(to_dict(table), indent=1, default=_jsonable, ensure_ascii=False)
     out = [_heading(table, fmt)]
     if not table.sections:
-        out.append(_para(f"No results in the database for Table {table.number}.", fmt))
+        out.append(_para(f"No results in the database for Table {table.number}: every cell of ours "
+                         "is missing.", fmt))
+        out.append(_format_grid(*_missing_grid(table), fmt))
     for sec in table.sections:
         out.append(_subheading(f"Model: {sec.label}", fmt))
         out.append(_para(f"Setting: {sec.caption}. Our models are not the paper's "
@@ -54,7 +57,7 @@ def _num(x, digits=1) -> str:
 
 def cell_text(cell, aggregation: str) -> str:
     if cell.n_runs == 0:
-        return DASH + (f" [0 of {cell.n_expected} seeds]" if cell.n_expected else "")
+        return MISSING + (f" [0 of {cell.n_expected} seeds]" if cell.n_expected else "")
     s = _num(cell.mean) + (f" ± {_num(cell.std)}" if cell.std is not None else "")
     bits = [f"{cell.n_used} of {cell.n_runs}" if aggregation == "top3" else f"n={cell.n_runs}"]
     if cell.n_expected and cell.n_runs < cell.n_expected:
@@ -116,6 +119,23 @@ def _grid(table, sec) -> tuple[list[str], list[list[str]]]:
                                 + [format_p(tests[(g, row, c)].paper_p) if (g, row, c) in tests else DASH
                                    for c in cols])
     return header, rows
+
+
+def _missing_grid(table) -> tuple[list[str], list[list[str]]]:
+    """The table's grid when no run of it is in the database: the paper's numbers, ours missing."""
+    lay = table.layout
+    cols, labels = _col_labels(table)
+    losses = [("ce", "CE"), ("ce+scl", "CE+SCL")] + ([("baseline", "baseline")] if lay.baseline_row else [])
+    ours = MISSING + (f" [0 of {lay.expected} seeds]" if lay.expected else "")
+    rows = []
+    for g in lay.groups:
+        for i, (loss, row) in enumerate(losses):
+            rows.append([lay.group_label(g) if i == 0 else "", row, "ours"] + [ours] * len(cols))
+            paper = [lay.paper(g, c, loss) for c in cols]
+            if any(p is not None for p in paper):
+                rows.append(["", "", "paper"] + [DASH if p is None else _num(p[0]) + (
+                    f" ± {_num(p[1])}" if p[1] is not None else "") for p in paper])
+    return ["", "loss", ""] + labels, rows
 
 
 def _tests_grid(table, sec) -> tuple[list[str], list[list[str]]]:

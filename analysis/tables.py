@@ -2,7 +2,7 @@
 
 `build_table(df, table)` is pure over the frame from `load_results` (plus, if given the database,
 one query for the test predictions behind the example-level test); `render(table, fmt)` turns
-the result into text. Cells are never hidden: a cell with no runs shows "—", a cell with fewer
+the result into text. Cells are never hidden: a cell with no runs shows "missing", a cell with fewer
 runs than the paper's protocol says how many it has.
 """
 
@@ -122,7 +122,7 @@ def build_table(df: pd.DataFrame, table: int, aggregation: str = "top3", model: 
     scale = 100.0 if len(sub) and sub["value"].abs().max() <= 1.0 else 1.0
     sub, sections = _sections(sub, lay)
     notes = [f"Each cell: {AGGREGATIONS[aggregation]}; [k of m]: k runs behind the number out of m "
-             "finished; 'x of 10 seeds' where fewer than the paper's runs finished; — where none did."] \
+             "finished; 'x of 10 seeds' where fewer than the paper's runs finished; 'missing' where none did."] \
         + list(lay.notes)
     if scale == 100.0:
         notes.append("Scores are stored as fractions and shown ×100.")

@@ -222,3 +222,37 @@ def test_upgrade_from_version_3_adds_tuning_choices(tmp_path):
     assert "tuning_choices" in sa.inspect(db.open_db(url)).get_table_names()
     with db.connect(engine) as conn:
         assert conn.execute(sa.text("select count(*) from jobs")).scalar_one() == 6
+
+
+# ---- the report ---------------------------------------------------------------------------
+
+def test_report_asks_the_question_and_prints_the_choice_and_the_tuning_table(tuned_db, tmp_path):
+    from analysis import write_report
+
+    path, engine = tuned_db
+    tuning.store(engine, tuning.select(engine, tasks=["sst2", "qnli"]))
+    r = invoke("report", "--all", "--out", str(tmp_path / "report"), "--db", f"sqlite:///{path}")
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert md.startswith("# Does CE+SCL help small pre-trained encoders the way the paper says it "
+                         "helps RoBERTa-large?\n")
+    tune = md[md.index("## Hyper-parameters chosen on validation"):md.index("## Table 2")]
+    assert f"| `{SMALL_MODEL}` | SST-2 | 0.0003 | 0.5 | 0.1 | 0.1 | 80.0 | 83.0 | 100, 101 |" in tune
+    assert f"| `{SMALL_MODEL}` | MNLI | " + " | ".join(["missing"] * 7) + " |" in tune
+    assert "| CE | 70.0 [70.0, 70.0] | **80.0 [80.0, 80.0]** chosen | 73.5 [87.0, 60.0] |" in tune
+    assert "| CE+SCL λ=0.5 τ=0.1 | 73.0 [73.0, 73.0] | **83.0 [83.0, 83.0]** chosen | 95.0 [95.0, 95.0] |" in tune
+    assert tune.index("**SST-2**") < tune.index("**QNLI**")
+    # no reported runs yet: every table's cells say missing, beside the paper's numbers
+    t4 = md[md.index("## Table 4"):md.index("## Table 5")]
+    assert "every cell of ours is missing" in t4 and "| accuracy | CE | ours | missing |" in t4
+    assert "| N=20 | CE | ours | missing [0 of 10 seeds] |" in md
+    # the tuning runs (N = 100, clean) are never reported in the tables or the figures
+    assert "No results in the database for Table 2" in md and "No results in the database for Table 3" in md
+    assert "| N=100 | CE | ours | missing [0 of 10 seeds] |" in md
+    from analysis import load_results, plot_variance
+    assert len(load_results(engine)) == 126 and plot_variance(engine, tmp_path / "fig") == []
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "<h1>Does CE+SCL help small" in html and "<table>" in html
+    empty = write_report(db.open_db(f"sqlite:///{tmp_path / 'e.db'}", create=True), tmp_path / "e",
+                         figures=False, n_resamples=10).read_text()
+    assert "No tuning choice is stored" in empty
