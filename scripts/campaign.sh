@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# The reproduction campaign at CPU scale (issue 12), in the order of its priorities.
+#
+#   scripts/campaign.sh p1       # tune (L3) -> select -> Table 2 (L3, 10 seeds, --tuned)
+#   scripts/campaign.sh p2       # Table 3 (N=100, T=0.3-0.9, 5 seeds) and Table 7 (--tuned)
+#   scripts/campaign.sh p3       # tune (L6) -> select -> Table 2 at N=20,100 (L6); Tables 4, 5 (1 seed)
+#   scripts/campaign.sh all      # p1, p2, p3 in turn, then drain
+#   scripts/campaign.sh workers  # top the background workers up (e.g. after a reboot)
+#   scripts/campaign.sh drain    # wait until nothing is queued or running, then stop the workers
+#   scripts/campaign.sh stop     # stop the workers now (each hands its job back to the queue)
+#   scripts/campaign.sh status | report
+#
+# Idempotent: a job's id is the hash of its spec, so enqueueing again adds nothing; workers are
+# topped up to $WORKERS, never duplicated; `tune select` refuses until its tuning jobs are done, and
+# choosing again from the same results chooses the same. A stage that waits for its tuning runs
+# (p1, p3) can be stopped and started again at any time; run it in the background:
+#
+#   nohup scripts/campaign.sh all > runs/campaign/all.log 2>&1 &
+#
+# Workers run niced in the background and claim jobs in enqueue order, so the stages run in order
+# of priority. They poll while the queue is empty rather than exit (`--until-empty` would race a
+# stage that enqueues just as they leave, and strand jobs that wait on a transfer stage 1); `drain`
+# or `stop` ends them. Stopped workers lose only their leases.
+# Settings (environment): HARNESS_DB (default sqlite:///results.db), WORKERS (default: one per
+# core), OMP_NUM_THREADS (default: cores / WORKERS), WORK_ARGS (e.g. "--gpu 0"), STAGE1_EPOCHS,
+# FULL_EPOCHS, FULL_LR, POLL_SECONDS.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+HARNESS=${HARNESS:-.venv/bin/harness}
+export HARNESS_DB=${HARNESS_DB:-sqlite:///results.db}
+export HARNESS_DATA_DIR=${HARNESS_DATA_DIR:-../shared/data}
+export HARNESS_MODEL_DIR=${HARNESS_MODEL_DIR:-../shared/models}
+CORES=$(nproc)
+WORKERS=${WORKERS:-$CORES}
+THREADS=$(( CORES / (WORKERS > 0 ? WORKERS : 1) ))
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( THREADS > 0 ? THREADS : 1 ))}
+LOGS=${LOGS:-runs/campaign}
+WORK_ARGS=${WORK_ARGS:-}
+POLL_SECONDS=${POLL_SECONDS:-120}
+L3=sentence-transformers/paraphrase-MiniLM-L3-v2
+L6=sentence-transformers/all-MiniLM-L6-v2
+STAGE1_EPOCHS=${STAGE1_EPOCHS:-2}  # full SST-2 (67k examples) per epoch: what fits on a CPU in hours
+FULL_EPOCHS=${FULL_EPOCHS:-2}      # Tables 4 and 5 (full training sets): the reduced budget, recorded
+FULL_LR=${FULL_LR:-1e-4}           # not tuned (the tune grid is few-shot); thousands of steps, so below the few-shot choice
+mkdir -p "$LOGS/workers"
+
+say() { echo "[$(date -u +%FT%TZ)] $*"; }
+
+enqueue() {  # enqueue ARGS...: add the jobs that are not there yet
+    say "enqueue $*"
+    "$HARNESS" enqueue "$@"
+}
+
+live_workers() {  # the pids of our running workers; forgets the pid files of ended ones
+    local pidfile
+    for pidfile in "$LOGS"/workers/*.pid; do
+        [ -e "$pidfile" ] || continue
+        if kill -0 "$(cat "$pidfile")" 2>/dev/null; then cat "$pidfile"; else rm -f "$pidfile"; fi
+    done
+}
+
+workers() {  # top the niced background workers up to $WORKERS
+    local live i=0
+    live=$(live_workers | wc -l)
+    while [ "$live" -lt "$WORKERS" ]; do
+        while [ -e "$LOGS/workers/$i.pid" ]; do i=$((i + 1)); done
+        # shellcheck disable=SC2086
+        nohup nice -n 10 "$HARNESS" work --quiet $WORK_ARGS >>"$LOGS/workers/$i.log" 2>&1 &
+        echo $! >"$LOGS/workers/$i.pid"
+        live=$((live + 1))
+    done
+    say "$live workers (OMP_NUM_THREADS=$OMP_NUM_THREADS), logs in $LOGS/workers/"
+}
+
+stop() {  # SIGTERM each of our workers: it hands its job back and exits
+    local pid
+    for pid in $(live_workers); do kill -TERM "$pid"; done
+    while [ -n "$(live_workers)" ]; do sleep 1; done
+    say "workers stopped"
+}
+
+pending() {  # jobs queued or running, over all grids
+    "$HARNESS" status --json | python3 -c 'import json, sys
+print(sum(c.get("queued", 0) + c.get("running", 0) for c in json.load(sys.stdin)["counts"].values()))'
+}
+
+drain() {
+    local left
+    while left=$(pending) && [ "$left" -gt 0 ]; do
+        say "$left jobs queued or running"; workers; sleep "$POLL_SECONDS"
+    done
+    stop
+}
+select_when_tuned() {  # select_when_tuned MODEL: wait until its tuning is complete, then choose
+    local model=$1 err
+    while ! err=$("$HARNESS" tune select --model "$model" 2>&1 >"$LOGS/select.out"); do
+        case "$err" in
+            *"is incomplete"*"harness retry"*|*"no tuning jobs"*|*"differ in"*)
+                say "cannot select for $model: $err"; return 1 ;;
+            *"is incomplete"*) say "waiting: ${err#error: }"; workers; sleep "$POLL_SECONDS" ;;
+            *) say "tune select failed: $err"; return 1 ;;
+        esac
+    done
+    cat "$LOGS/select.out"
+}
+
+p1() {
+    enqueue --grid tune --model "$L3"
+    workers
+    select_when_tuned "$L3"
+    enqueue --grid fewshot --tuned --model "$L3"
+    workers
+}
+
+p2() {
+    enqueue --grid noise --tuned --model "$L3" --noise 0.3,0.5,0.7,0.9 --seeds 5
+    # Amazon-2 and Yelp-2 first (the paper's two), then the others if time allows
+    enqueue --grid transfer --tuned --model "$L3" --stage1-epochs "$STAGE1_EPOCHS" \
+        --tasks amazon_polarity_sample,yelp_polarity
+    enqueue --grid transfer --tuned --model "$L3" --stage1-epochs "$STAGE1_EPOCHS" --tasks mr,cr,mpqa,subj
+    workers
+}
+
+p3() {
+    enqueue --grid glue --model "$L3" --seeds 1 --epochs "$FULL_EPOCHS" --lr "$FULL_LR" --warmup-ratio 0.1
+    enqueue --grid batch --model "$L3" --seeds 1 --epochs "$FULL_EPOCHS" --lr "$FULL_LR" --warmup-ratio 0.1
+    enqueue --grid tune --model "$L6"
+    workers
+    select_when_tuned "$L6"
+    enqueue --grid fewshot --tuned --model "$L6" --n 20,100
+    workers
+}
+
+case "${1:-}" in
+    p1) p1 ;;
+    p2) p2 ;;
+    p3) p3 ;;
+    all) p1; p2; p3; drain ;;
+    workers) workers ;;
+    drain) drain ;;
+    stop) stop ;;
+    status) "$HARNESS" status ;;
+    report) "$HARNESS" report --all --out report ;;
+    *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,73 @@
+"""scripts/campaign.sh end to end on a real SQLite file, with real background workers whose runner
+returns at once (tests/runners.py:instant): the stages enqueue in order of priority, wait for
+tuning, select, enqueue with --tuned; running them again adds nothing and starts no extra worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+from conftest import REPO
+
+SCRIPT = REPO / "scripts" / "campaign.sh"
+L6 = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def campaign(tmp_path: Path, stage: str, workers: int = 2) -> str:
+    env = dict(os.environ, HARNESS_DB=f"sqlite:///{tmp_path / 'r.db'}", LOGS=str(tmp_path / "logs"),
+               WORKERS=str(workers), POLL_SECONDS="1", PYTHONPATH=str(REPO / "tests"),
+               WORK_ARGS="--runner runners:instant",
+               HARNESS=str(REPO / ".venv" / "bin" / "harness"),
+               FULL_LR="5e-5")  # else glue's full SST-2 CE job is transfer's stage 1 (lr 1e-4 here)
+    r = subprocess.run([str(SCRIPT), stage], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def counts(tmp_path: Path) -> dict:
+    with sqlite3.connect(tmp_path / "r.db") as conn:
+        return {(g, s): k for g, s, k in conn.execute("select grid, status, count(*) from jobs group by 1, 2")}
+
+
+def test_campaign_stages_run_in_order_and_again_add_nothing(tmp_path):
+    out = campaign(tmp_path, "p1")
+    assert "grid tune: added 126 jobs" in out and "grid fewshot: added 180 jobs" in out
+    assert out.index("lr 0.0001, λ 0.5, τ 0.1") < out.index("enqueue --grid fewshot")
+    assert "workers stopped" in campaign(tmp_path, "drain")
+    assert counts(tmp_path) == {("tune", "done"): 126, ("fewshot", "done"): 180}
+    with sqlite3.connect(tmp_path / "r.db") as conn:
+        assert conn.execute("select count(*) from tuning_choices").fetchone()[0] == 3
+        lrs = {json.loads(s)["lr"] for (s,) in conn.execute("select spec from jobs where grid = 'fewshot'")}
+    assert lrs == {1e-4}  # the instant runner's scores tie: the smaller learning rate wins
+
+    again = campaign(tmp_path, "p1")
+    assert "added 0 jobs, 126 already existed" in again and "added 0 jobs, 180 already existed" in again
+    assert "2 workers" in again and "2 workers" in campaign(tmp_path, "workers")  # topped up, not added
+    assert len(list((tmp_path / "logs" / "workers").glob("*.pid"))) == 2
+    campaign(tmp_path, "stop")
+
+    out = campaign(tmp_path, "p2", workers=0)  # enqueue only: transfer needs real stage-1 models
+    assert "grid noise: added 120 jobs" in out
+    assert "grid transfer: added 62 jobs" in out and "grid transfer: added 120 jobs" in out
+    for grid in ("noise", "transfer"):  # keep the test short: p3's own jobs are what it checks
+        subprocess.run([str(REPO / ".venv" / "bin" / "harness"), "cancel", "--grid", grid,
+                        "--db", f"sqlite:///{tmp_path / 'r.db'}"], check=True, capture_output=True)
+
+    out = campaign(tmp_path, "p3")
+    # batch size 16 on full SST-2, CoLA and QNLI is the glue grid's job: enqueued once
+    assert "grid glue: added 12 jobs" in out and "grid batch: added 12 jobs, 6 already existed" in out
+    assert "grid tune: added 126 jobs" in out and "grid fewshot: added 120 jobs" in out
+    campaign(tmp_path, "drain")
+    c = counts(tmp_path)
+    assert c[("tune", "done")] == 252 and c[("fewshot", "done")] == 300 and c[("noise", "cancelled")] == 120
+    assert c[("glue", "done")] == 12 and c[("batch", "done")] == 12 and c[("transfer", "cancelled")] == 182
+    with sqlite3.connect(tmp_path / "r.db") as conn:
+        specs = [json.loads(s) for (s,) in conn.execute("select spec from jobs where grid in ('glue', 'batch')")]
+        assert conn.execute("select count(*) from tuning_choices where model = ?", (L6,)).fetchone()[0] == 3
+    assert {(s["model"], s["epochs"], s["seed"]) for s in specs} == {("sentence-transformers/paraphrase-MiniLM-L3-v2", 2, 0)}
+
+    out = campaign(tmp_path, "p2", workers=0)
+    assert "grid noise: added 0 jobs, 120 already existed" in out
