@@ -67,8 +67,7 @@ GRIDS: dict[str, Grid] = {g.name: g for g in [
          "learning rates, CE+SCL over λ ∈ {0.5, 0.9} × τ ∈ {0.1, 0.3, 0.7} at each (small model)",
          tasks=("sst2", "qnli", "mnli"), ns=(100,), seeds=TUNE_SEEDS, lrs=TUNE_LRS,
          scl_settings=TUNE_SCL,
-         base=dict(lam=PAPER_LAM, tau=PAPER_TAU, model=SMALL_MODEL, lr=TUNE_LRS[1],
-                   warmup_ratio=0.1, epochs=10, max_length=128)),
+         base=dict(model=SMALL_MODEL, lr=TUNE_LRS[1], warmup_ratio=0.1, epochs=10, max_length=128)),
     Grid("smoke", 1, "a minute-scale design for demos and tests: small model, SST-2, N = 20, 6 epochs",
          tasks=("sst2",), ns=(20,), seeds=(0, 1, 2, 3),
          # a 3-layer MiniLM needs a larger step than RoBERTa-large's 1e-5 to move in 6 epochs
