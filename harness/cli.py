@@ -422,6 +422,28 @@ def tune_select(
                    f"(mean of seeds {', '.join(map(str, c.seeds))}, {len(c.candidates)} settings tried)")
 
 
+@tune_app.command("scl")
+@fail_cleanly
+def tune_scl(
+    model: str = typer.Option(grids.GRIDS["tune"].base["model"], help="The model the tune grid ran."),
+    tasks: Optional[str] = typer.Option(None, help="Comma list of tasks (default: every task tuned)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be enqueued; write nothing."),
+    db_url: Optional[str] = DbOpt,
+):
+    """Tuning in two steps (after `enqueue --grid tune --losses ce`): once CE's tuning runs are
+    done, enqueue CE+SCL over the grid's λ × τ at CE's chosen learning rate only."""
+    from harness import tuning
+
+    engine = db.open_db(db_url)
+    specs = tuning.scl_step(engine, model=model, tasks=_split(tasks))  # refuses before writing
+    if dry_run:
+        typer.echo(f"dry run: {len(specs)} CE+SCL tuning jobs at lr "
+                   + ", ".join(sorted({f"{s.task} {s.lr:g}" for s in specs})) + "; nothing written")
+        return
+    added, existing = queue.enqueue(engine, tuning.TUNE_GRID, specs)
+    typer.echo(f"grid tune: added {added} CE+SCL jobs, {existing} already existed")
+
+
 @db_app.command("upgrade")
 @fail_cleanly
 def db_upgrade(db_url: Optional[str] = DbOpt):

@@ -13,6 +13,8 @@ rescales each step, so λ's down-weighting of CE does not call for a larger step
 the other learning rates are kept and shown in the report, so a reader can see whether CE+SCL would
 have preferred another. Ties go to the smaller learning rate, then the smaller λ and τ.
 
+The grid can also run in two steps where CPU time is short: `--losses ce` first, then `scl_step`
+(`harness tune scl`) enqueues CE+SCL at CE's learning rate alone (36 jobs instead of 108).
 `enqueue --tuned` reads the stored choice: `tuned_fields` gives the spec fields it sets.
 """
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from harness import db
+from harness import db, grids
 from harness.errors import HarnessError
 from harness.spec import SMALL_MODEL, JobSpec
 
@@ -94,6 +96,31 @@ def select(engine: Engine, *, model: str = SMALL_MODEL, tasks: list[str] | None 
     """The choice for each task (all tasks with tuning jobs of `model`, or `tasks`), from the
     finished tune grid. Raises HarnessError, naming what is missing, unless every tuning job of
     each task is done."""
+    by_task = _rows_by_task(engine, model, tasks)
+    return [_choose(task, model, by_task[task]) for task in sorted(by_task)]
+
+
+def scl_step(engine: Engine, *, model: str = SMALL_MODEL, tasks: list[str] | None = None) -> list[JobSpec]:
+    """Step 2 of a tuning run in two steps: per task, once all its CE tuning jobs are done, the
+    CE+SCL jobs at CE's chosen learning rate: each (λ, τ) of the tune grid on each CE job's
+    sample, every other field as that CE job had it. Raises HarnessError while CE is unfinished."""
+    out = []
+    for task, rows in sorted(_rows_by_task(engine, model, tasks).items()):
+        ce_rows = [r for r in rows if JobSpec.from_json(r["spec"]).loss == "ce"]
+        if not ce_rows:
+            raise HarnessError(f"tuning of {task} ({model}) has no CE runs to choose the learning rate from")
+        _check_complete(task, model, ce_rows)
+        specs = {r["id"]: JobSpec.from_json(r["spec"]) for r in ce_rows}
+        _shared_base(task, specs.values())
+        (best, *_) = sorted(_candidates(ce_rows, specs), key=Candidate.rank_key)
+        for spec in (specs[i] for i in best.job_ids):
+            for lam, tau in grids.get_grid(TUNE_GRID).scl_settings:
+                out.append(JobSpec.make(**(dataclasses.asdict(spec) | dict(
+                    loss="ce+scl", lam=lam, tau=tau, scl_reduction=None))))
+    return out
+
+
+def _rows_by_task(engine: Engine, model: str, tasks: list[str] | None) -> dict[str, list[dict]]:
     rows = _tuning_rows(engine, model, tasks)
     if not rows:
         raise HarnessError(f"no tuning jobs for model {model}"
@@ -106,7 +133,7 @@ def select(engine: Engine, *, model: str = SMALL_MODEL, tasks: list[str] | None 
     if missing:
         raise HarnessError(f"no tuning jobs for task(s) {', '.join(missing)} with model {model}: "
                            "run `harness enqueue --grid tune` first")
-    return [_choose(task, model, by_task[task]) for task in sorted(by_task)]
+    return by_task
 
 
 def _tuning_rows(engine: Engine, model: str, tasks: list[str] | None) -> list[dict]:
@@ -139,7 +166,8 @@ def _choose(task: str, model: str, rows: list[dict]) -> Choice:
     scl = sorted((c for c in cands if c.loss == "ce+scl" and c.lr == lr), key=Candidate.rank_key)
     if not scl:
         raise HarnessError(f"tuning of {task} ({model}) has no CE+SCL runs at CE's learning rate "
-                           f"{lr:g} to choose λ and τ from")
+                           f"{lr:g} to choose λ and τ from: `harness enqueue --grid tune --tasks {task} "
+                           f"--model {model} --losses ce+scl --lr {lr:g}`, then select again")
     metrics = {r["metric"] for r in rows}
     return Choice(task=task, model=model, lr=lr, lam=scl[0].lam, tau=scl[0].tau,
                   warmup_ratio=base["warmup_ratio"], metric=metrics.pop(), ce_val_score=ce[0].mean,

@@ -34,17 +34,18 @@ def counts(tmp_path: Path) -> dict:
 
 def test_campaign_stages_run_in_order_and_again_add_nothing(tmp_path):
     out = campaign(tmp_path, "p1")
-    assert "grid tune: added 126 jobs" in out and "grid fewshot: added 180 jobs" in out
+    assert "grid tune: added 18 jobs" in out and "added 36 CE+SCL jobs" in out  # two steps
+    assert "grid fewshot: added 180 jobs" in out
     assert out.index("lr 0.0001, λ 0.5, τ 0.1") < out.index("enqueue --grid fewshot")
     assert "workers stopped" in campaign(tmp_path, "drain")
-    assert counts(tmp_path) == {("tune", "done"): 126, ("fewshot", "done"): 180}
+    assert counts(tmp_path) == {("tune", "done"): 54, ("fewshot", "done"): 180}
     with sqlite3.connect(tmp_path / "r.db") as conn:
         assert conn.execute("select count(*) from tuning_choices").fetchone()[0] == 3
         lrs = {json.loads(s)["lr"] for (s,) in conn.execute("select spec from jobs where grid = 'fewshot'")}
     assert lrs == {1e-4}  # the instant runner's scores tie: the smaller learning rate wins
 
     again = campaign(tmp_path, "p1")
-    assert "added 0 jobs, 126 already existed" in again and "added 0 jobs, 180 already existed" in again
+    assert "added 0 jobs, 18 already existed" in again and "added 0 CE+SCL jobs" in again and "added 0 jobs, 180 already existed" in again
     assert "2 workers" in again and "2 workers" in campaign(tmp_path, "workers")  # topped up, not added
     assert len(list((tmp_path / "logs" / "workers").glob("*.pid"))) == 2
     campaign(tmp_path, "stop")
@@ -59,10 +60,10 @@ def test_campaign_stages_run_in_order_and_again_add_nothing(tmp_path):
     out = campaign(tmp_path, "p3")
     # batch size 16 on full SST-2, CoLA and QNLI is the glue grid's job: enqueued once
     assert "grid glue: added 12 jobs" in out and "grid batch: added 12 jobs, 6 already existed" in out
-    assert "grid tune: added 126 jobs" in out and "grid fewshot: added 120 jobs" in out
+    assert "grid tune: added 18 jobs" in out and "grid fewshot: added 120 jobs" in out
     campaign(tmp_path, "drain")
     c = counts(tmp_path)
-    assert c[("tune", "done")] == 252 and c[("fewshot", "done")] == 300 and c[("noise", "cancelled")] == 120
+    assert c[("tune", "done")] == 108 and c[("fewshot", "done")] == 300 and c[("noise", "cancelled")] == 120
     assert c[("glue", "done")] == 12 and c[("batch", "done")] == 12 and c[("transfer", "cancelled")] == 182
     with sqlite3.connect(tmp_path / "r.db") as conn:
         specs = [json.loads(s) for (s,) in conn.execute("select spec from jobs where grid in ('glue', 'batch')")]

@@ -256,3 +256,29 @@ def test_report_asks_the_question_and_prints_the_choice_and_the_tuning_table(tun
     empty = write_report(db.open_db(f"sqlite:///{tmp_path / 'e.db'}", create=True), tmp_path / "e",
                          figures=False, n_resamples=10).read_text()
     assert "No tuning choice is stored" in empty
+
+
+def test_two_step_tuning_ce_first_then_scl_at_its_learning_rate(tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    engine = db.open_db(url, create=True)
+    enqueue(engine, tasks=["sst2", "qnli"], losses=["ce"], epochs=8)
+    run_all(engine, leave=1)
+    r = invoke("tune", "scl", "--db", url)
+    assert r.exit_code == 2 and "tuning of qnli" in r.stderr and "1 queued" in r.stderr
+    run_all(engine)
+    with pytest.raises(HarnessError, match=r"no CE\+SCL runs at CE's learning rate 0.0003 .*"
+                                           r"--losses ce\+scl --lr 0.0003"):
+        tuning.select(engine)
+    assert "24 CE+SCL tuning jobs at lr qnli 0.0003, sst2 0.0003" in invoke("tune", "scl", "--dry-run", "--db", url).stdout
+    assert "added 24 CE+SCL jobs, 0 already existed" in invoke("tune", "scl", "--db", url).stdout
+    assert "added 0 CE+SCL jobs, 24 already existed" in invoke("tune", "scl", "--db", url).stdout
+    # the same jobs as the full grid's CE+SCL at that learning rate, with the CE runs' options
+    full = {s.job_id for s, _ in grids.expand(grids.get_grid("tune"), tasks=["sst2", "qnli"],
+                                              losses=["ce+scl"], lr=3e-4, epochs=8)}
+    with sqlite3.connect(tmp_path / "r.db") as conn:
+        ids = {i for (i,) in conn.execute("select id from jobs where loss = 'ce+scl'")}
+    assert ids == full
+    run_all(engine)
+    choices = tuning.select(engine)
+    assert [(c.task, c.lr, c.lam, c.tau, len(c.candidates)) for c in choices] == \
+        [("qnli", 3e-4, 0.5, 0.1, 9), ("sst2", 3e-4, 0.5, 0.1, 9)]
