@@ -170,6 +170,18 @@ def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def token_budget_batches(lengths: np.ndarray, max_tokens: int, max_rows: int) -> list[np.ndarray]:
+    """Inference batches in length order (longest first), each as many rows as fit in
+    `max_tokens` padded tokens (rows × its longest row), at least one row and at most `max_rows`."""
+    order = np.argsort(-lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        rows = max(1, min(max_rows, max_tokens // max(1, int(lengths[order[start]]))))
+        batches.append(order[start:start + rows])
+        start += rows
+    return batches
+
+
 def collate(enc: Encoded, positions: np.ndarray, device: torch.device | str) -> dict[str, torch.Tensor]:
     """Dynamic padding: pad to the longest sequence of this batch only."""
     width = int(enc.lengths[positions].max())

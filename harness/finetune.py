@@ -42,7 +42,8 @@ from harness.data import PROTOCOL_SEED, Examples, prepare_data
 from harness.device import (OutOfMemory, SharedDeviceOutOfMemory, autocast_for, is_out_of_memory,
                             precision, shares_gpu)
 from harness.errors import JobInterrupted, PermanentJobError
-from harness.evaluate import eval_batch_size, predict, predictions, task_metrics
+from harness.evaluate import (EVAL_BATCH_SIZE, eval_batch_size, eval_batch_tokens, predict, predictions,
+                              task_metrics)
 from harness.loss import NO_POSITIVE_HANDLING, normalize, supervised_contrastive_loss
 from harness.models import build_model, forward, load_pretrained, model_build
 from harness.runner import Progress, RunContext, RunResult
@@ -115,12 +116,14 @@ def seed_everything(seed: int) -> None:
 
 
 def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
-              data_dir: str | Path | None = None, fused: bool = True) -> RunResult:
+              data_dir: str | Path | None = None, fused: bool = True,
+              eval_mode: str = "fast") -> RunResult:
     """Fine-tune `spec.model` on `spec.task` as the spec says; see the module docstring.
 
     checkpoint: "auto" (full-data jobs, jobs others start from (ctx.save_model_dir), or when an
         epoch takes > CHECKPOINT_MIN_EPOCH_SECONDS), "always" or "never".
-        fused exists for the benchmark's ablation.
+        fused exists for the benchmark's ablation; eval_mode "legacy" selects the evaluation
+        path the campaign benchmark compares against (harness.evaluate.predict).
     """
     if checkpoint not in CHECKPOINT_POLICIES:
         raise ValueError(f"checkpoint must be one of {CHECKPOINT_POLICIES}")
@@ -129,6 +132,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
         raise PermanentJobError(f"CE+SCL is undefined for the regression task {task.name}")
     device = torch.device(ctx.device)
     seed = spec.effective_train_seed
+    setup_started = time.perf_counter()
     ctx.progress(Progress("prepare", epochs=spec.epochs))
 
     # ---- data and tokens ----------------------------------------------------------------
@@ -175,6 +179,8 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     scl_batch_size = None if task.is_regression else min(spec.batch_size, len(train))
     keep_model = ctx.save_model_dir is not None
     started = time.perf_counter()
+    # Phase times (split "seconds" rows, like training's): the campaign benchmark reads them.
+    state.metrics.append(("setup", None, "seconds", started - setup_started))
     with _memory_errors(spec, device):  # a batch that does not fit fails the job, with that reason
         step = state.epoch * steps_per_epoch
         for epoch in range(state.epoch + 1, spec.epochs + 1):
@@ -202,8 +208,10 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
 
             # Validation every epoch; strictly better only, so ties keep the earlier epoch.
             ctx.progress(Progress("eval", epoch, spec.epochs, step, total_steps, means[0]))
-            logits, _ = predict(model, enc_val, device, autocast, phase="validation")
+            val_started = time.perf_counter()
+            logits, _ = predict(model, enc_val, device, autocast, phase="validation", mode=eval_mode)
             scores = task_metrics(task, data.validation.labels, logits)
+            state.metrics.append(("validation", epoch, "seconds", time.perf_counter() - val_started))
             state.metrics += [("validation", epoch, k, v) for k, v in scores.items() if k != "score"]
             if scores["score"] > state.best_score or state.best_weights is None:
                 state.best_score, state.best_epoch = scores["score"], epoch
@@ -221,12 +229,14 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
         test_started = time.perf_counter()
         ctx.progress(Progress("eval", state.best_epoch, spec.epochs, step, total_steps))
         model.load_state_dict(state.best_weights)
-        logits, embeddings = predict(model, enc_test, device, autocast, with_embeddings=True, phase="test")
+        logits, embeddings = predict(model, enc_test, device, autocast, with_embeddings=True, phase="test",
+                                     mode=eval_mode)
     test = task_metrics(task, data.test.labels, logits)
     state.metrics += [("test", state.best_epoch, k, v) for k, v in test.items() if k != "score"]
     if scl_batch_size is not None:
         state.metrics.append(("train", None, "scl_batch_size", scl_batch_size))
     state.seconds += time.perf_counter() - test_started
+    state.metrics.append(("test", state.best_epoch, "seconds", time.perf_counter() - test_started))
     artifact = None
     if keep_model:  # the selected epoch's weights, for the jobs that start from this one
         artifact = artifacts.save_model(model, Path(ctx.save_model_dir), dict(
@@ -241,7 +251,10 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
               "warmup_steps": warmup_steps, "optimizer": "AdamW" + (" (fused)" if is_fused else ""),
               "schedule": "linear", "batching": spec.batching,
               "mega_batches": MEGA_BATCHES if spec.batching == "length" else None,
-              "eval_batch_size": eval_batch_size(device), "phi": "final-layer first token ([CLS]/<s>)",
+              "eval_mode": eval_mode,
+              "eval_batch_size": EVAL_BATCH_SIZE if eval_mode == "fast" else eval_batch_size(device),
+              "eval_batch_tokens": eval_batch_tokens(device) if eval_mode == "fast" else None,
+              "phi": "final-layer first token ([CLS]/<s>)",
               "scl_no_positive": NO_POSITIVE_HANDLING, "scl_reduction": spec.scl_reduction,
               "scl_monitor_tau": None if spec.uses_scl else SCL_MONITOR_TAU,
               "n_train": len(train), "n_validation": len(data.validation), "n_test": len(data.test),
