@@ -209,25 +209,42 @@ def work(
                                         help="Lease length; a heartbeat renews it every quarter."),
     runner: str = typer.Option("harness.finetune:fine_tune", "--runner", hidden=True),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on this machine; "
+                                "each gets cores/K threads (--max-jobs applies to each)."),
+    no_bar: bool = typer.Option(False, "--no-bar", hidden=True, help="Log lines, no live bar."),
     db_url: Optional[str] = DbOpt,
 ):
     """Claim jobs one at a time, fine-tune, write the metrics back; repeat.
 
-    Run one per GPU, on as many machines as share the database. SIGINT/SIGTERM hand the current
-    job back to the queue and exit; a killed worker's job is re-run once its lease expires. A GPU
-    fault hands the job back and exits with status 3: start the worker again.
+    Run one per GPU, on as many machines as share the database, or `--workers K` to share this
+    machine's cores (or one GPU) between K. SIGINT/SIGTERM hand the current job back to the queue
+    and exit; a killed worker's job is re-run once its lease expires. A GPU fault hands the job
+    back and exits with status 3: start the worker again.
     """
+    from harness import threads
+
+    threads.prepare_process()  # before torch loads: the OpenMP wait policy is read only then
     from harness.device import DEVICE_FAULT_EXIT, DeviceFault
-    from harness.worker import Worker, WorkerOptions
 
     if grid is not None:
         grids.get_grid(grid)
     engine = db.open_db(db_url)
+    if workers > 1:
+        from harness.local_workers import run_local_workers
+
+        args = [f"--runs-dir={runs_dir}", f"--lease-seconds={lease_seconds}", f"--runner={runner}",
+                "--no-bar", *(["--gpu", str(gpu)] if gpu is not None else []),
+                *(["--max-jobs", str(max_jobs)] if max_jobs else []),
+                *(["--until-empty"] if until_empty else []), *(["--grid", grid] if grid else []),
+                *(["--quiet"] if quiet else []), *(["--db", db_url] if db_url else [])]
+        raise typer.Exit(run_local_workers(workers, args))
+    from harness.worker import Worker, WorkerOptions
+
     opts = WorkerOptions(gpu=gpu, max_jobs=max_jobs, until_empty=until_empty, grid=grid,
                          runs_dir=runs_dir, lease_seconds=lease_seconds, runner=runner, quiet=quiet)
     from harness.display import ProgressDisplay
 
-    with ProgressDisplay(enabled=not quiet) as display:
+    with ProgressDisplay(enabled=not quiet and not no_bar) as display:
         worker = Worker(engine, opts, display=display.update)
         worker.install_signal_handlers()
         try:

@@ -26,7 +26,7 @@ from typing import Callable
 
 from sqlalchemy.engine import Engine
 
-from harness import artifacts, pending, queue
+from harness import artifacts, pending, queue, threads
 from harness.device import DeviceFault, configure_gpu, free_memory, is_device_fault, prepare_gpu_process
 from harness.memory import keep_freed_memory
 from harness.errors import (DatabaseFileError, DatabaseUnavailable, HarnessError, JobInterrupted,
@@ -155,6 +155,7 @@ class Worker:
         self.engine, self.opts = engine, opts
         self.runner = runner or load_runner(opts.runner)
         keep_freed_memory()  # faster CPU steps: see harness.memory
+        self.threads = threads.apply_threads()  # never more than the cores: see harness.threads
         self.device = select_device(opts.gpu)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stop_requested = threading.Event()
