@@ -1,0 +1,300 @@
+"""Campaign throughput: where a grid's jobs spend their time, and how long the whole grid takes.
+
+    python benchmarks/bench_campaign.py --grid fewshot --model sentence-transformers/paraphrase-MiniLM-L3-v2 --compare
+    python benchmarks/bench_campaign.py --throughput --jobs 4 [--busy]
+
+Table mode runs a fixed sample of the grid (its first seed: one job per task × N × loss) through
+the real worker on scratch SQLite databases, in this process, and prints per job: wall (claim to
+stored result), setup (data, tokens, model), training, validation (every epoch), test, and the
+floor of each phase: the forward and backward passes alone for the same examples (pre-built
+batches, nothing else; evaluation floors use the plain model in 32-row length-sorted batches).
+Model and data loading is done once before the jobs and printed on its own, as a worker pays it
+once. The whole-grid estimate scales each sample job's wall by the number of grid jobs that share
+its task, N and loss. With --compare every job also runs with the previous evaluation path
+(`fine_tune(eval_mode="legacy")`), interleaved job by job, so both columns see the same load.
+
+Throughput mode runs a fixed set of jobs with `harness work --until-empty` as 1 worker and as 2
+workers (`--workers 2`), each on its own scratch database, and prints the total times; with
+--busy it also runs 1 worker alone and beside a busy process (a two-thread matrix-product loop, the
+kind of neighbour a campaign meets on a shared machine).
+
+The machine is shared: the load average is printed before and after, and ratios are what count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+SMALL_MODEL = "sentence-transformers/paraphrase-MiniLM-L3-v2"
+FLOOR_EVAL_BATCH = 32
+
+
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+# ---- table mode -------------------------------------------------------------------------------
+def sample(grid_name: str, overrides: dict):
+    """(sample jobs, grid jobs per sample job): the grid's first seed, and how many grid jobs
+    share each sample job's task, N, noise, batch size and loss."""
+    from harness import grids
+
+    grid = grids.get_grid(grid_name)
+    jobs = [s for s, _ in grids.expand(grid, **overrides)]
+    key = lambda s: (s.task, s.n, s.per_class, s.noise, s.batch_size, s.loss)  # noqa: E731
+    counts = collections.Counter(key(s) for s in jobs)
+    first = jobs[0].seed
+    # Small N first: a run cut short still has every task's few-shot jobs.
+    picked = sorted((s for s in jobs if s.seed == first), key=lambda s: (s.n or 0, s.task))
+    return picked, [counts[key(s)] for s in picked], len(jobs)
+
+
+def warm_up(specs) -> float:
+    """Load the model, every task's splits and their tokens once (what a worker pays once)."""
+    from harness.batching import encode
+    from harness.data import prepare_data
+    from harness.models import build_model, load_pretrained
+    from harness.tasks import get_task
+
+    started = time.perf_counter()
+    for s in {s.task: s for s in specs}.values():
+        pre = load_pretrained(s.model)
+        data = prepare_data(s)
+        for ex in (data.validation, data.test):
+            encode(pre.tokenizer, pre.path, get_task(s.task).name, ex, s.max_length)
+        build_model(s.model, get_task(s.task).num_labels, 0)
+    return time.perf_counter() - started
+
+
+def floors(spec, eval_cache: dict) -> dict:
+    """Seconds of the forward+backward passes alone (training: the job's epoch-1 batches, times
+    the epochs) and of the forward passes alone (validation × epochs, test once)."""
+    import torch
+
+    from harness.batching import collate, encode, eval_batches, length_grouped_batches
+    from harness.data import prepare_data
+    from harness.finetune import compute_loss
+    from harness.models import build_model, load_pretrained
+    from harness.tasks import get_task
+
+    task = get_task(spec.task)
+    pre = load_pretrained(spec.model)
+    data = prepare_data(spec)
+    tok = functools.partial(encode, pre.tokenizer, pre.path, task.name, max_length=spec.max_length)
+    model = build_model(spec.model, task.num_labels, 0)
+    enc = tok(data.train)
+    labels = torch.as_tensor(data.train.labels)
+    batches = [(collate(enc, p, "cpu"), labels[p]) for p in
+               length_grouped_batches(enc.lengths, spec.batch_size, np.random.default_rng([spec.seed, 1]))]
+    model.train()
+    started = time.perf_counter()
+    for batch, y in batches:
+        loss, _, _ = compute_loss(model, batch, y, spec, task)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+    train = (time.perf_counter() - started) * spec.epochs
+    if spec.task not in eval_cache:
+        model.eval()
+        out = {}
+        for name, ex in (("validation", data.validation), ("test", data.test)):
+            e = tok(ex)
+            pre_built = [collate(e, p, "cpu") for p in eval_batches(e.lengths, FLOOR_EVAL_BATCH)]
+            with torch.inference_mode():
+                started = time.perf_counter()
+                for b in pre_built:
+                    model(**b)
+                out[name] = time.perf_counter() - started
+        eval_cache[spec.task] = out
+    e = eval_cache[spec.task]
+    return {"train": train, "validation": e["validation"] * spec.epochs, "test": e["test"]}
+
+
+class Variant:
+    """One evaluation path: its scratch database and worker."""
+
+    def __init__(self, mode: str, folder: Path, grid: str):
+        from harness import db
+        from harness.finetune import fine_tune
+        from harness.worker import Worker, WorkerOptions
+
+        self.mode, self.grid = mode, grid
+        self.engine = db.open_db(f"sqlite:///{folder / f'{mode}.db'}", create=True)
+        opts = WorkerOptions(runs_dir=folder / f"runs-{mode}", quiet=True, max_jobs=0)
+        self.worker = Worker(self.engine, opts, runner=functools.partial(fine_tune, eval_mode=mode))
+
+    def run(self, spec) -> dict:
+        """Enqueue and run one job; its wall time, phase times and test predictions."""
+        from harness import queue
+
+        queue.enqueue(self.engine, self.grid, [spec])
+        job = spec.job_id
+        w = self.worker
+        w.opts.max_jobs = w.done + w.failed + 1
+        started = time.perf_counter()
+        w.run()
+        wall = time.perf_counter() - started
+        with self.engine.connect() as c:
+            rows = c.execute(sa.text("select split, sum(value) from metrics where job_id = :j and "
+                                     "name = 'seconds' group by split"), {"j": job}).all()
+            preds = c.execute(sa.text("select example, prediction from predictions where job_id = :j "
+                                      "order by example"), {"j": job}).all()
+        phases = dict(rows)
+        if not preds:
+            raise RuntimeError(f"{self.mode}: job {job} left no result")
+        return {"job": job, "wall": wall, "setup": phases.get("setup", 0.0),
+                "train": phases.get("train", 0.0), "validation": phases.get("validation", 0.0),
+                "test": phases.get("test", 0.0), "predictions": preds}
+
+
+def table(args) -> None:
+    import torch
+
+    from harness import threads
+
+    overrides = dict(model=args.model, tasks=args.tasks and args.tasks.split(","),
+                     ns=args.n and [int(x) for x in args.n.split(",")], epochs=args.epochs)
+    specs, counts, grid_jobs = sample(args.grid, overrides)
+    threads.apply_threads()
+    print(f"campaign benchmark: grid {args.grid} ({grid_jobs} jobs), sample of {len(specs)} "
+          f"(seed {specs[0].seed}), model {specs[0].model}, {torch.get_num_threads()} threads, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}; load {load()}")
+    loading = warm_up(specs)
+    print(f"model and data loading, once per worker process: {loading:.1f}s")
+    modes = ["fast", "legacy"] if args.compare else ["fast"]
+    eval_floor: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        variants = [Variant(m, Path(tmp), args.grid) for m in modes]
+        head = (f"{'job':<30}{'eval':>7}{'wall':>8}{'setup':>7}{'train':>8}{'valid':>8}{'test':>8}"
+                f"  | floor {'train':>6}{'valid':>7}{'test':>7}  | wall/floor train valid  test  load")
+        print(head)
+        totals = {m: collections.defaultdict(float) for m in modes}
+        same = True
+        for i, spec in enumerate(specs):
+            order = variants if i % 2 == 0 else variants[::-1]  # interleaved: A B, B A, ...
+            runs = {v.mode: v.run(spec) for v in order}
+            fl = floors(spec, eval_floor) if args.floor else None
+            label = f"{spec.task} n={spec.n} {spec.loss}"
+            for m in modes:
+                r = runs[m]
+                for k in ("wall", "setup", "train", "validation", "test"):
+                    totals[m][k] += r[k] * counts[i]
+                line = (f"{label:<30}{m:>7}{r['wall']:8.1f}{r['setup']:7.1f}{r['train']:8.1f}"
+                        f"{r['validation']:8.1f}{r['test']:8.1f}")
+                if fl:
+                    line += (f"  | {fl['train']:11.1f}{fl['validation']:7.1f}{fl['test']:7.1f}  | "
+                             f"{r['train'] / fl['train']:15.2f}{r['validation'] / fl['validation']:6.2f}"
+                             f"{r['test'] / fl['test']:6.2f}")
+                print(line + f"  {load()}", flush=True)
+            if len(modes) == 2:
+                a, b = runs["fast"]["predictions"], runs["legacy"]["predictions"]
+                same &= a == b
+    hours = {m: (t["wall"] + loading) / 3600 for m, t in totals.items()}
+    print(f"\nwhole grid ({grid_jobs} jobs, each sample job's wall × the grid jobs it stands for, "
+          "plus one loading):")
+    for m in modes:
+        t = totals[m]
+        print(f"  {m:<7} {hours[m]:5.2f} h  (training {t['train'] / 3600:.2f} h, validation "
+              f"{t['validation'] / 3600:.2f} h, test {t['test'] / 3600:.2f} h, setup {t['setup'] / 3600:.2f} h)")
+    if len(modes) == 2:
+        print(f"  legacy / fast: {hours['legacy'] / hours['fast']:.2f}x; test predictions identical "
+              f"on every sample job: {same}")
+    print(f"load average at the end: {load()}")
+
+
+# ---- throughput mode --------------------------------------------------------------------------
+BUSY = """
+import torch, time
+torch.set_num_threads(2)
+a = torch.randn(384, 384); b = torch.randn(384, 384)
+end = time.time() + {seconds}
+while time.time() < end:
+    for _ in range(50):
+        a @ b
+"""
+
+
+def drain(workers: int, args, folder: Path, tag: str) -> float:
+    """Seconds for `harness work --workers K --until-empty` to run the fixed job set."""
+    from harness import db, grids, queue
+
+    url = f"sqlite:///{folder / f'{tag}.db'}"
+    engine = db.open_db(url, create=True)
+    overrides = dict(model=args.model, tasks=[args.task], ns=[args.n_jobs_n], seeds=list(range(args.jobs)),
+                     losses=["ce"], epochs=args.epochs)
+    queue.enqueue(engine, "fewshot", [s for s, _ in grids.expand(grids.get_grid("fewshot"), **overrides)])
+    command = [sys.executable, "-m", "harness.cli", "work", "--db", url, "--until-empty", "--quiet",
+               "--runs-dir", str(folder / f"runs-{tag}"), "--workers", str(workers)]
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    seconds = time.perf_counter() - started
+    with engine.connect() as c:
+        done = c.execute(sa.text("select count(*) from results")).scalar()
+    assert done == args.jobs, f"{tag}: {done} of {args.jobs} jobs finished"
+    return seconds
+
+
+def throughput(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        print(f"throughput: {args.jobs} jobs ({args.task} N={args.n_jobs_n}, {args.epochs} epochs, "
+              f"{args.model}), {os.cpu_count()} cores; load {load()}")
+        one = drain(1, args, folder, "one")
+        print(f"  1 worker  ({os.cpu_count()} threads): {one:7.1f}s  load {load()}", flush=True)
+        two = drain(2, args, folder, "two")
+        print(f"  2 workers (1 thread each): {two:7.1f}s  load {load()}", flush=True)
+        print(f"  1 worker / 2 workers: {one / two:.2f}x jobs per hour")
+        if args.busy:
+            busy = subprocess.Popen([sys.executable, "-c", BUSY.format(seconds=10 * one + 60)],
+                                    env={**os.environ, "OMP_WAIT_POLICY": "ACTIVE"})
+            try:
+                time.sleep(3)
+                beside = drain(1, args, folder, "beside")
+                print(f"  1 worker beside a busy 2-thread process: {beside:7.1f}s  load {load()}")
+                beside2 = drain(2, args, folder, "beside2")
+                print(f"  2 workers beside a busy 2-thread process: {beside2:7.1f}s  load {load()}")
+            finally:
+                busy.kill()
+                busy.wait()
+            print(f"  slowdown beside the busy process: 1 worker {beside / one:.2f}x, "
+                  f"2 workers {beside2 / two:.2f}x (the busy process asks for 2 of the "
+                  f"{os.cpu_count()} cores)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--grid", default="fewshot")
+    p.add_argument("--model", default=SMALL_MODEL)
+    p.add_argument("--tasks", help="narrow the sample, e.g. sst2,qnli")
+    p.add_argument("--n", help="narrow the sample's N, e.g. 20,100")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--compare", action="store_true", help="also run the legacy evaluation path")
+    p.add_argument("--no-floor", dest="floor", action="store_false", help="skip the floor timings")
+    p.add_argument("--throughput", action="store_true", help="1 worker against 2 workers")
+    p.add_argument("--jobs", type=int, default=4, help="throughput: jobs in the fixed set")
+    p.add_argument("--task", default="sst2", help="throughput: task of the fixed set")
+    p.add_argument("--jobs-n", dest="n_jobs_n", type=int, default=20, help="throughput: N of each job")
+    p.add_argument("--busy", action="store_true", help="throughput: also beside a busy process")
+    args = p.parse_args()
+    from harness import threads
+
+    threads.prepare_process()  # passive OpenMP waits, as a worker: before torch is imported
+    if args.throughput:
+        args.epochs = args.epochs or 10
+        throughput(args)
+    else:
+        table(args)
+
+
+if __name__ == "__main__":
+    main()
