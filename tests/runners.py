@@ -90,3 +90,15 @@ def corrupt_pages(path: Path) -> None:
     with open(path, "r+b") as f:
         f.seek(4096)
         f.write(bytes((i * 37 + 11) % 251 for i in range(max(0, size - 4096))))
+
+
+def threads_seen(spec: JobSpec, ctx: RunContext) -> RunResult:
+    """Records the worker's torch threads and whether OpenMP waits passively (1) or not (0);
+    takes HARNESS_TEST_SLOW_SECONDS (default 0.5) so that several workers get a share."""
+    import torch
+
+    time.sleep(float(os.environ.get("HARNESS_TEST_SLOW_SECONDS", "0.5")))
+    r = _result(spec)
+    r.metrics = [("train", None, "threads", torch.get_num_threads()),
+                 ("train", None, "passive", float(os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"))]
+    return r
