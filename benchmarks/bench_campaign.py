@@ -224,8 +224,10 @@ while time.time() < end:
 """
 
 
-def drain(workers: int, args, folder: Path, tag: str) -> float:
-    """Seconds for `harness work --workers K --until-empty` to run the fixed job set."""
+def drain(workers: int, args, folder: Path, tag: str) -> tuple[float, float]:
+    """Wall and CPU seconds (all worker processes) of `harness work --workers K --until-empty`
+    on the fixed job set. CPU seconds do not depend on how busy the machine is: fewer for the
+    same jobs means less work wasted (spinning, threads waiting on each other)."""
     from harness import db, grids, queue
 
     url = f"sqlite:///{folder / f'{tag}.db'}"
@@ -235,13 +237,22 @@ def drain(workers: int, args, folder: Path, tag: str) -> float:
     queue.enqueue(engine, "fewshot", [s for s, _ in grids.expand(grids.get_grid("fewshot"), **overrides)])
     command = [sys.executable, "-m", "harness.cli", "work", "--db", url, "--until-empty", "--quiet",
                "--runs-dir", str(folder / f"runs-{tag}"), "--workers", str(workers)]
+    cpu_before = _children_cpu()
     started = time.perf_counter()
     subprocess.run(command, check=True)
     seconds = time.perf_counter() - started
+    cpu = _children_cpu() - cpu_before
     with engine.connect() as c:
         done = c.execute(sa.text("select count(*) from results")).scalar()
     assert done == args.jobs, f"{tag}: {done} of {args.jobs} jobs finished"
-    return seconds
+    return seconds, cpu
+
+
+def _children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def throughput(args) -> None:
@@ -249,26 +260,27 @@ def throughput(args) -> None:
         folder = Path(tmp)
         print(f"throughput: {args.jobs} jobs ({args.task} N={args.n_jobs_n}, {args.epochs} epochs, "
               f"{args.model}), {os.cpu_count()} cores; load {load()}")
-        one = drain(1, args, folder, "one")
-        print(f"  1 worker  ({os.cpu_count()} threads): {one:7.1f}s  load {load()}", flush=True)
-        two = drain(2, args, folder, "two")
-        print(f"  2 workers (1 thread each): {two:7.1f}s  load {load()}", flush=True)
-        print(f"  1 worker / 2 workers: {one / two:.2f}x jobs per hour")
+        one, one_cpu = drain(1, args, folder, "one")
+        print(f"  1 worker  ({os.cpu_count()} threads): {one:7.1f}s wall, {one_cpu:7.1f}s CPU  load {load()}",
+              flush=True)
+        two, two_cpu = drain(2, args, folder, "two")
+        print(f"  2 workers (1 thread each): {two:7.1f}s wall, {two_cpu:7.1f}s CPU  load {load()}", flush=True)
+        print(f"  1 worker / 2 workers: wall {one / two:.2f}x, CPU {one_cpu / two_cpu:.2f}x")
         if args.busy:
-            busy = subprocess.Popen([sys.executable, "-c", BUSY.format(seconds=10 * one + 60)],
+            busy = subprocess.Popen([sys.executable, "-c", BUSY.format(seconds=20 * one + 60)],
                                     env={**os.environ, "OMP_WAIT_POLICY": "ACTIVE"})
             try:
                 time.sleep(3)
-                beside = drain(1, args, folder, "beside")
-                print(f"  1 worker beside a busy 2-thread process: {beside:7.1f}s  load {load()}")
-                beside2 = drain(2, args, folder, "beside2")
+                beside, _ = drain(1, args, folder, "beside")
+                print(f"  1 worker beside a busy 2-thread process: {beside:7.1f}s  load {load()}", flush=True)
+                beside2, _ = drain(2, args, folder, "beside2")
                 print(f"  2 workers beside a busy 2-thread process: {beside2:7.1f}s  load {load()}")
             finally:
                 busy.kill()
                 busy.wait()
             print(f"  slowdown beside the busy process: 1 worker {beside / one:.2f}x, "
                   f"2 workers {beside2 / two:.2f}x (the busy process asks for 2 of the "
-                  f"{os.cpu_count()} cores)")
+                  f"{os.cpu_count()} cores: a fair share leaves the workers half the machine, 2x)")
 
 
 def main() -> None:
