@@ -2,6 +2,7 @@
 
     python benchmarks/bench_campaign.py --grid fewshot --model sentence-transformers/paraphrase-MiniLM-L3-v2 --compare
     python benchmarks/bench_campaign.py --throughput --jobs 4 [--busy]
+    python benchmarks/bench_campaign.py --eval-passes
 
 Table mode runs a fixed sample of the grid (its first seed: one job per task × N × loss) through
 the real worker on scratch SQLite databases, in this process, and prints per job: wall (claim to
@@ -17,6 +18,9 @@ Throughput mode runs a fixed set of jobs with `harness work --until-empty` as 1 
 workers (`--workers 2`), each on its own scratch database, and prints the total times; with
 --busy it also runs 1 worker alone and beside a busy process (a two-thread matrix-product loop, the
 kind of neighbour a campaign meets on a shared machine).
+
+Eval-passes mode times one validation pass per task, legacy against the cheaper path, in CPU
+seconds of one thread: the figure the machine's other load disturbs least.
 
 The machine is shared: the load average is printed before and after, and ratios are what count.
 """
@@ -212,6 +216,44 @@ def table(args) -> None:
     print(f"load average at the end: {load()}")
 
 
+# ---- evaluation passes --------------------------------------------------------------------------
+def eval_passes(args) -> None:
+    """One validation pass per task: legacy, token batches only, and the whole cheaper path, in CPU
+    seconds of one thread (min of `repeats`, interleaved): a figure the neighbours' load barely
+    moves, unlike wall time."""
+    import torch
+
+    from harness import first_token
+    from harness.batching import encode
+    from harness.data import prepare_data
+    from harness.evaluate import predict
+    from harness.models import build_model, load_pretrained
+    from harness.spec import JobSpec
+    from harness.tasks import get_task
+
+    torch.set_num_threads(1)
+    pre = load_pretrained(args.model)
+    print(f"evaluation passes, 1 thread, CPU seconds (min of {args.repeats}); load {load()}")
+    for name in (args.tasks or "sst2,qnli,mnli").split(","):
+        task = get_task(name)
+        data = prepare_data(JobSpec.make(task=name, n=20, seed=0, model=args.model))
+        model = build_model(args.model, task.num_labels, 0)
+        enc = encode(pre.tokenizer, pre.path, task.name, data.validation, 128)
+        times = collections.defaultdict(list)
+        supported = first_token.supported
+        for _ in range(args.repeats):
+            for variant in ("legacy", "token batches only", "fast"):
+                first_token.supported = (lambda m: False) if variant == "token batches only" else supported
+                started = time.process_time()
+                predict(model, enc, "cpu", mode="legacy" if variant == "legacy" else "fast")
+                times[variant].append(time.process_time() - started)
+        first_token.supported = supported
+        best = {k: min(v) for k, v in times.items()}
+        print(f"  {name} validation ({len(enc.lengths)} examples): "
+              + ", ".join(f"{k} {v:.2f}s" for k, v in best.items())
+              + f"; legacy / fast {best['legacy'] / best['fast']:.2f}x")
+
+
 # ---- throughput mode --------------------------------------------------------------------------
 BUSY = """
 import torch, time
@@ -297,11 +339,15 @@ def main() -> None:
     p.add_argument("--task", default="sst2", help="throughput: task of the fixed set")
     p.add_argument("--jobs-n", dest="n_jobs_n", type=int, default=20, help="throughput: N of each job")
     p.add_argument("--busy", action="store_true", help="throughput: also beside a busy process")
+    p.add_argument("--eval-passes", action="store_true", help="CPU seconds of one validation pass per task")
+    p.add_argument("--repeats", type=int, default=3, help="eval-passes: repetitions per variant")
     args = p.parse_args()
     from harness import threads
 
     threads.prepare_process()  # passive OpenMP waits, as a worker: before torch is imported
-    if args.throughput:
+    if args.eval_passes:
+        eval_passes(args)
+    elif args.throughput:
         args.epochs = args.epochs or 10
         throughput(args)
     else:
