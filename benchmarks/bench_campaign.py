@@ -86,7 +86,7 @@ def floors(spec, eval_cache: dict) -> dict:
     the epochs) and of the forward passes alone (validation × epochs, test once)."""
     import torch
 
-    from harness.batching import collate, encode, eval_batches, length_grouped_batches
+    from harness.batching import collate, encode, eval_batches, train_batches
     from harness.data import prepare_data
     from harness.finetune import compute_loss
     from harness.models import build_model, load_pretrained
@@ -100,7 +100,7 @@ def floors(spec, eval_cache: dict) -> dict:
     enc = tok(data.train)
     labels = torch.as_tensor(data.train.labels)
     batches = [(collate(enc, p, "cpu"), labels[p]) for p in
-               length_grouped_batches(enc.lengths, spec.batch_size, np.random.default_rng([spec.seed, 1]))]
+               train_batches(enc.lengths, spec.batch_size, spec.batching, spec.effective_train_seed, 1)]
     model.train()
     started = time.perf_counter()
     for batch, y in batches:
