@@ -65,7 +65,7 @@ def predict(model, enc: Encoded, device, autocast=contextlib.nullcontext,
                     raise OutOfMemory(phase, 1, exc) from exc
             # outside the except clause: the error's frames (and their tensors) are gone now
             free_memory(device)
-            size, tokens = max(1, max(len(b) for b in batches) // 2), max(1, tokens // 2)
+            size, tokens = max(1, size // 2), max(1, tokens // 2)  # whichever binds, halves
     finally:
         model.train(was_training)
 

@@ -76,10 +76,11 @@ def test_evaluation_oom_at_256_succeeds_at_128(trec_test, monkeypatch):
     freed = []
     monkeypatch.setattr("harness.evaluate.free_memory", freed.append)
     model = models.build_model(SMALL_MODEL, 6, seed=0)
-    reference = predict(model, trec_test, "cpu", batch_size=128, with_embeddings=True)
+    # batch_tokens out of the way: rows are the limit that binds, and that halves
+    reference = predict(model, trec_test, "cpu", batch_size=128, with_embeddings=True, batch_tokens=10**9)
     seen = []
     oom_above(model, 128, seen)
-    logits, cls = predict(model, trec_test, "cpu", batch_size=256, with_embeddings=True)
+    logits, cls = predict(model, trec_test, "cpu", batch_size=256, with_embeddings=True, batch_tokens=10**9)
     assert seen == [250, 128, 122]  # one failed batch of 250, then the pass again at 128
     assert freed == ["cpu"]  # the cache is freed before the retry
     assert np.array_equal(logits, reference[0]) and np.array_equal(cls, reference[1])
