@@ -76,7 +76,7 @@ def warm_up(specs) -> float:
         pre = load_pretrained(s.model)
         data = prepare_data(s)
         for ex in (data.validation, data.test):
-            encode(pre.tokenizer, pre.path, get_task(s.task).name, ex, s.max_length)
+            encode(pre.tokenizer, pre.tokenizer_id, get_task(s.task).name, ex, s.max_length)
         build_model(s.model, get_task(s.task).num_labels, 0)
     return time.perf_counter() - started
 
@@ -95,7 +95,7 @@ def floors(spec, eval_cache: dict) -> dict:
     task = get_task(spec.task)
     pre = load_pretrained(spec.model)
     data = prepare_data(spec)
-    tok = functools.partial(encode, pre.tokenizer, pre.path, task.name, max_length=spec.max_length)
+    tok = functools.partial(encode, pre.tokenizer, pre.tokenizer_id, task.name, max_length=spec.max_length)
     model = build_model(spec.model, task.num_labels, 0)
     enc = tok(data.train)
     labels = torch.as_tensor(data.train.labels)
@@ -238,7 +238,7 @@ def eval_passes(args) -> None:
         task = get_task(name)
         data = prepare_data(JobSpec.make(task=name, n=20, seed=0, model=args.model))
         model = build_model(args.model, task.num_labels, 0)
-        enc = encode(pre.tokenizer, pre.path, task.name, data.validation, 128)
+        enc = encode(pre.tokenizer, pre.tokenizer_id, task.name, data.validation, 128)
         times = collections.defaultdict(list)
         supported = first_token.supported
         for _ in range(args.repeats):

@@ -164,7 +164,7 @@ def loss_check(dry: bool, steps: int = 40) -> int:
     task = get_task("sst2")
     pre = load_pretrained(MODEL)
     data = prepare_data(spec)
-    enc = encode(pre.tokenizer, pre.path, task.name, data.train, spec.max_length)
+    enc = encode(pre.tokenizer, pre.tokenizer_id, task.name, data.train, spec.max_length)
     positions = np.arange(16)
     labels = torch.as_tensor(data.train.labels[positions])
 

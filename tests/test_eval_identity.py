@@ -53,7 +53,7 @@ def test_first_token_path_is_used_and_matches_on_sentence_pairs():
     model = build_model(SMALL_MODEL, 2, 0)
     assert first_token.supported(model)
     pre = load_pretrained(SMALL_MODEL)
-    enc = encode(pre.tokenizer, pre.path, "qnli", prepare_data(spec).validation, 128)
+    enc = encode(pre.tokenizer, pre.tokenizer_id, "qnli", prepare_data(spec).validation, 128)
     fast = evaluate.predict(model, enc, "cpu", with_embeddings=True)
     legacy = evaluate.predict(model, enc, "cpu", with_embeddings=True, mode="legacy")
     assert np.array_equal(fast[0].argmax(1), legacy[0].argmax(1))
