@@ -139,7 +139,7 @@ class Variant:
 
     def run(self, spec) -> dict:
         """Enqueue and run one job; its wall time, phase times and test predictions."""
-        from harness import queue
+        from harness import queue, storage
 
         queue.enqueue(self.engine, self.grid, [spec])
         job = spec.job_id
@@ -151,9 +151,12 @@ class Variant:
         with self.engine.connect() as c:
             rows = c.execute(sa.text("select split, sum(value) from metrics where job_id = :j and "
                                      "name = 'seconds' group by split"), {"j": job}).all()
-            preds = c.execute(sa.text("select example, prediction from predictions where job_id = :j "
-                                      "order by example"), {"j": job}).all()
+            packed = c.execute(sa.text("select * from test_predictions where job_id = :j"),
+                               {"j": job}).mappings().first()
         phases = dict(rows)
+        # Jobs store their test predictions packed, one row per job (harness.storage).
+        preds = [] if packed is None else list(zip(*(storage.unpack_predictions(packed)[i].tolist()
+                                                     for i in (0, 2))))
         if not preds:
             raise RuntimeError(f"{self.mode}: job {job} left no result")
         return {"job": job, "wall": wall, "setup": phases.get("setup", 0.0),
