@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis import build_table, load_results, render  # noqa: E402
 from analysis.synthetic import grid, make_db, synthetic_results  # noqa: E402
-from harness.db import SCHEMA_VERSION, make_engine  # noqa: E402
+from harness import migrations  # noqa: E402
+from harness.db import make_engine  # noqa: E402
 
 
 def build_frame(rows: int, scenario: str) -> pd.DataFrame:
@@ -46,8 +47,8 @@ def main() -> None:
     ap.add_argument("--db", type=Path, default=None)
     ap.add_argument("--fmt", default="terminal")
     args = ap.parse_args()
-    # The cached database is named by schema version, so a schema change builds a fresh one.
-    path = args.db or Path(tempfile.gettempdir()) / f"bench_report_{args.scenario}_{args.rows}_v{SCHEMA_VERSION}.db"
+    # The cached database is named by schema revision, so a schema change builds a fresh one.
+    path = args.db or Path(tempfile.gettempdir()) / f"bench_report_{args.scenario}_{args.rows}_v{migrations.head()}.db"
     if not path.exists():
         t0 = time.perf_counter()
         make_db(path, build_frame(args.rows, args.scenario), predictions=False)

@@ -464,9 +464,12 @@ def tune_scl(
 @db_app.command("upgrade")
 @fail_cleanly
 def db_upgrade(db_url: Optional[str] = DbOpt):
-    """Create or migrate the schema to this harness's version."""
+    """Create the schema, or migrate it to this harness's revision (Alembic); prints before -> after.
+
+    Workers refuse a database at an older revision until this has run. All or nothing: the
+    revisions run in one transaction."""
     before, after = db.upgrade(db.make_engine(db_url))
-    typer.echo(f"schema version {before or 'none'} -> {after}")
+    typer.echo(f"schema revision {before or 'none'} -> {after}" + (" (up to date)" if before == after else ""))
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
-"""The database: schema, engine, schema version and migrations.
+"""The database: tables, engine, and the check that a database's schema is this code's.
 
 Users read it directly (`select * from results`), so the table and column names below are a
 contract (DESIGN.md). SQLite is the default; PostgreSQL (`postgresql+psycopg://…`) is the
-scale-out path. Both go through the same SQLAlchemy Core tables.
+scale-out path. Both go through the same SQLAlchemy Core tables. The tables below are the schema
+at the newest revision of harness.migrations (Alembic), which creates and changes them.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
+from harness import migrations
 from harness.errors import DatabaseFileError, DatabaseUnavailable, HarnessError
 
 DEFAULT_URL = "sqlite:///results.db"
-SCHEMA_VERSION = 4
 SQLITE_BUSY_TIMEOUT_MS = 60_000  # writers wait this long for the write lock before giving up
+MIGRATION_LOCK = 0x6861726E  # PostgreSQL advisory lock key held by a schema upgrade ("harn")
 
 metadata = sa.MetaData()
 
-meta = sa.Table(
-    "harness_meta", metadata,
+meta = sa.Table(  # key "schema_version": the schema revision's number (harness.migrations)
+    migrations.META_TABLE, metadata,
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
@@ -374,60 +376,37 @@ def _server_lost(ctx):
     return None
 
 
-# ---- schema version -----------------------------------------------------------------------
+# ---- schema revision (Alembic: harness.migrations) ---------------------------------------
 
-def schema_version(conn) -> int | None:
-    """The version recorded in the database; None for an empty database."""
-    if not sa.inspect(conn).has_table(meta.name):
+def revision(conn) -> str | None:
+    """The database's schema revision; None for an empty database. Refuses another program's
+    database, and one made by a newer harness."""
+    if migrations.schema_version(conn) is None:
+        if sa.inspect(conn).get_table_names():
+            raise HarnessError(f"{_shown(conn.engine)} holds another program's tables, not a "
+                               "harness database: use a new file")
         return None
-    row = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).first()
-    return int(row[0]) if row else None
+    current = migrations.revision(conn)
+    if not migrations.known(current):
+        raise HarnessError(f"the database has schema revision {current}, newer than this harness "
+                           f"({migrations.head()}): upgrade the harness")
+    return current
 
 
-def _add_missing(conn) -> None:
-    """Create the tables, and add the nullable columns, that an older schema lacks."""
-    metadata.create_all(conn)  # checkfirst: only tables that do not exist yet
-    inspector = sa.inspect(conn)
-    for table in metadata.sorted_tables:
-        have = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in have:
-                kind = column.type.compile(dialect=conn.dialect)
-                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}')
-
-
-# Migrations: version -> function(conn) that brings version-1 to version.
-MIGRATIONS = {
-    1: lambda conn: metadata.create_all(conn),
-    2: _add_missing,  # noise_sets and artifacts tables, results.scl_batch_size, jobs.depends_on index
-    3: _add_missing,  # results.batching, results.sampling, results.class_counts
-    4: _add_missing,  # tuning_choices and test_predictions tables
-}
-
-
-def upgrade(engine: Engine) -> tuple[int | None, int]:
-    """Bring the schema up to SCHEMA_VERSION. Returns (version before, version after)."""
+def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str]:
+    """Bring the schema up to `target` (a revision; the newest by default), in one transaction.
+    Returns (revision before, revision after)."""
     with connect(engine) as conn, conn.begin():
-        _upgradable_version(conn)  # refuse another program's database before touching the file
+        revision(conn)  # refuse another program's database before touching the file
     if engine.dialect.name == "sqlite":
         _use_wal(engine)
     with connect(engine) as conn, conn.begin():
-        before = _upgradable_version(conn)
-        for v in range((before or 0) + 1, SCHEMA_VERSION + 1):
-            MIGRATIONS[v](conn)
-        _set_version(conn, SCHEMA_VERSION)
-    return before, SCHEMA_VERSION
-
-
-def _upgradable_version(conn) -> int | None:
-    before = schema_version(conn)
-    if before is None and sa.inspect(conn).get_table_names():
-        raise HarnessError("this database holds tables that are not the harness's: "
-                           "use an empty database or a new file")
-    if before is not None and before > SCHEMA_VERSION:
-        raise HarnessError(f"the database has schema version {before}, newer than this "
-                           f"harness ({SCHEMA_VERSION}): upgrade the harness")
-    return before
+        if conn.dialect.name == "postgresql":  # two upgraders at once: the second waits, then finds it done
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        before = revision(conn)
+        migrations.upgrade(conn, target)
+        after = migrations.revision(conn)
+    return before, after
 
 
 def _use_wal(engine: Engine) -> None:
@@ -440,16 +419,12 @@ def _use_wal(engine: Engine) -> None:
         raw.close()
 
 
-def _set_version(conn, version: int) -> None:
-    conn.execute(sa.delete(meta).where(meta.c.key == "schema_version"))
-    conn.execute(sa.insert(meta).values(key="schema_version", value=str(version)))
-
-
 def open_db(url: str | None = None, *, create: bool = False, readonly: bool = False) -> Engine:
     """An engine on a database whose schema this code understands.
 
-    create=True creates the schema in an empty database (enqueue does this on first use);
-    otherwise an empty or out-of-date database is refused with a message that says what to run.
+    create=True creates the schema in an empty database (enqueue does this on first use); an
+    empty database otherwise, or one at an older revision always, is refused with a message that
+    says what to run: nothing here changes an existing schema (`harness db upgrade` does).
     readonly=True (status, report): a SQLite file this process cannot write is opened read-only;
     without it, such a file is refused with one line (a writer could not store anything).
     """
@@ -469,24 +444,21 @@ def open_db(url: str | None = None, *, create: bool = False, readonly: bool = Fa
         elif problem:
             raise DatabaseFileError(f"cannot write the database {path}: {problem}")
     with connect(engine) as conn:
-        version = schema_version(conn)
-        foreign = version is None and bool(sa.inspect(conn).get_table_names())
-    if foreign:
-        raise HarnessError(f"{engine.url.render_as_string(hide_password=True)} holds another "
-                           "program's tables, not a harness database: use a new file")
-    if version is None and create:
+        current = revision(conn)
+    if current is None and create:
         upgrade(engine)
         return engine
-    if version is None:
-        raise HarnessError(f"{engine.url.render_as_string(hide_password=True)} holds no harness "
-                           "database yet: run `harness enqueue` (or `harness db upgrade`) first")
-    if version < SCHEMA_VERSION:
-        raise HarnessError(f"the database has schema version {version}, this harness needs "
-                           f"{SCHEMA_VERSION}: run `harness db upgrade`")
-    if version > SCHEMA_VERSION:
-        raise HarnessError(f"the database has schema version {version}, newer than this harness "
-                           f"({SCHEMA_VERSION}): upgrade the harness")
+    if current is None:
+        raise HarnessError(f"{_shown(engine)} holds no harness database yet: run `harness enqueue` "
+                           "(or `harness db upgrade`) first")
+    if current != migrations.head():
+        raise HarnessError(f"the database has schema revision {current}, this harness needs "
+                           f"{migrations.head()}: run `harness db upgrade --db {_shown(engine)}`")
     return engine
+
+
+def _shown(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
 
 
 def _unwritable(path: Path) -> str | None:

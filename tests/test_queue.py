@@ -180,37 +180,6 @@ def test_grid_filter(engine):
     assert queue.claim(engine, "w", grid="b") is None
 
 
-def test_unknown_schema_version_is_refused(tmp_path):
-    url = f"sqlite:///{tmp_path / 'r.db'}"
-    engine = db.open_db(url, create=True)
-    with engine.begin() as conn:
-        conn.execute(sa.text("update harness_meta set value = '0' where key = 'schema_version'"))
-    with pytest.raises(HarnessError, match="harness db upgrade"):
-        db.open_db(url)
-    db.upgrade(engine)
-    db.open_db(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("update harness_meta set value = '99' where key = 'schema_version'"))
-    with pytest.raises(HarnessError, match="newer than this harness"):
-        db.open_db(url)
-
-
-def test_upgrade_from_version_1_adds_what_it_lacks(tmp_path):
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = db.open_db(url, create=True)
-    with engine.begin() as conn:  # make it look like a version-1 database
-        conn.execute(sa.text("drop table artifacts"))
-        conn.execute(sa.text("alter table results drop column scl_batch_size"))
-        conn.execute(sa.text("update harness_meta set value = '1' where key = 'schema_version'"))
-    with pytest.raises(HarnessError, match="harness db upgrade"):
-        db.open_db(url)
-    assert db.upgrade(engine) == (1, db.SCHEMA_VERSION)
-    db.open_db(url)
-    inspector = sa.inspect(engine)
-    assert "artifacts" in inspector.get_table_names()
-    assert "scl_batch_size" in {c["name"] for c in inspector.get_columns("results")}
-
-
 @pytest.mark.postgres
 @pytest.mark.parametrize("racer", ["heartbeat", "requeue_and_reclaim"])
 def test_requeue_stale_spares_a_job_renewed_between_its_select_and_update(pg_url, racer):

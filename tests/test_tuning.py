@@ -206,24 +206,6 @@ def test_enqueue_tuned_errors_leave_the_database_unchanged(tuned_db):
     assert r.exit_code == 2 and "does not exist" in r.stderr
 
 
-# ---- migration ----------------------------------------------------------------------------
-
-def test_upgrade_from_version_3_adds_tuning_choices(tmp_path):
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = db.open_db(url, create=True)
-    enqueue(engine, tasks=["sst2"], losses=["ce"])
-    with engine.begin() as conn:  # what a version-3 harness made
-        conn.execute(sa.text("drop table tuning_choices"))
-        conn.execute(sa.text("update harness_meta set value = '3' where key = 'schema_version'"))
-    with pytest.raises(HarnessError, match="harness db upgrade"):
-        db.open_db(url)
-    r = invoke("db", "upgrade", "--db", url)
-    assert r.exit_code == 0 and "schema version 3 -> 4" in r.stdout
-    assert "tuning_choices" in sa.inspect(db.open_db(url)).get_table_names()
-    with db.connect(engine) as conn:
-        assert conn.execute(sa.text("select count(*) from jobs")).scalar_one() == 6
-
-
 # ---- the report ---------------------------------------------------------------------------
 
 def test_report_asks_the_question_and_prints_the_choice_and_the_tuning_table(tuned_db, tmp_path):
