@@ -30,7 +30,8 @@ DATA_FILES = {"sst2": ("train", "validation"), "qnli": ("train", "validation"),
 # Installed with --no-deps (only what is missing), so optional dependencies such as hf-xet (used by
 # the Hub client for downloads, never here) are left out.
 WHEELS = {"transformers": "transformers", "tokenizers": "tokenizers", "safetensors": "safetensors",
-          "huggingface_hub": "huggingface_hub", "sqlalchemy": "sqlalchemy", "regex": "regex",
+          "huggingface_hub": "huggingface_hub", "sqlalchemy": "sqlalchemy", "alembic": "alembic",
+          "mako": "mako", "markupsafe": "markupsafe", "regex": "regex",
           "typer": "typer", "click": "click", "rich": "rich", "shellingham": "shellingham",
           "markdown-it-py": "markdown_it", "mdurl": "mdurl", "datasets": "datasets",
           "dill": "dill", "multiprocess": "multiprocess", "xxhash": "xxhash", "fsspec": "fsspec",

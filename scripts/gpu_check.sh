@@ -6,7 +6,7 @@
 #        scripts/gpu_check.sh pack
 #    builds build/gpu_pack/ (ignored by git, at most 64 MiB): paraphrase-MiniLM-L3-v2 in float16,
 #    the SST-2/QNLI/MNLI files (xz) and wheels of the small packages a GPU image may lack
-#    (transformers, tokenizers, datasets, sqlalchemy, typer, rich, ...; see scripts/gpu_check.py).
+#    (transformers, tokenizers, datasets, sqlalchemy, alembic, typer, rich, ...; see scripts/gpu_check.py).
 # 2. There (a GPU machine with python3 and a CUDA build of torch, no internet), in a copy of the
 #    working tree with build/gpu_pack carried along:
 #        scripts/gpu_check.sh run
