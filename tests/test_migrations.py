@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,25 @@ def test_a_new_database_is_created_at_head_matching_the_tables(url):
     assert schema_differences(engine) == []
     r = cli.invoke(app, ["db", "upgrade", "--db", url])
     assert r.exit_code == 0 and f"{migrations.head()} -> {migrations.head()} (up to date)" in r.stdout
+
+
+def test_upgrades_at_the_same_time_create_the_schema_once(url):
+    """Two `enqueue`s on a new database at once: the second waits for the first, then finds it done."""
+    out = []
+
+    def upgrade():
+        try:
+            out.append(db.upgrade(db.make_engine(url)))
+        except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+            out.append(exc)
+
+    threads = [threading.Thread(target=upgrade, daemon=True) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)  # unserialised upgrades can wait on each other for ever
+    head = migrations.head()
+    assert sorted(out, key=str) == sorted([(None, head), (head, head), (head, head)], key=str)
 
 
 # ---- refusals ---------------------------------------------------------------------------------
