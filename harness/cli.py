@@ -466,8 +466,7 @@ def tune_scl(
 def db_upgrade(db_url: Optional[str] = DbOpt):
     """Create the schema, or migrate it to this harness's revision (Alembic); prints before -> after.
 
-    Workers refuse a database at an older revision until this has run. All or nothing: the
-    revisions run in one transaction."""
+    Workers refuse a database at an older revision until then. It runs in one transaction."""
     before, after = db.upgrade(db.make_engine(db_url))
     typer.echo(f"schema revision {before or 'none'} -> {after}" + (" (up to date)" if before == after else ""))
 
