@@ -145,9 +145,9 @@ class Variant:
         job = spec.job_id
         w = self.worker
         w.opts.max_jobs = w.done + w.failed + 1
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         w.run()
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         with self.engine.connect() as c:
             rows = c.execute(sa.text("select split, sum(value) from metrics where job_id = :j and "
                                      "name = 'seconds' group by split"), {"j": job}).all()
@@ -159,7 +159,7 @@ class Variant:
                                                      for i in (0, 2))))
         if not preds:
             raise RuntimeError(f"{self.mode}: job {job} left no result")
-        return {"job": job, "wall": wall, "setup": phases.get("setup", 0.0),
+        return {"job": job, "wall": wall, "cpu": cpu, "setup": phases.get("setup", 0.0),
                 "train": phases.get("train", 0.0), "validation": phases.get("validation", 0.0),
                 "test": phases.get("test", 0.0), "predictions": preds}
 
@@ -182,7 +182,7 @@ def table(args) -> None:
     eval_floor: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         variants = [Variant(m, Path(tmp), args.grid) for m in modes]
-        head = (f"{'job':<30}{'eval':>7}{'wall':>8}{'setup':>7}{'train':>8}{'valid':>8}{'test':>8}"
+        head = (f"{'job':<30}{'eval':>7}{'wall':>8}{'cpu':>8}{'setup':>7}{'train':>8}{'valid':>8}{'test':>8}"
                 f"  | floor {'train':>6}{'valid':>7}{'test':>7}  | wall/floor train valid  test  load")
         print(head)
         totals = {m: collections.defaultdict(float) for m in modes}
@@ -194,9 +194,9 @@ def table(args) -> None:
             label = f"{spec.task} n={spec.n} {spec.loss}"
             for m in modes:
                 r = runs[m]
-                for k in ("wall", "setup", "train", "validation", "test"):
+                for k in ("wall", "cpu", "setup", "train", "validation", "test"):
                     totals[m][k] += r[k] * counts[i]
-                line = (f"{label:<30}{m:>7}{r['wall']:8.1f}{r['setup']:7.1f}{r['train']:8.1f}"
+                line = (f"{label:<30}{m:>7}{r['wall']:8.1f}{r['cpu']:8.1f}{r['setup']:7.1f}{r['train']:8.1f}"
                         f"{r['validation']:8.1f}{r['test']:8.1f}")
                 if fl:
                     line += (f"  | {fl['train']:11.1f}{fl['validation']:7.1f}{fl['test']:7.1f}  | "
@@ -213,6 +213,16 @@ def table(args) -> None:
         t = totals[m]
         print(f"  {m:<7} {hours[m]:5.2f} h  (training {t['train'] / 3600:.2f} h, validation "
               f"{t['validation'] / 3600:.2f} h, test {t['test'] / 3600:.2f} h, setup {t['setup'] / 3600:.2f} h)")
+    if args.cpu_time:
+        # One thread per job: K = cores one-thread workers (`harness work --workers K`) on a quiet
+        # machine each keep a core busy, so the grid takes its CPU seconds / cores. CPU seconds of
+        # one thread move little with the neighbours' load, unlike wall time.
+        cores = os.cpu_count()
+        print(f"whole grid from CPU seconds (1 thread per job, {cores} one-thread workers on a quiet "
+              f"{cores}-core machine):")
+        for m in modes:
+            print(f"  {m:<7} {(totals[m]['cpu'] + loading * cores) / 3600 / cores:5.2f} h  "
+                  f"({totals[m]['cpu'] / 3600:.2f} CPU-hours)")
     if len(modes) == 2:
         print(f"  legacy / fast: {hours['legacy'] / hours['fast']:.2f}x; test predictions identical "
               f"on every sample job: {same}")
@@ -336,6 +346,8 @@ def main() -> None:
     p.add_argument("--n", help="narrow the sample's N, e.g. 20,100")
     p.add_argument("--epochs", type=int)
     p.add_argument("--compare", action="store_true", help="also run the legacy evaluation path")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="1 thread per job; also estimate the grid from CPU seconds ÷ cores")
     p.add_argument("--no-floor", dest="floor", action="store_false", help="skip the floor timings")
     p.add_argument("--throughput", action="store_true", help="1 worker against 2 workers")
     p.add_argument("--jobs", type=int, default=4, help="throughput: jobs in the fixed set")
@@ -347,6 +359,8 @@ def main() -> None:
     args = p.parse_args()
     from harness import threads
 
+    if args.cpu_time:
+        os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported
     threads.prepare_process()  # passive OpenMP waits, as a worker: before torch is imported
     if args.eval_passes:
         eval_passes(args)
