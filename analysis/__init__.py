@@ -6,14 +6,13 @@
     write_report("sqlite:///results.db", "report/")    # every table and figure, claim by claim
 """
 
+from analysis.layouts import TABLES
 from analysis.load import load_predictions, load_results
 from analysis.noise import noise_summary, render_noise_summary
 from analysis.plots import plot_noise, plot_tsne, plot_variance
 from analysis.render import FORMATS, render
 from analysis.report import write_report
 from analysis.tables import AGGREGATIONS, Table, build_table
-
-TABLES = (2, 3, 4, 5, 7)
 
 __all__ = ["load_results", "load_predictions", "build_table", "render", "plot_variance", "plot_noise", "plot_tsne",
            "write_report", "noise_summary", "render_noise_summary", "Table", "AGGREGATIONS", "FORMATS", "TABLES"]

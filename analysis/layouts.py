@@ -1,9 +1,11 @@
 """Which results each of the paper's tables holds, and where each run goes in it.
 
 A layout selects rows by spec content (task, n, noise, loss, batch size, init_from, per_class),
-never by grid name (but for leaving out the tuning runs, whose test scores are never reported), and tags each selected run with its place: `_group` (a block of rows),
-`_col` (a column), `_loss` (the loss the row stands for) and `value` (the score shown). Pure
-pandas, vectorised over the whole results frame.
+never by grid name (but for leaving out the tuning runs, whose test scores are never reported),
+and tags each selected run with its place: `_group` (a block of rows), `_col` (a column), `_loss`
+(the loss the row stands for) and `value` (the score shown). Pure pandas, vectorised over the
+whole results frame. The tables' tasks, N, T, batch sizes and published numbers come from
+`harness.paper`; what differs between tables is a field of its layout, never a test of its number.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Callable
 
 import pandas as pd
 
-from analysis import paper
+from harness import paper
+from harness.data import HUB_ROWS
 
 # Columns that must match for two runs to sit in one section (and to be paired): the model and
 # the training hyper-parameters, how batches were formed and how the sample was drawn. The SCL
@@ -21,17 +24,23 @@ from analysis import paper
 SIGNATURE = ("model", "lr", "batch_size", "epochs", "max_length", "warmup_ratio", "weight_decay",
              "val_size", "batching", "sampling")
 
+# Full training-set sizes (the Hub's); a full-data run that trained on fewer rows is flagged (the
+# local mirror holds 9,999-row subsets of QNLI and MNLI).
+FULL_TRAIN_ROWS = {task: HUB_ROWS[(task, "train")] for task in paper.GLUE.tasks}
+
 
 @dataclass(frozen=True)
 class Layout:
     number: int
     title: str
+    design: paper.Design  # the paper's experiment the table reproduces
     select: Callable[[pd.DataFrame], pd.DataFrame]
     groups: tuple  # raw group values, in order
     group_label: Callable[[object], str]
     cols: tuple  # raw column values, in order
     col_label: Callable[[object], str]
     paper: Callable[[object, object, str], tuple | None]  # (group, col, loss) -> (mean, std)
+    paper_p: Callable[[object, object], float | None] | None = None  # (group, col) -> the paper's p
     derived: dict = field(default_factory=dict)  # column label -> raw member columns, pooled
     expected: int | None = None  # runs per cell the paper's protocol has
     signature: tuple = SIGNATURE
@@ -45,6 +54,7 @@ class Layout:
     # one sample): its tests take seeds as units, and the gap's per-seed slope against the member
     # columns is tested too (does the gap grow with T?).
     by_seed: str | None = None
+    noise_summary: bool = False  # shown with how much the back-translation changed the texts
 
     def col_text(self, c) -> str:
         return str(c) if c in self.derived else (self.col_label(c) or str(c))
@@ -75,31 +85,33 @@ def _tag(df: pd.DataFrame, mask: pd.Series, group: str | pd.Series, col: str, va
 
 
 def _t2(df):
-    m = _clean(df) & (df["noise"] == 0) & df["n"].isin([20, 100, 1000]) & df["task"].isin(["sst2", "qnli", "mnli"])
+    d = paper.FEWSHOT
+    m = _clean(df) & (df["noise"] == 0) & df["n"].isin(d.ns) & df["task"].isin(d.tasks)
     return _tag(df, m, "n", "task", "test_score")
 
 
 def _t3(df):
-    m = (_clean(df) & (df["n"] == 100).fillna(False) & df["noise"].isin(paper.NOISE_LEVELS)
-         & df["task"].isin(["sst2", "qnli", "mnli"]))
+    d = paper.NOISE
+    m = _clean(df) & df["n"].isin(d.ns) & df["noise"].isin(d.noises) & df["task"].isin(d.tasks)
     return _tag(df, m, "task", "noise", "test_score")
 
 
 def _t4(df):
-    m = _clean(df) & df["n"].isna() & (df["noise"] == 0) & df["task"].isin(paper.GLUE_TASKS)
+    m = _clean(df) & df["n"].isna() & (df["noise"] == 0) & df["task"].isin(paper.GLUE.tasks)
     acc = _tag(df, m, "accuracy", "task", "test_accuracy")
     metric = _tag(df, m, "task metric", "task", "test_score")
     return pd.concat([acc, metric], ignore_index=True)
 
 
 def _t5(df):
-    m = (_clean(df) & df["n"].isna() & (df["noise"] == 0) & df["task"].isin(["sst2", "cola", "qnli"])
-         & df["batch_size"].isin([16, 64, 256]))
+    d = paper.BATCH
+    m = (_clean(df) & df["n"].isna() & (df["noise"] == 0) & df["task"].isin(d.tasks)
+         & df["batch_size"].isin(d.batch_sizes))
     return _tag(df, m, "batch_size", "task", "test_accuracy")
 
 
 def _t7(df):
-    m = (df["noise"] == 0) & df["task"].isin(paper.TRANSFER_TASKS) & (
+    m = (df["noise"] == 0) & df["task"].isin(paper.TRANSFER.tasks) & (
         df["init_from"].notna() | df["per_class"].notna())
     out = _tag(df, m, "", "task", "test_score")
     # A transfer run's row is the loss its SST-2 source model was trained with (from the source's
@@ -150,7 +162,7 @@ def _t7_describe(df: pd.DataFrame, sub: pd.DataFrame) -> list[str]:
     sources = sub["init_from"].dropna().unique()
     stage1 = df[df["job_id"].isin(sources)]
     for _, s in stage1.sort_values("loss").iterrows():
-        full = paper.FULL_TRAIN_ROWS.get(s["task"])
+        full = FULL_TRAIN_ROWS.get(s["task"])
         size = ("the full training set" if pd.isna(s["n"]) else
                 f"a random sample of {int(s['n']):,} of its {full:,} training examples (a CPU-sized demo, "
                 "not the paper's full-data stage 1)")
@@ -167,39 +179,41 @@ def _fmt_noise(t) -> str:
 
 
 LAYOUTS = {
-    2: Layout(2, "Few-shot learning (Table 2): test accuracy, noise 0", _t2, (20, 100, 1000),
-              lambda g: f"N={g}", ("sst2", "qnli", "mnli"), paper.TASK_LABELS.get,
-              lambda g, c, loss: paper.TABLE2.get((c, g, loss)), expected=paper.PAPER_SEEDS),
+    2: Layout(2, "Few-shot learning (Table 2): test accuracy, noise 0", paper.FEWSHOT, _t2,
+              paper.FEWSHOT.ns, lambda g: f"N={g}", paper.FEWSHOT.tasks, paper.TASK_LABELS.get,
+              lambda g, c, loss: paper.TABLE2.get((c, g, loss)),
+              paper_p=lambda g, c: paper.TABLE2_P.get((c, g)), expected=paper.FEWSHOT.samples),
     3: Layout(3, "Noisy training data at N=100 (Table 3): test accuracy against back-translation "
-                 "temperature T", _t3, ("sst2", "qnli", "mnli"), paper.TASK_LABELS.get,
-              paper.NOISE_LEVELS, _fmt_noise,
-              lambda g, c, loss: paper.TABLE3.get((g, "average" if c == "average" else c, loss)),
-              derived={"average": (0.3, 0.5, 0.7, 0.9)}, expected=paper.PAPER_SEEDS, by_seed="average",
+                 "temperature T", paper.NOISE, _t3, paper.NOISE.tasks, paper.TASK_LABELS.get,
+              paper.NOISE.noises, _fmt_noise, lambda g, c, loss: paper.TABLE3.get((g, c, loss)),
+              derived={"average": paper.NOISE.noisy}, expected=paper.NOISE.samples, by_seed="average",
+              noise_summary=True,
               notes=("'average' pools the runs of the four noisy temperatures (as the paper's "
                      "average column does). Its tests take seeds as units: each seed's CE+SCL − CE "
                      "gap averaged over the T it has for both losses, because a seed's noisy sets "
                      "are copies of one training sample and its (T, seed) pairs are not independent.",)),
-    4: Layout(4, "Full-data GLUE (v1 Table 2): test accuracy, and each task's GLUE metric", _t4,
-              ("accuracy", "task metric"), str, paper.GLUE_TASKS, paper.TASK_LABELS.get,
+    4: Layout(4, "Full-data GLUE (v1 Table 2): test accuracy, and each task's GLUE metric", paper.GLUE, _t4,
+              ("accuracy", "task metric"), str, paper.GLUE.tasks, paper.TASK_LABELS.get,
               lambda g, c, loss: paper.TABLE4.get((c, loss)) if g == "accuracy" else None,
-              derived={"average": paper.GLUE_TASKS},
+              derived={"average": paper.GLUE.tasks},
               notes=("The paper's numbers are validation-set scores that look like accuracy "
                      "(a CoLA MCC of 86 is implausible); ours are on the held-out test half.",
                      "task metric: MCC for CoLA, F1 for MRPC, accuracy for the others.")),
-    5: Layout(5, "Batch size (v1 Table 3): CE+SCL test accuracy, full data", _t5, (16, 64, 256),
-              lambda g: f"batch {g}", ("sst2", "cola", "qnli"), paper.TASK_LABELS.get,
+    5: Layout(5, "Batch size (v1 Table 3): CE+SCL test accuracy, full data", paper.BATCH, _t5,
+              paper.BATCH.batch_sizes, lambda g: f"batch {g}", paper.BATCH.tasks, paper.TASK_LABELS.get,
               lambda g, c, loss: paper.TABLE5.get((c, g)) if loss == "ce+scl" else None,
               signature=tuple(c for c in SIGNATURE if c != "batch_size"),
-              notes=(f"The paper's batch-size numbers come from {paper.TABLE5_MODEL}.",
+              notes=(f"The paper's batch-size numbers come from {paper.BATCH.model}.",
                      "The SCL term is computed over the examples of one forward batch: there is no "
                      "gradient accumulation (it would not enlarge the contrastive batch), so a batch "
                      "that does not fit in memory fails its job with that reason instead of being "
                      "split."),
               describe=_t5_describe, cell_flags=_t5_flags),
-    7: Layout(7, "Transfer from SST-2 to related tasks (v1 Table 7): 20 examples per class", _t7,
-              ("",), lambda g: "", paper.TRANSFER_TASKS, paper.TASK_LABELS.get,
+    7: Layout(7, "Transfer from SST-2 to related tasks (v1 Table 7): 20 examples per class", paper.TRANSFER,
+              _t7, ("",), lambda g: "", paper.TRANSFER.tasks, paper.TASK_LABELS.get,
               lambda g, c, loss: paper.TABLE7.get((c, loss)), baseline_row=True,
               notes=("Rows CE / CE+SCL: the loss of the SST-2 model the run started from "
                      "(spec.init_from); baseline: no SST-2 stage (init_from empty, per_class set).",),
               describe=_t7_describe),
 }
+TABLES = tuple(LAYOUTS)  # the tables `harness report --table` builds

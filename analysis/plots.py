@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.layouts import reported  # noqa: E402
 from analysis.load import load_embeddings, load_results  # noqa: E402
-from analysis.paper import LOSS_LABELS, NOISE_LEVELS, TASK_LABELS  # noqa: E402
+from harness.paper import FEWSHOT, LOSS_LABELS, NOISE, TASK_LABELS  # noqa: E402
 
 COLORS = {"ce": "tab:blue", "ce+scl": "tab:orange"}
 DPI = 120
@@ -63,7 +63,7 @@ def _safe(s: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(s))
 
 
-def plot_variance(df_or_db, out_dir, *, tasks=("sst2", "qnli", "mnli"), ns=(20, 100, 1000),
+def plot_variance(df_or_db, out_dir, *, tasks=FEWSHOT.tasks, ns=FEWSHOT.ns,
                   noise: float = 0.0, model: str | None = None) -> list[Path]:
     """Per model, a grid of panels (task × N): each seed's test score for CE and CE+SCL, a grey
     line joining the two runs of one seed, a box plot of each loss behind. Returns PNG and PDF paths."""
@@ -103,13 +103,13 @@ def plot_variance(df_or_db, out_dir, *, tasks=("sst2", "qnli", "mnli"), ns=(20, 
     return paths
 
 
-def plot_noise(df_or_db, out_dir, *, tasks=("sst2", "qnli", "mnli"), n: int = 100,
+def plot_noise(df_or_db, out_dir, *, tasks=NOISE.tasks, n: int = NOISE.ns[0],
                model: str | None = None) -> list[Path]:
     """Per model, one panel per task: mean test score against T for each loss, ± std shaded,
     each run as a faint dot. T = 0 is the clean (original) training set."""
     df = _frame(df_or_db)
     sel = _plain_runs(df, df["task"].isin(tasks) & (df["n"] == n).fillna(False)
-                      & df["noise"].isin(NOISE_LEVELS), model)
+                      & df["noise"].isin(NOISE.noises), model)
     paths = []
     for mdl, g in sel.groupby("model"):
         scale = _scale(g["test_score"])
@@ -127,7 +127,7 @@ def plot_noise(df_or_db, out_dir, *, tasks=("sst2", "qnli", "mnli"), n: int = 10
                 ax.scatter(cell["noise"], cell["test_score"] * scale, color=color, s=6, alpha=0.35)
             ax.set_title(f"{TASK_LABELS.get(task, task)}, N={n}", fontsize=10)
             ax.set_xlabel("back-translation temperature T (0 = original)")
-            ax.set_xticks(NOISE_LEVELS)
+            ax.set_xticks(NOISE.noises)
             if j == 0:
                 ax.set_ylabel("test accuracy (%)" if scale == 100 else "test score")
             if ax.lines:

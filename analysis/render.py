@@ -10,6 +10,7 @@ import math
 import pandas as pd
 
 from analysis.stats import format_p
+from analysis.tables import AGGREGATIONS, BASELINE, CE, SCL
 
 FORMATS = ("terminal", "markdown", "latex", "csv", "json")
 DASH = "—"
@@ -105,16 +106,17 @@ def _grid(table, sec) -> tuple[list[str], list[list[str]]]:
             cells = [by_key[(g, row, c)] for c in cols]
             has_paper = any(c.paper_mean is not None for c in cells)
             glabel = lay.group_label(g) if first else ""
-            rows.append([glabel, row, "ours"] + [cell_text(c, table.aggregation) for c in cells])
+            rows.append([glabel, row.label, "ours"] + [cell_text(c, table.aggregation) for c in cells])
             if has_paper:
                 rows.append(["", "", "paper"] + [_paper_text(c) for c in cells])
                 rows.append(["", "", "Δ ours − paper"] + [_diff_text(c) for c in cells])
             first = False
         for row in sec.rows:
-            if row.startswith("CE+SCL"):
-                rows.append(["", f"{row} vs CE", "p"] + [_p_text(tests[(g, row, c)]) if (g, row, c) in tests
-                                                     else "p n/a (a side has no runs)" for c in cols])
-                if table.number == 2:
+            if row.scl:
+                rows.append(["", f"{row.label} vs CE", "p"]
+                            + [_p_text(tests[(g, row, c)]) if (g, row, c) in tests
+                               else "p n/a (a side has no runs)" for c in cols])
+                if lay.paper_p is not None:
                     rows.append(["", "", "paper p (test not stated)"]
                                 + [format_p(tests[(g, row, c)].paper_p) if (g, row, c) in tests else DASH
                                    for c in cols])
@@ -125,13 +127,13 @@ def _missing_grid(table) -> tuple[list[str], list[list[str]]]:
     """The table's grid when no run of it is in the database: the paper's numbers, ours missing."""
     lay = table.layout
     cols, labels = _col_labels(table)
-    losses = [("ce", "CE"), ("ce+scl", "CE+SCL")] + ([("baseline", "baseline")] if lay.baseline_row else [])
+    losses = [CE, SCL] + ([BASELINE] if lay.baseline_row else [])
     ours = MISSING + (f" [0 of {lay.expected} seeds]" if lay.expected else "")
     rows = []
     for g in lay.groups:
-        for i, (loss, row) in enumerate(losses):
-            rows.append([lay.group_label(g) if i == 0 else "", row, "ours"] + [ours] * len(cols))
-            paper = [lay.paper(g, c, loss) for c in cols]
+        for i, row in enumerate(losses):
+            rows.append([lay.group_label(g) if i == 0 else "", row.label, "ours"] + [ours] * len(cols))
+            paper = [lay.paper(g, c, row.loss) for c in cols]
             if any(p is not None for p in paper):
                 rows.append(["", "", "paper"] + [DASH if p is None else _num(p[0]) + (
                     f" ± {_num(p[1])}" if p[1] is not None else "") for p in paper])
@@ -147,7 +149,7 @@ def _tests_grid(table, sec) -> tuple[list[str], list[list[str]]]:
             continue
         c = t.comparison
         where = " ".join(x for x in (table.layout.group_label(t.group),
-                                     table.layout.col_text(t.col), t.row) if x)
+                                     table.layout.col_text(t.col), t.row.label) if x)
         if t.col == table.layout.by_seed:
             where += " (seed means)"
         ci = f"{c.mean_diff:+.2f} [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}]"
@@ -175,7 +177,7 @@ def _trends_grid(table, sec) -> tuple[list[str], list[list[str]]]:
             continue
         x = t.test
         levels = ", ".join(lay.col_text(v) for v in t.levels)
-        rows.append([lay.group_label(t.group), f"{t.row} − CE over {levels}", str(x.n),
+        rows.append([lay.group_label(t.group), f"{t.row.label} − CE over {levels}", str(x.n),
                      f"{t.mean_slope:+.1f} [{t.ci[0]:+.1f}, {t.ci[1]:+.1f}]",
                      f"{x.p_text()} ({x.test})", x.p_text(t.p_holm)])
     return header, rows
@@ -225,7 +227,7 @@ def cell_records(table) -> pd.DataFrame:
     recs = []
     for c in table.cells:
         r = {"table": table.number, "aggregation": table.aggregation, "section": c.section,
-             "group": c.group, "row": c.row, "col": c.col, "loss": c.loss, "n_runs": c.n_runs,
+             "group": c.group, "row": c.row.label, "col": c.col, "loss": c.loss, "n_runs": c.n_runs,
              "n_used": c.n_used, "n_expected": c.n_expected, "mean": c.mean, "std": c.std,
              "paper_mean": c.paper_mean, "paper_std": c.paper_std, "diff": c.diff,
              "flags": "; ".join(c.flags), "text": cell_text(c, table.aggregation)}
@@ -254,23 +256,22 @@ def _test_record(t) -> dict:
 
 
 def _trend_record(t) -> dict:
-    return {"section": t.section, "group": t.group, "row": t.row, "levels": list(t.levels),
+    return {"section": t.section, "group": t.group, "row": t.row.label, "levels": list(t.levels),
             "test": t.test.test, "seeds": t.test.n, "mean_slope": t.mean_slope, "ci_low": t.ci[0],
             "ci_high": t.ci[1], "t": t.test.statistic, "p": t.test.p, "p_holm": t.p_holm}
 
 
 def to_dict(table) -> dict:
     """Everything in the table as plain JSON-ready data (NaN as None)."""
-    from analysis.tables import AGGREGATIONS
-
     cells = cell_records(table)
     cells = cells[[k for k in cells.columns if k in _CELL_KEYS]]
-    tests = [{"section": t.section, "group": t.group, "col": t.col, "row": t.row, **_test_record(t),
+    tests = [{"section": t.section, "group": t.group, "col": t.col, "row": t.row.label, **_test_record(t),
               "pairs": t.pairs} for t in table.tests]
     return _clean({"table": table.number, "title": table.title, "aggregation": table.aggregation,
                    "aggregation_meaning": AGGREGATIONS[table.aggregation], "models": table.models,
                    "notes": table.notes,
-                   "sections": [{"label": s.label, "model": s.model, "caption": s.caption, "rows": s.rows}
+                   "sections": [{"label": s.label, "model": s.model, "caption": s.caption,
+                                 "rows": [r.label for r in s.rows]}
                                 for s in table.sections],
                    "cells": cells.to_dict(orient="records"), "tests": tests,
                    "trends": [_trend_record(t) for t in table.trends]})

@@ -10,15 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import paper, stats
+from analysis import stats
+from analysis.layouts import TABLES
 from analysis.load import engine_of, load_embeddings, load_results, load_tuning
 from analysis.noise import noise_summary, render_noise_summary
 from analysis.plots import plot_noise, plot_tsne, plot_variance
 from analysis.render import render
 from analysis.tables import ALPHA, build_table
 from analysis.tuning import render_tuning
+from harness import paper
 
-TABLES = (2, 3, 4, 5, 7)
 QUESTION = "Does CE+SCL help small pre-trained encoders the way the paper says it helps RoBERTa-large?"
 
 
@@ -62,7 +63,7 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
     for n in TABLES:
         md.append(f"## Table {n}")
         md.append(render(built[n], "markdown"))
-        if n == 3:
+        if built[n].layout.noise_summary:
             md.append(render_noise_summary(noise_summary(engine), "markdown"))
         if built[n].sections:
             md.append(render(build_table(df, n, other, n_resamples=n_resamples, seed=seed), "markdown"))
@@ -88,8 +89,8 @@ def _verdict_line(table, t) -> str:
     c = t.comparison
     where = " ".join(x for x in (table.layout.group_label(t.group),
                                  table.layout.col_text(t.col)) if x)
-    if t.row != "CE+SCL":
-        where += f" ({t.row})"
+    if t.row.setting is not None:  # one of several CE+SCL settings: say which
+        where += f" ({t.row.label})"
     if c.primary is None:
         return f"{where}: cannot be tested ({c.n_a} CE / {c.n_b} CE+SCL runs)"
     p = c.p_holm
@@ -119,7 +120,7 @@ def _trend_summary(table) -> str:
         return "Growth with T: no task has CE and CE+SCL runs at two noisy T."
     lines, grows = [], 0
     for t in table.trends:
-        where = table.layout.group_label(t.group) + ("" if t.row == "CE+SCL" else f" ({t.row})")
+        where = table.layout.group_label(t.group) + ("" if t.row.setting is None else f" ({t.row.label})")
         x = t.test
         if not np.isfinite(x.p):
             lines.append(f"{where}: cannot be tested ({x.n} seed(s) with a slope)")
@@ -143,7 +144,7 @@ def _mean_gain(table, keep) -> float | None:
 def _claims(built, engine, df) -> dict[str, str]:
     t2, t3, t4, t5, t7 = (built[n] for n in TABLES)
     out = {"fewshot": _summary(t2, lambda t: t.group in (20, 100))}
-    gains = {n: _mean_gain(t2, lambda t, n=n: t.group == n) for n in (20, 100, 1000)}
+    gains = {n: _mean_gain(t2, lambda t, n=n: t.group == n) for n in paper.FEWSHOT.ns}
     if all(g is not None for g in gains.values()):
         shrinks = gains[1000] < min(gains[20], gains[100])
         out["fewshot_shrinks"] = (f"Mean gain of CE+SCL over tasks: N=20 {gains[20]:+.1f}, N=100 {gains[100]:+.1f}, "
@@ -152,7 +153,7 @@ def _claims(built, engine, df) -> dict[str, str]:
                                   "At N=1000: " + "; ".join(_verdict_line(t2, t) for t in t2.tests if t.group == 1000) + ".")
     else:
         out["fewshot_shrinks"] = "Not all of N = 20, 100, 1000 have CE and CE+SCL runs in the database."
-    by_t = {T: _mean_gain(t3, lambda t, T=T: t.col == T) for T in paper.NOISE_LEVELS}
+    by_t = {T: _mean_gain(t3, lambda t, T=T: t.col == T) for T in paper.NOISE.noises}
     trend = ", ".join(f"T={T:g} {g:+.1f}" for T, g in by_t.items() if g is not None)
     out["noise"] = ((f"Mean gain of CE+SCL over tasks by temperature: {trend} points. " if trend else "")
                     + "Main effect over the noisy T, seeds as units: " + _summary(t3, lambda t: t.col == "average")

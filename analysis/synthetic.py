@@ -17,28 +17,24 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from analysis.layouts import FULL_TRAIN_ROWS, LAYOUTS
 from harness import db as hdb
-from harness.spec import JobSpec
+from harness.paper import NOISE, TRANSFER
+from harness.spec import SMALL_MODEL, JobSpec
 
-MODEL = "sentence-transformers/paraphrase-MiniLM-L3-v2"
+MODEL = SMALL_MODEL
 BASE = {"sst2": 0.80, "qnli": 0.65, "mnli": 0.45, "cola": 0.70, "mrpc": 0.72, "rte": 0.58,
         "amazon_polarity_sample": 0.85, "yelp_polarity": 0.86, "mr": 0.75, "cr": 0.78, "mpqa": 0.80,
         "subj": 0.88}
 NUM_LABELS = {"mnli": 3}
-FULL_ROWS = {"qnli": 9_999, "mnli": 9_999, "sst2": 67_349, "cola": 8_551, "mrpc": 3_668, "rte": 2_490}
+FULL_ROWS = FULL_TRAIN_ROWS | {"qnli": 9_999, "mnli": 9_999}  # the local mirror's subsets
 
 
 def grid(table: int) -> list[dict]:
     """The spec fields of each cell of one of the paper's tables (losses and seeds come later)."""
-    if table == 2:
-        return [dict(task=t, n=n) for n in (20, 100, 1000) for t in ("sst2", "qnli", "mnli")]
-    if table == 3:
-        return [dict(task=t, n=100, noise=T) for t in ("sst2", "qnli", "mnli") for T in (0.0, 0.3, 0.5, 0.7, 0.9)]
-    if table == 4:
-        return [dict(task=t, n=None) for t in ("sst2", "cola", "mrpc", "rte", "qnli", "mnli")]
-    if table == 5:
-        return [dict(task=t, n=None, batch_size=b) for b in (16, 64, 256) for t in ("sst2", "cola", "qnli")]
-    raise ValueError(f"no synthetic grid for table {table}; use transfer_results for table 7")
+    if table not in LAYOUTS or LAYOUTS[table].design is TRANSFER:  # its runs need a stage-1 model
+        raise ValueError(f"no synthetic grid for table {table}; use transfer_results for transfer")
+    return LAYOUTS[table].design.cells()
 
 
 def synthetic_results(cells: Iterable[dict], *, seeds: Iterable[int] = range(10), effect: float = 0.0,
@@ -67,8 +63,8 @@ def synthetic_results(cells: Iterable[dict], *, seeds: Iterable[int] = range(10)
     return _frame(recs)
 
 
-NOISY_T = (0.3, 0.5, 0.7, 0.9)  # Table 3's noisy temperatures (its 'average' column)
-TABLE3_TASKS = ("sst2", "qnli", "mnli")
+NOISY_T = NOISE.noisy  # Table 3's noisy temperatures (its 'average' column)
+TABLE3_TASKS = NOISE.tasks
 
 
 def noise_scores(*, tasks=TABLE3_TASKS, seeds: int = 10, temps=NOISY_T, effect: float = 0.0,
@@ -136,9 +132,7 @@ def transfer_results(*, seeds: Iterable[int] = range(10), effect: float = 0.0, s
 
 
 def _record(fields: dict, correct: np.ndarray, val: float) -> dict:
-    if fields["loss"] == "ce+scl":
-        fields = {"lam": 0.9, "tau": 0.3, "scl_reduction": "mean", **fields}
-    spec = JobSpec.make(**fields)
+    spec = JobSpec.make(**fields)  # CE+SCL jobs get the paper's λ and τ
     full = spec.n is None
     acc = float(correct.mean())
     return {

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
-from analysis.layouts import LAYOUTS, Layout
-from analysis.paper import FULL_TRAIN_ROWS, LOSS_LABELS
+from analysis.layouts import FULL_TRAIN_ROWS, LAYOUTS, Layout
+from harness.paper import LOSS_LABELS
 
 AGGREGATIONS = {
     "top3": "mean ± std of the test scores of the top 3 runs by validation score (the paper's number)",
@@ -25,13 +25,35 @@ TOP_K = 3
 ALPHA = 0.05
 
 
+@dataclass(frozen=True)
+class Row:
+    """One row of a section: the loss it stands for and, where a section holds several CE+SCL
+    settings, which one."""
+    loss: str  # ce | ce+scl | baseline (a transfer run that starts from the pre-trained model)
+    setting: tuple[float, float, str] | None = None  # (λ, τ, reduction over anchors)
+
+    @property
+    def scl(self) -> bool:
+        return self.loss == "ce+scl"
+
+    @property
+    def label(self) -> str:
+        """As printed: "CE", "CE+SCL" (or "CE+SCL λ=… τ=… mean" for a setting), "baseline"."""
+        if self.setting is None:
+            return LOSS_LABELS.get(self.loss, self.loss)
+        lam, tau, reduction = self.setting
+        return f"{LOSS_LABELS[self.loss]} λ={lam:g} τ={tau:g} {reduction}"
+
+
+CE, SCL, BASELINE = Row("ce"), Row("ce+scl"), Row("baseline")
+
+
 @dataclass
 class Cell:
     section: str
     group: object  # raw value (N, task, batch size, ...)
-    row: str  # "CE", "CE+SCL" (or "CE+SCL λ=… τ=…" when a section holds several), "baseline"
+    row: Row
     col: object  # raw value (task, T, ...) or a derived column's label
-    loss: str  # ce | ce+scl | baseline
     n_runs: int  # runs with a score in the cell
     n_used: int  # runs behind the number (top 3, or all)
     n_expected: int | None  # runs the paper's protocol has, if it says
@@ -41,6 +63,10 @@ class Cell:
     paper_std: float | None = None
     flags: list[str] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
+
+    @property
+    def loss(self) -> str:
+        return self.row.loss
 
     @property
     def diff(self) -> float | None:
@@ -53,7 +79,7 @@ class CellTest:
     section: str
     group: object
     col: object
-    row: str
+    row: Row
     comparison: stats.Comparison
     pairs: list[tuple[str, str]]  # (CE job, CE+SCL job) matched by seed
     paper_p: float | None = None
@@ -64,7 +90,7 @@ class TrendTest:
     """Does CE+SCL − CE change with the columns of a seed-unit derived column (Table 3: with T)?"""
     section: str
     group: object
-    row: str
+    row: Row
     levels: tuple  # the member columns, as numbers (the x of the slope)
     test: stats.TestResult  # t-test of the per-seed slopes
     mean_slope: float  # points per unit of the level
@@ -77,7 +103,7 @@ class Section:
     label: str  # the model, plus the setting when one model has several
     model: str
     caption: str  # hyper-parameters shared by the runs
-    rows: list[str]
+    rows: list[Row]
 
 
 @dataclass
@@ -93,8 +119,11 @@ class Table:
     notes: list[str]
     trends: list[TrendTest] = field(default_factory=list)
 
-    def cell(self, section, group, row, col) -> Cell | None:
-        return next((c for c in self.cells if (c.section, c.group, c.row, c.col) == (section, group, row, col)), None)
+    def cell(self, section, group, row: Row | str, col) -> Cell | None:
+        """The cell at (section, group, row, col); row: a Row or its label ("CE", "CE+SCL", ...)."""
+        label = row if isinstance(row, str) else row.label
+        return next((c for c in self.cells
+                     if (c.section, c.group, c.row.label, c.col) == (section, group, label, col)), None)
 
     @property
     def models(self) -> list[str]:
@@ -140,7 +169,7 @@ def build_table(df: pd.DataFrame, table: int, aggregation: str = "top3", model: 
                 for c in list(lay.cols) + list(lay.derived):
                     cells.append(_cell(lay, runs, sec, g, row, c, aggregation, scale))
             for row in sec.rows:
-                if not row.startswith("CE+SCL"):
+                if not row.scl:
                     continue
                 for c in list(lay.cols) + list(lay.derived):
                     t = _test(lay, runs, sec, g, row, c, scale, n_resamples, rng)
@@ -172,7 +201,7 @@ def _sections(sub: pd.DataFrame, lay: Layout) -> tuple[pd.DataFrame, list[Sectio
     sub["_section"] = sub.groupby(sig, dropna=False, sort=True).ngroup()
     sections, labels = [], {}
     per_model = sub.groupby("model")["_section"].nunique()
-    sub["_row"] = sub["_loss"].map({**LOSS_LABELS, "baseline": "baseline"})
+    sub["_row"] = sub["_loss"].map(Row)
     for sid, g in sub.groupby("_section", sort=True):
         first = g.iloc[0]
         scl = g.loc[g["loss"] == "ce+scl", ["lam", "tau", "scl_reduction"]].drop_duplicates()
@@ -182,15 +211,15 @@ def _sections(sub: pd.DataFrame, lay: Layout) -> tuple[pd.DataFrame, list[Sectio
             caption += f"; CE+SCL with λ={lam:g}, τ={tau:g}, SCL {red} over anchors"
         elif len(scl) > 1:  # several SCL settings: one row each, each compared with CE
             s = g[g["_loss"] == "ce+scl"]
-            sub.loc[s.index, "_row"] = ("CE+SCL λ=" + s["lam"].map("{:g}".format) + " τ="
-                                        + s["tau"].map("{:g}".format) + " " + s["scl_reduction"].astype(str))
+            sub.loc[s.index, "_row"] = pd.Series([Row("ce+scl", setting) for setting in zip(
+                s["lam"], s["tau"], s["scl_reduction"])], index=s.index, dtype=object)
         modes = sorted(set(g["noise_mode"].dropna()))
         if modes:
             caption += f"; noisy copies: {', '.join(modes)}"
         present = set(sub.loc[g.index, "_row"])
-        rows = ["CE"] + (sorted(r for r in present if r.startswith("CE+SCL")) or ["CE+SCL"])
-        if lay.baseline_row or "baseline" in present:
-            rows.append("baseline")
+        rows = [CE] + (sorted((r for r in present if r.scl), key=lambda r: r.label) or [SCL])
+        if lay.baseline_row or BASELINE in present:
+            rows.append(BASELINE)
         label = str(first["model"])
         if per_model[first["model"]] > 1:  # name the hyper-parameters that tell its sections apart
             same = sub.loc[sub["model"] == first["model"], sig]
@@ -207,14 +236,13 @@ def _members(lay: Layout, c) -> list:
 
 
 def _cell(lay, runs, sec, g, row, c, aggregation, scale) -> Cell:
-    loss = "baseline" if row == "baseline" else ("ce+scl" if row.startswith("CE+SCL") else "ce")
     parts = [runs.get((sec.label, g, row, m)) for m in _members(lay, c)]
     present = [p for p in parts if p is not None]
     used = [p if aggregation == "mean" else p.head(TOP_K) for p in present]
     vals = np.concatenate([u["value"].to_numpy() for u in used]) * scale if used else np.empty(0)
     n_runs = sum(len(p) for p in present)
-    ref = lay.paper(g, c, loss) if loss != "baseline" else None
-    cell = Cell(sec.label, g, row, c, loss, n_runs, vals.size,
+    ref = lay.paper(g, c, row.loss) if row != BASELINE else None
+    cell = Cell(sec.label, g, row, c, n_runs, vals.size,
                 None if c in lay.derived else lay.expected,
                 float(vals.mean()) if vals.size else None,
                 float(vals.std(ddof=1)) if vals.size > 1 else None,
@@ -246,7 +274,7 @@ def _keyed(lay, runs, sec, g, row, c, scale) -> tuple[np.ndarray, list, dict] | 
 
 
 def _test(lay, runs, sec, g, row, c, scale, n_resamples, rng) -> CellTest | None:
-    a, b = _keyed(lay, runs, sec, g, "CE", c, scale), _keyed(lay, runs, sec, g, row, c, scale)
+    a, b = _keyed(lay, runs, sec, g, CE, c, scale), _keyed(lay, runs, sec, g, row, c, scale)
     if a is None or b is None:
         return None
     (va, ka, ja), (vb, kb, jb) = a, b
@@ -260,10 +288,7 @@ def _test(lay, runs, sec, g, row, c, scale, n_resamples, rng) -> CellTest | None
     if lay.baseline_row:  # the transfer claim is about variance too
         comp.extra.append(stats.levene(va, vb))
     pairs = [(ja[k], jb[k]) for k in kb if k in ja]
-    paper_p = None
-    if lay.number == 2:
-        from analysis.paper import TABLE2_P
-        paper_p = TABLE2_P.get((c, g))
+    paper_p = lay.paper_p(g, c) if lay.paper_p is not None else None
     return CellTest(sec.label, g, c, row, comp, pairs, paper_p)
 
 
@@ -284,7 +309,7 @@ def _seed_matrices(va, ka, vb, kb, levels) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def _trend(lay, runs, sec, g, row, scale, n_resamples, rng) -> TrendTest | None:
-    a = _keyed(lay, runs, sec, g, "CE", lay.by_seed, scale)
+    a = _keyed(lay, runs, sec, g, CE, lay.by_seed, scale)
     b = _keyed(lay, runs, sec, g, row, lay.by_seed, scale)
     if a is None or b is None:
         return None

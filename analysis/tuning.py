@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.paper import TASK_LABELS
+from harness.grids import get_grid
+from harness.paper import TASK_LABELS
 
-TUNED_TASKS = ("sst2", "qnli", "mnli")  # the tune grid's tasks: a missing one is said so
+TUNED_TASKS = get_grid("tune").tasks  # a task of the tune grid without a choice is said missing
 MISSING = "missing"
 
 

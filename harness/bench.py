@@ -25,6 +25,7 @@ from harness.memory import keep_freed_memory
 from harness.device import autocast_for, precision
 from harness.finetune import fine_tune, make_optimizer, seed_everything, train_step
 from harness.models import build_model, load_pretrained
+from harness.paper import PAPER_LAM, PAPER_TAU
 from harness.runner import RunContext
 from harness.spec import JobSpec
 from harness.tasks import get_task
@@ -150,7 +151,7 @@ def run_bench(model: str, task: str = "sst2", batch_size: int = 16, steps: int =
     dev = torch.device(device)
     spec = JobSpec.make(task=task, seed=BENCH_SEED, model=model, batch_size=batch_size,
                         max_length=max_length, lr=5e-5)
-    scl_spec = JobSpec.make(**{**spec.canonical(), "loss": "ce+scl", "lam": 0.9, "tau": 0.3})
+    scl_spec = JobSpec.make(**{**spec.canonical(), "loss": "ce+scl", "lam": PAPER_LAM, "tau": PAPER_TAU})
     pre = load_pretrained(model)
     examples = _examples(task, batch_size * (steps + WARMUP_STEPS) * 2, data_dir)
     enc = encode(pre.tokenizer, pre.tokenizer_id, get_task(task).name, examples, max_length)

@@ -344,7 +344,7 @@ def report(
                              aggregation=_choice(aggregation, tuple(analysis.AGGREGATIONS), "--aggregation"),
                              model=model, db=engine)
     typer.echo(analysis.render(t, fmt))
-    if table == 3 and fmt in ("terminal", "markdown"):
+    if t.layout.noise_summary and fmt in ("terminal", "markdown"):
         typer.echo("\n" + analysis.render_noise_summary(analysis.noise_summary(engine), fmt))
 
 

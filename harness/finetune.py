@@ -50,7 +50,7 @@ from harness.runner import Progress, RunContext, RunResult
 from harness.spec import JobSpec
 from harness.tasks import TaskSpec, get_task
 
-SCL_MONITOR_TAU = 0.3  # τ of the SCL value logged (not optimised) by CE jobs
+from harness.paper import PAPER_TAU as SCL_MONITOR_TAU  # τ of the SCL value CE jobs log (not optimise)
 CHECKPOINT_POLICIES = ("auto", "always", "never")  # auto: full-data jobs, jobs others start from, or epochs > 60 s
 
 

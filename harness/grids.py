@@ -3,7 +3,8 @@
 A grid is data: the axes it crosses (tasks, N, noise temperatures, seeds, losses, batch sizes)
 and the hyper-parameters every job shares. Options override either, so `--tasks sst2 --seeds 3`
 narrows a design and `--model`/`--epochs` change what every job runs. Choices the paper leaves
-open (epochs, max length, the SCL reduction) are recorded in every spec, never hidden.
+open (epochs, max length, the SCL reduction) are recorded in every spec, never hidden. The
+paper's own designs (its tasks, N, T, batch sizes, λ and τ) come from `harness.paper`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
+from harness import paper
 from harness.errors import HarnessError
-from harness.spec import DEFAULT_MODEL, LOSSES, PAPER_LAM, PAPER_TAU, SMALL_MODEL, JobSpec
-TRANSFER_TARGETS = ("amazon_polarity_sample", "yelp_polarity", "mr", "cr", "mpqa", "subj")
-TRANSFER_PER_CLASS = 20  # stage 2: 20 labelled examples per class (N = 40)
+from harness.spec import LOSSES, SMALL_MODEL, JobSpec
+
 # Tuning on validation (grid `tune`): seeds that no reported grid uses, the paper's λ and τ values
 # crossed, and learning rates for a 3-layer MiniLM that trains ~70 steps (N = 100, 10 epochs,
 # batch 16): RoBERTa-large's 1e-5 barely moves it, 3e-4 (the smoke grid's) learns in 6 epochs.
@@ -34,7 +35,7 @@ class Grid:
     seeds: tuple[int, ...]
     losses: tuple[str, ...] = LOSSES
     noises: tuple[float, ...] = (0.0,)
-    batch_sizes: tuple[int, ...] = (16,)
+    batch_sizes: tuple[int, ...] = (paper.PAPER_BATCH_SIZE,)
     base: dict = field(default_factory=dict)  # JobSpec fields shared by every job
     lrs: tuple[float, ...] = ()  # learning rates crossed; empty: base's lr only
     scl_settings: tuple[tuple[float, float], ...] = ()  # (λ, τ) crossed for CE+SCL; empty: base's
@@ -44,35 +45,35 @@ class Grid:
                     noises=self.noises, batch_sizes=self.batch_sizes)
 
 
-_PAPER = dict(lam=PAPER_LAM, tau=PAPER_TAU, model=DEFAULT_MODEL, lr=1e-5, max_length=128)
+_PAPER = dict(lam=paper.PAPER_LAM, tau=paper.PAPER_TAU, model=paper.PAPER_MODEL, lr=1e-5, max_length=128)
 
 GRIDS: dict[str, Grid] = {g.name: g for g in [
     Grid("fewshot", 1, "Table 2: few-shot SST-2, QNLI, MNLI at N = 20, 100, 1000, 10 samples each",
-         tasks=("sst2", "qnli", "mnli"), ns=(20, 100, 1000), seeds=tuple(range(10)),
+         tasks=paper.FEWSHOT.tasks, ns=paper.FEWSHOT.ns, seeds=tuple(range(paper.PAPER_SEEDS)),
          base=dict(_PAPER, epochs=10)),
     Grid("noise", 1, "Table 3: back-translated training data at T = 0.3–0.9 (and clean), N = 100",
-         tasks=("sst2", "qnli", "mnli"), ns=(100,), seeds=tuple(range(10)),
-         noises=(0.0, 0.3, 0.5, 0.7, 0.9), base=dict(_PAPER, epochs=10)),
+         tasks=paper.NOISE.tasks, ns=paper.NOISE.ns, seeds=tuple(range(paper.PAPER_SEEDS)),
+         noises=paper.NOISE.noises, base=dict(_PAPER, epochs=10)),
     Grid("glue", 1, "Table 4: full-data GLUE (validation sets), both losses",
-         tasks=("sst2", "cola", "mrpc", "rte", "qnli", "mnli"), ns=(None,), seeds=(0, 1, 2),
+         tasks=paper.GLUE.tasks, ns=paper.GLUE.ns, seeds=(0, 1, 2),
          base=dict(_PAPER, epochs=5)),
     Grid("batch", 1, "Table 5: batch size 16, 64, 256 on full SST-2, CoLA, QNLI",
-         tasks=("sst2", "cola", "qnli"), ns=(None,), seeds=(0, 1, 2), batch_sizes=(16, 64, 256),
-         base=dict(_PAPER, model="roberta-base", epochs=5)),
+         tasks=paper.BATCH.tasks, ns=paper.BATCH.ns, seeds=(0, 1, 2), batch_sizes=paper.BATCH.batch_sizes,
+         base=dict(_PAPER, model=paper.BATCH.model, epochs=5)),
     Grid("transfer", 1, "Table 7: SST-2 model (stage 1) fine-tuned on related tasks with 20 "
          "examples per class (stage 2), 10 samples, plus a from-pretrained baseline",
-         tasks=TRANSFER_TARGETS, ns=(2 * TRANSFER_PER_CLASS,), seeds=tuple(range(10)),
+         tasks=paper.TRANSFER.tasks, ns=paper.TRANSFER.ns, seeds=tuple(range(10)),
          base=dict(_PAPER, epochs=10)),
     Grid("tune", 1, "hyper-parameters on validation: N = 100, tuning seeds 100-101, CE over 3 "
          "learning rates, CE+SCL over λ ∈ {0.5, 0.9} × τ ∈ {0.1, 0.3, 0.7} at each (small model)",
-         tasks=("sst2", "qnli", "mnli"), ns=(100,), seeds=TUNE_SEEDS, lrs=TUNE_LRS,
+         tasks=paper.FEWSHOT.tasks, ns=(100,), seeds=TUNE_SEEDS, lrs=TUNE_LRS,
          scl_settings=TUNE_SCL,
          base=dict(model=SMALL_MODEL, lr=TUNE_LRS[1], warmup_ratio=0.1, epochs=10, max_length=128)),
     Grid("smoke", 1, "a minute-scale design for demos and tests: small model, SST-2, N = 20, 6 epochs",
          tasks=("sst2",), ns=(20,), seeds=(0, 1, 2, 3),
          # a 3-layer MiniLM needs a larger step than RoBERTa-large's 1e-5 to move in 6 epochs
-         base=dict(lam=PAPER_LAM, tau=PAPER_TAU, model=SMALL_MODEL, lr=3e-4, warmup_ratio=0.1,
-                   epochs=6, max_length=128)),
+         base=dict(lam=paper.PAPER_LAM, tau=paper.PAPER_TAU, model=SMALL_MODEL, lr=3e-4,
+                   warmup_ratio=0.1, epochs=6, max_length=128)),
 ]}
 
 
@@ -143,7 +144,8 @@ def _expand_transfer(axes: dict, base: dict, stage1_n: int | None = None,
     epochs1 = stage1_epochs or min(base.get("epochs", 10), STAGE1_MAX_EPOCHS)
     stage1 = {}
     for loss in axes["losses"]:
-        s1 = JobSpec.make(**(base | dict(task="sst2", n=stage1_n, seed=0, loss=loss, epochs=epochs1)))
+        s1 = JobSpec.make(**(base | dict(task=paper.TRANSFER_SOURCE, n=stage1_n, seed=0, loss=loss,
+                                         epochs=epochs1)))
         stage1[loss] = s1
         out.append((s1, None))
     for task, seed in itertools.product(axes["tasks"], axes["seeds"]):

@@ -25,7 +25,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-REDUCTIONS = ("mean", "sum")
+from harness.paper import SCL_REDUCTIONS
+
 # Fills the diagonal (k = i) before the softmax. Finite on purpose: exp() of it underflows to 0, and
 # unlike -inf it never produces -inf − (-inf) or 0·(-inf) = NaN (e.g. in a batch of one).
 DIAGONAL_FILL = -1e9
@@ -47,8 +48,8 @@ def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, 
     Returns:
         A scalar tensor; 0 (with a graph) when no anchor has a positive.
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if reduction not in SCL_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {SCL_REDUCTIONS}, got {reduction!r}")
     with float32(embeddings.device):
         return _scl(_at_least_float32(embeddings), labels, tau, reduction)
 

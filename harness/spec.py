@@ -13,14 +13,13 @@ import math
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
+from harness.paper import PAPER_BATCH_SIZE, PAPER_LAM, PAPER_MODEL, PAPER_TAU, SCL_REDUCTIONS
 
 LOSSES = ("ce", "ce+scl")
 BATCHINGS = ("fixed", "reshuffle", "length")  # how training batches are formed: harness.batching
 SAMPLINGS = ("uniform", "stratified")  # how the N training examples are drawn: harness.data
-PAPER_LAM, PAPER_TAU = 0.9, 0.3  # the paper's best λ and τ: the defaults of a CE+SCL job
-SCL_REDUCTIONS = ("mean", "sum")  # over anchors: SupContrast's mean, or the paper's printed sum
 NOISE_MODES = ("augment", "replace")  # noisy copies added to the originals, or replacing them
-DEFAULT_MODEL = "roberta-large"  # the paper's model
+DEFAULT_MODEL = PAPER_MODEL  # what a job fine-tunes unless told otherwise
 SMALL_MODEL = "sentence-transformers/paraphrase-MiniLM-L3-v2"  # runs on a CPU in minutes
 HASH_CHARS = 16  # hex characters of sha256 kept as the job id
 MAX_INT = 2**31 - 1  # the database's integer columns (PostgreSQL INTEGER) hold no more
@@ -43,7 +42,7 @@ class JobSpec:
     scl_reduction: str | None = None  # mean | sum over anchors; None for ce
     model: str = DEFAULT_MODEL
     lr: float = 1e-5
-    batch_size: int = 16
+    batch_size: int = PAPER_BATCH_SIZE
     epochs: int = 10
     max_length: int = 128
     warmup_ratio: float = 0.0

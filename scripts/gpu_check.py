@@ -161,7 +161,7 @@ def loss_check(dry: bool, steps: int = 40) -> int:
     from harness.spec import JobSpec
     from harness.tasks import get_task
 
-    spec = JobSpec.make(task="sst2", n=64, seed=0, model=MODEL, loss="ce+scl", lam=0.9, tau=0.3)
+    spec = JobSpec.make(task="sst2", n=64, seed=0, model=MODEL, loss="ce+scl")  # the paper's λ and τ
     task = get_task("sst2")
     pre = load_pretrained(MODEL)
     data = prepare_data(spec)

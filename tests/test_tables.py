@@ -97,7 +97,8 @@ def test_scl_settings_split_rows_not_pooled():
                                       extra=dict(lam=0.5, tau=0.1))], ignore_index=True).drop_duplicates("job_id")
     t = build_table(df, 2, n_resamples=FAST)
     rows = t.sections[0].rows
-    assert rows[0] == "CE" and len(rows) == 3 and all("λ=" in r for r in rows[1:])
+    assert rows[0].label == "CE" and len(rows) == 3 and all("λ=" in r.label for r in rows[1:])
+    assert {r.setting for r in rows[1:]} == {(0.9, 0.3, "mean"), (0.5, 0.1, "mean")}
     assert sum(1 for x in t.tests if x.col == "sst2") == 2
 
 
@@ -179,7 +180,7 @@ def test_table7_rows_follow_the_source_model():
     df = transfer_results(seeds=range(5), rng=6)
     t = build_table(df, 7, n_resamples=FAST)
     sec = t.sections[0].label
-    assert t.sections[0].rows == ["CE", "CE+SCL", "baseline"]
+    assert [r.label for r in t.sections[0].rows] == ["CE", "CE+SCL", "baseline"]
     assert t.cell(sec, "", "CE", "yelp_polarity").n_runs == 5
     assert t.cell(sec, "", "baseline", "yelp_polarity").n_runs == 5
     assert t.cell(sec, "", "CE+SCL", "amazon_polarity_sample").paper_mean == 90.3

@@ -1,14 +1,25 @@
-"""The paper's numbers (PAPER.md), kept as data so that every table prints them beside ours.
+"""The paper's facts as data: the design of each of its experiments, and its published numbers.
 
-Gunel et al., ICLR 2021, RoBERTa-large unless said otherwise. Scores are percentages. A value is
-`(mean, std)`; std is None where the paper prints a single number. Keys use the harness's task
-names (harness.tasks) and raw spec values (n, noise T, batch size, loss).
+Gunel et al., "Supervised Contrastive Learning for Pre-trained Language Model Fine-tuning", ICLR
+2021 (docs/PAPER.md): RoBERTa-large unless said otherwise. `harness.grids` expands these designs
+into jobs and `analysis` lays its tables out by them, the paper's numbers beside ours. What the
+paper leaves open (learning rate, epochs, max length) is a grid's choice, not a fact kept here.
+
+Scores are percentages. A value is `(mean, std)`; std is None where the paper prints a single
+number. Keys use the harness's task names (harness.tasks) and raw spec values (n, noise T, batch
+size, loss).
 """
 
 from __future__ import annotations
 
-PAPER_MODEL = "roberta-large"  # Table 5 (batch size) used roberta-base
+import itertools
+from dataclasses import dataclass
+
+PAPER_MODEL = "roberta-large"
+PAPER_LAM, PAPER_TAU = 0.9, 0.3  # the paper's best λ and τ: the defaults of a CE+SCL job
+SCL_REDUCTIONS = ("mean", "sum")  # over anchors: SupContrast's mean, or the paper's printed sum
 PAPER_SEEDS = 10  # training-set samples per few-shot / noise cell; the paper reports the top 3
+PAPER_BATCH_SIZE = 16  # the usual reading of the few-shot runs' batch size
 
 TASK_LABELS = {
     "sst2": "SST-2", "qnli": "QNLI", "mnli": "MNLI", "cola": "CoLA", "mrpc": "MRPC", "rte": "RTE",
@@ -17,10 +28,43 @@ TASK_LABELS = {
 }
 LOSS_LABELS = {"ce": "CE", "ce+scl": "CE+SCL"}
 
-# Full training-set sizes; a full-data run that trained on fewer rows is flagged (the local mirror
-# holds 9,999-row subsets of QNLI and MNLI).
-FULL_TRAIN_ROWS = {"sst2": 67_349, "cola": 8_551, "mrpc": 3_668, "rte": 2_490,
-                   "qnli": 104_743, "mnli": 392_702}
+
+@dataclass(frozen=True)
+class Design:
+    """One experiment as the paper ran it: the axes its cells cross."""
+
+    tasks: tuple[str, ...]
+    ns: tuple[int | None, ...]  # labelled training examples; None = the full training set
+    noises: tuple[float, ...] = (0.0,)  # back-translation temperatures T; 0 = clean data
+    batch_sizes: tuple[int, ...] = (PAPER_BATCH_SIZE,)
+    samples: int | None = None  # training-set samples per cell, where the paper says
+    model: str = PAPER_MODEL
+
+    @property
+    def noisy(self) -> tuple[float, ...]:
+        """The temperatures that change the data (Table 3's 'average' column pools them)."""
+        return tuple(t for t in self.noises if t > 0)
+
+    def cells(self) -> list[dict]:
+        """The spec fields of each cell, N and batch size outermost, T innermost."""
+        return [dict(task=task, n=n, noise=noise, batch_size=bs) for n, bs, task, noise
+                in itertools.product(self.ns, self.batch_sizes, self.tasks, self.noises)]
+
+
+# Table 2: few-shot, N examples sampled from the training set, 10 samples per cell.
+FEWSHOT = Design(("sst2", "qnli", "mnli"), (20, 100, 1000), samples=PAPER_SEEDS)
+# Table 3: back-translated training data; its "Original" column is Table 2's N = 100 rows.
+NOISE = Design(FEWSHOT.tasks, (100,), noises=(0.0, 0.3, 0.5, 0.7, 0.9), samples=PAPER_SEEDS)
+# v1 Table 2: full-data GLUE, validation sets.
+GLUE = Design(("sst2", "cola", "mrpc", "rte", "qnli", "mnli"), (None,))
+# v1 Table 3: batch size, CE+SCL only, full data, RoBERTa-base.
+BATCH = Design(("sst2", "cola", "qnli"), (None,), batch_sizes=(16, 64, 256), model="roberta-base")
+# v1 Table 7: a model fine-tuned on the full SST-2 training set, fine-tuned again on a related
+# task with 20 labelled examples per class (N = 40). The paper prints Amazon-2 and Yelp-2.
+TRANSFER_SOURCE = "sst2"
+TRANSFER_PER_CLASS = 20
+TRANSFER = Design(("amazon_polarity_sample", "yelp_polarity", "mr", "cr", "mpqa", "subj"),
+                  (2 * TRANSFER_PER_CLASS,))
 
 # ---- Table 2: few-shot, (task, N, loss) -> (mean, std); p per (task, N), test not stated -----
 TABLE2 = {
@@ -46,20 +90,17 @@ _T3 = {  # task: [(CE, CE+SCL) for T = 0, 0.3, 0.5, 0.7, 0.9, average over the f
     "mnli": [((59.2, 2.1), (61.1, 3.0)), ((54.0, 1.1), (61.2, 2.3)), ((55.3, 2.4), (62.1, 0.9)),
              ((54.6, 2.2), (62.3, 1.1)), ((47.0, 1.8), (53.0, 2.1)), ((52.7, 3.9), (59.7, 4.3))],
 }
-NOISE_LEVELS = (0.0, 0.3, 0.5, 0.7, 0.9)
 TABLE3 = {(task, t, loss): cells[i][j]
           for task, cells in _T3.items()
-          for i, t in enumerate(NOISE_LEVELS + ("average",))
+          for i, t in enumerate(NOISE.noises + ("average",))
           for j, loss in enumerate(("ce", "ce+scl"))}
 
 # ---- Table 4: full-data GLUE, validation sets, (task, loss) -> value (accuracy, it seems) -----
 _T4 = {"ce": (94.7, 86.4, 87.3, 85.0, 94.5, 90.0, 89.7), "ce+scl": (95.9, 87.3, 87.8, 85.6, 95.4, 89.9, 90.3)}
-GLUE_TASKS = ("sst2", "cola", "mrpc", "rte", "qnli", "mnli")
 TABLE4 = {(task, loss): (vals[i], None)
-          for loss, vals in _T4.items() for i, task in enumerate(GLUE_TASKS + ("average",))}
+          for loss, vals in _T4.items() for i, task in enumerate(GLUE.tasks + ("average",))}
 
 # ---- Table 5: batch size, CE+SCL, RoBERTa-base, full data, (task, batch size) -> value -------
-TABLE5_MODEL = "roberta-base"
 TABLE5 = {("sst2", 16): (93.9, None), ("cola", 16): (83.4, None), ("qnli", 16): (92.1, None),
           ("sst2", 64): (94.2, None), ("cola", 64): (84.8, None), ("qnli", 64): (92.7, None),
           ("sst2", 256): (94.3, None), ("cola", 256): (84.9, None), ("qnli", 256): (92.9, None)}
@@ -67,7 +108,6 @@ TABLE5 = {("sst2", 16): (93.9, None), ("cola", 16): (83.4, None), ("qnli", 16): 
 # ---- Table 7: transfer from full SST-2 to related tasks, 20 examples per class ---------------
 TABLE7 = {("amazon_polarity_sample", "ce"): (87.4, 6.4), ("yelp_polarity", "ce"): (90.8, 2.2),
           ("amazon_polarity_sample", "ce+scl"): (90.3, 0.6), ("yelp_polarity", "ce+scl"): (91.2, 0.4)}
-TRANSFER_TASKS = ("amazon_polarity_sample", "yelp_polarity", "mr", "cr", "mpqa", "subj")
 
 # ---- the paper's claims, checked one by one in the report -------------------------------------
 CLAIMS = {
