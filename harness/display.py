@@ -10,6 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from harness import runner
+from harness.queue import Status
 
 
 class ProgressDisplay:
@@ -52,7 +53,7 @@ def render_status(s: dict) -> None:
         console.print("no jobs yet: `harness enqueue --grid smoke` adds some")
         return
     t = Table(title="jobs by grid")
-    statuses = ["queued", "running", "done", "failed", "cancelled"]
+    statuses = [s.value for s in Status]
     t.add_column("grid")
     for st in statuses:
         t.add_column(st, justify="right")
