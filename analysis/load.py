@@ -80,7 +80,7 @@ def load_predictions(db, job_ids=None) -> pd.DataFrame:
     Reads both stores: the packed `test_predictions` rows jobs write now, and the row-per-example
     `predictions` table of runs stored by older harnesses. job_ids: only these jobs (default all).
     """
-    from harness.storage import unpack_predictions
+    from harness.store import unpack_predictions
 
     engine = engine_of(db)
     p, tp = hdb.predictions, hdb.test_predictions

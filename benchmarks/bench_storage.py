@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from harness import db, queue
 from harness.runner import RunResult
 from harness.spec import JobSpec
-from harness.storage import EMBEDDING_SEEDS
+from harness.store import EMBEDDING_SEEDS
 
 # test examples per task (harness.data: half of the evaluation split) and label count
 TEST_SIZES = {"sst2": (436, 2), "qnli": (2732, 2), "mnli": (4908, 3), "yelp_polarity": (19000, 2),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+MODEL = "model"  # the one kind of artifact (artifacts.kind): a fine-tuned model's folder
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "artifact.json"
 HASH_CHUNK_BYTES = 1 << 20
@@ -29,7 +30,7 @@ HEAD_REINITIALISED = "re-initialised with the job's seed (number of labels diffe
 class Artifact:
     """One stored model, as the `artifacts` table records it."""
 
-    kind: str  # "model"
+    kind: str  # MODEL
     path: str  # absolute folder
     sha256: str
     bytes: int
@@ -67,7 +68,7 @@ def save_model(model, folder: Path, manifest: dict) -> Artifact:
         shutil.rmtree(folder)
     os.replace(tmp, folder)
     sha, size = folder_sha256(folder)
-    return Artifact("model", str(folder), sha, size)
+    return Artifact(MODEL, str(folder), sha, size)
 
 
 def problem(path: str | None, sha256: str | None) -> str | None:

@@ -44,7 +44,7 @@ jobs = sa.Table(
     sa.Column("seed", sa.Integer, nullable=False),
     sa.Column("loss", sa.String(16), nullable=False),
     sa.Column("model", sa.String(256), nullable=False),
-    # queued | running | done | failed | cancelled (see harness.queue.Status)
+    # the job's state (harness.queue.Status)
     sa.Column("status", sa.String(16), nullable=False, server_default="queued"),
     sa.Column("priority", sa.Integer, nullable=False, server_default="0"),  # lower runs first
     sa.Column("depends_on", sa.String(32)),  # a job that must be done before this one is claimed
@@ -77,8 +77,7 @@ runs = sa.Table(
     sa.Column("config", sa.Text),  # the resolved configuration the run used (JSON)
     sa.Column("started_at", sa.DateTime, server_default=sa.func.current_timestamp()),
     sa.Column("ended_at", sa.DateTime),
-    # running | done | failed | lost (lease expired) | interrupted (handed back) | abandoned
-    # | deferred (handed back unrun: the model it starts from had to be made again)
+    # how the attempt ended (harness.queue.Outcome): running until then
     sa.Column("outcome", sa.String(16), nullable=False, server_default="running"),
     sa.Column("error", sa.Text),  # traceback
 )
@@ -118,7 +117,7 @@ results = sa.Table(
     sa.Column("best_epoch", sa.Integer),
     sa.Column("n_train", sa.Integer),  # examples actually trained on (noisy copies included)
     sa.Column("n_test", sa.Integer),
-    sa.Column("train_seconds", sa.Float),  # training + evaluation
+    sa.Column("train_seconds", sa.Float),  # training + evaluation (harness.runner.RunResult)
     # examples the SCL term sees per step: the largest forward batch (no gradient accumulation,
     # so never more than batch_size, and fewer when the training set is smaller); null: regression
     sa.Column("scl_batch_size", sa.Integer),
@@ -140,7 +139,7 @@ predictions = sa.Table(
     sa.Column("prediction", sa.Float, nullable=False),
 )
 
-# The same, packed into one row per job (harness.storage): what jobs write from schema 3 on, ~20×
+# The same, packed into one row per job (harness.store): what jobs write from schema 3 on, ~20×
 # smaller; the table above holds the predictions of runs stored before.
 test_predictions = sa.Table(
     "test_predictions", metadata,
@@ -154,7 +153,7 @@ test_predictions = sa.Table(
 )
 
 # The selected model's test-set [CLS] embeddings (float16), for the t-SNE figure: only for the
-# runs harness.storage.keeps_embeddings names.
+# runs harness.store.keeps_embeddings names.
 embeddings = sa.Table(
     "embeddings", metadata,
     sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id"), primary_key=True),

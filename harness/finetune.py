@@ -241,7 +241,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     if keep_model:  # the selected epoch's weights, for the jobs that start from this one
         artifact = artifacts.save_model(model, Path(ctx.save_model_dir), dict(
             job_id=spec.job_id, model=spec.model, task=spec.task, num_labels=task.num_labels,
-            best_epoch=state.best_epoch, val_score=state.best_score)).record()
+            best_epoch=state.best_epoch, val_score=state.best_score))
     ckpt.delete()
 
     config = {**spec.canonical(),
@@ -268,7 +268,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
               "scl_batch": "the examples of one forward batch (no accumulation, no memory bank)",
               "init_model_dir": None if ctx.init_model_dir is None else str(ctx.init_model_dir),
               "init_model_sha256": ctx.init_model_sha256, "init_head": init_head,
-              "saved_model": artifact}
+              "saved_model": None if artifact is None else artifact.record()}
     return RunResult(
         metric=task.metric, val_score=state.best_score, test_score=test["score"],
         val_accuracy=state.best_accuracy, test_accuracy=test.get("accuracy"),
@@ -280,7 +280,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
         embedding_labels=[float(y) for y in data.test.labels],
         train_examples=[int(i) for i in data.train.idx], sampling=data.sampling,
         class_counts=data.class_counts(task), config=config,
-        noise_set=None if noise_set is None else noise_set.record(), artifact=artifact)
+        noise_set=noise_set, artifact=artifact)
 
 
 @contextlib.contextmanager

@@ -67,9 +67,23 @@ def store_kept(engine: Engine, runs_dir: Path) -> list[tuple[str, bool]]:
             continue  # half-written by a process killed mid-write: the .tmp never replaced it
         if kept.database != name:
             continue
-        stored = queue.finish(engine, kept.claim, kept.result, kept.wall_seconds, late=True)
+        stored = queue.finish(engine, kept.claim, _typed(kept.result), kept.wall_seconds, late=True)
         if stored is None:
             continue
         path.unlink(missing_ok=True)
         handled.append((kept.claim.job_id, stored))
     return handled
+
+
+def _typed(result: RunResult) -> RunResult:
+    """A result kept by a harness whose RunResult held its noise set and model as dicts: the same
+    result with the records typed, as harness.store writes them."""
+    if isinstance(result.noise_set, dict):
+        from harness.noise.sets import NoiseSet
+
+        result.noise_set = NoiseSet(**result.noise_set)
+    if isinstance(result.artifact, dict):
+        from harness.artifacts import Artifact
+
+        result.artifact = Artifact(**result.artifact)
+    return result

@@ -10,11 +10,15 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
 from harness.spec import JobSpec
+
+if TYPE_CHECKING:  # not imported here: the queue reads RunResult without loading torch
+    from harness.artifacts import Artifact
+    from harness.noise.sets import NoiseSet
 
 DEFAULT_RUNNER = "harness.finetune:fine_tune"
 
@@ -56,7 +60,10 @@ class RunResult:
     best_epoch: int
     n_train: int
     n_test: int
-    train_seconds: float  # training + evaluation, start-up excluded
+    # Seconds spent training and evaluating: every epoch's training and validation, and the one
+    # test pass; data, noise, tokens, model set-up and saving excluded. A job resumed from a
+    # checkpoint counts its earlier attempts' epochs too (TrainState.seconds): the job's time.
+    train_seconds: float
     scl_batch_size: int | None = None  # examples the SCL term sees per step (largest forward batch)
     metrics: list[tuple[str, int | None, str, float]] = field(default_factory=list)  # split, epoch, name, value
     predictions: list[tuple[int, float, float]] = field(default_factory=list)  # example idx, label, prediction
@@ -67,8 +74,8 @@ class RunResult:
     sampling: str | None = None  # how they were drawn: uniform | stratified | full
     class_counts: dict[str, int] | None = None  # training examples per class (None: regression)
     config: dict[str, Any] = field(default_factory=dict)  # resolved configuration (versions excluded)
-    noise_set: dict[str, Any] | None = None  # the back-translated training set used (NoiseSet.record())
-    artifact: dict[str, Any] | None = None  # the saved model (harness.artifacts.Artifact.record())
+    noise_set: NoiseSet | None = None  # the back-translated training set used
+    artifact: Artifact | None = None  # the saved model (ctx.save_model_dir)
 
 
 class Runner(Protocol):

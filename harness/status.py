@@ -7,35 +7,51 @@ import json
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from harness import db, queue
+from harness import db
+from harness.dialects import db_now
 from harness.errors import HarnessError
+from harness.queue import Status
 
 RECENT_FAILURES = 10
+PREFIX_MATCHES = 6  # job ids read for a prefix: enough to list five and say there are more
+
+jobs, runs = db.jobs, db.runs
+_LEASE_LEFT = (jobs.c.lease_expires - db_now()).label("lease_left")  # seconds; < 0: stale
+_COUNTS = (sa.select(jobs.c.grid, jobs.c.status, sa.func.count())
+           .group_by(jobs.c.grid, jobs.c.status).order_by(jobs.c.grid))
+_RUNNING = (sa.select(jobs.c.id, jobs.c.grid, jobs.c.task, jobs.c.n, jobs.c.noise, jobs.c.seed,
+                      jobs.c.loss, jobs.c.worker, jobs.c.attempts, jobs.c.progress, _LEASE_LEFT)
+            .where(jobs.c.status == Status.RUNNING.value).order_by(jobs.c.seq))
+_FAILURES = (sa.select(jobs.c.id, jobs.c.grid, jobs.c.task, jobs.c.n, jobs.c.seed, jobs.c.loss,
+                       jobs.c.status, jobs.c.attempts, jobs.c.error)
+             .where(jobs.c.error.is_not(None))
+             .order_by(jobs.c.updated_at.desc(), jobs.c.seq.desc()).limit(RECENT_FAILURES))
+_IDS_LIKE = (sa.select(jobs.c.id).where(jobs.c.id.like(sa.bindparam("prefix")))
+             .order_by(jobs.c.id).limit(PREFIX_MATCHES))
+_JOB = sa.select(jobs.c.id, jobs.c.grid, jobs.c.status, jobs.c.attempts, jobs.c.max_attempts,
+                 jobs.c.worker, jobs.c.progress, jobs.c.error, jobs.c.spec,
+                 _LEASE_LEFT).where(jobs.c.id == sa.bindparam("job"))
+_ATTEMPTS = (sa.select(runs.c.id, runs.c.attempt, runs.c.worker, runs.c.device, runs.c.outcome,
+                       runs.c.started_at, runs.c.ended_at, runs.c.error)
+             .where(runs.c.job_id == sa.bindparam("job")).order_by(runs.c.id))
 
 
 def queue_status(engine: Engine) -> dict:
     """A JSON-ready summary of the queue (also what `harness status --json` prints)."""
     with db.connect(engine) as conn:
         counts: dict[str, dict[str, int]] = {}
-        for grid, status, count in conn.execute(sa.text(
-                "SELECT grid, status, COUNT(*) FROM jobs GROUP BY grid, status ORDER BY grid")):
-            counts.setdefault(grid, {s.value: 0 for s in queue.Status})[status] = count
-        now = queue.now_sql(conn)
+        for grid, status, count in conn.execute(_COUNTS):
+            counts.setdefault(grid, {s.value: 0 for s in Status})[status] = count
         # A running job whose lease has expired is stale: its worker stopped sending heartbeats,
         # and the next worker to look puts it back in the queue (queue.requeue_stale).
         running = [dict(job_id=r[0], grid=r[1], task=r[2], n=r[3], noise=r[4], seed=r[5], loss=r[6],
                         worker=r[7], attempt=r[8], progress=json.loads(r[9]) if r[9] else None,
                         lease_left_seconds=None if r[10] is None else round(r[10], 1),
                         stale=r[10] is not None and r[10] < 0)
-                   for r in conn.execute(sa.text(
-                       "SELECT id, grid, task, n, noise, seed, loss, worker, attempts, progress,"
-                       f" lease_expires - {now} FROM jobs WHERE status = 'running' ORDER BY seq"))]
+                   for r in conn.execute(_RUNNING)]
         failures = [dict(job_id=r[0], grid=r[1], task=r[2], n=r[3], seed=r[4], loss=r[5],
                          status=r[6], attempts=r[7], error=r[8])
-                    for r in conn.execute(sa.text(
-                        "SELECT id, grid, task, n, seed, loss, status, attempts, error FROM jobs"
-                        " WHERE error IS NOT NULL ORDER BY updated_at DESC, seq DESC LIMIT :k"),
-                        {"k": RECENT_FAILURES})]
+                    for r in conn.execute(_FAILURES)]
     return dict(database=engine.url.render_as_string(hide_password=True), counts=counts,
                 running=running, stale=sum(j["stale"] for j in running), recent_failures=failures)
 
@@ -43,8 +59,8 @@ def queue_status(engine: Engine) -> dict:
 def find_job(engine: Engine, job: str) -> str:
     """The job id that `job` (a whole id or a unique prefix of one) names."""
     with db.connect(engine) as conn:
-        ids = conn.execute(sa.text("SELECT id FROM jobs WHERE id LIKE :p ORDER BY id LIMIT 6"),
-                           {"p": job.replace("%", "").replace("_", "") + "%"}).scalars().all()
+        ids = conn.execute(_IDS_LIKE, {"prefix": job.replace("%", "").replace("_", "") + "%"}
+                           ).scalars().all()
     if job in ids:
         return job
     if len(ids) == 1 and job:
@@ -59,17 +75,12 @@ def job_detail(engine: Engine, job: str) -> dict:
     """One job in full: its spec, state and every attempt with its whole traceback."""
     job_id = find_job(engine, job)
     with db.connect(engine) as conn:
-        now = queue.now_sql(conn)
-        row = conn.execute(sa.text(
-            "SELECT id, grid, status, attempts, max_attempts, worker, progress, error, spec,"
-            f" lease_expires - {now} FROM jobs WHERE id = :id"), {"id": job_id}).one()
-        runs = [dict(run_id=r[0], attempt=r[1], worker=r[2], device=r[3], outcome=r[4],
-                     started_at=str(r[5]), ended_at=None if r[6] is None else str(r[6]), error=r[7])
-                for r in conn.execute(sa.text(
-                    "SELECT id, attempt, worker, device, outcome, started_at, ended_at, error"
-                    " FROM runs WHERE job_id = :id ORDER BY id"), {"id": job_id})]
+        row = conn.execute(_JOB, {"job": job_id}).one()
+        attempts = [dict(run_id=r[0], attempt=r[1], worker=r[2], device=r[3], outcome=r[4],
+                         started_at=str(r[5]), ended_at=None if r[6] is None else str(r[6]), error=r[7])
+                    for r in conn.execute(_ATTEMPTS, {"job": job_id})]
     lease = None if row[9] is None else round(row[9], 1)
     return dict(job_id=row[0], grid=row[1], status=row[2], attempts=row[3], max_attempts=row[4],
                 worker=row[5], progress=json.loads(row[6]) if row[6] else None, error=row[7],
                 spec=json.loads(row[8]), lease_left_seconds=lease,
-                stale=row[2] == "running" and lease is not None and lease < 0, runs=runs)
+                stale=row[2] == Status.RUNNING and lease is not None and lease < 0, runs=attempts)

@@ -30,6 +30,7 @@ from sqlalchemy.engine import Engine
 
 from harness import db, grids
 from harness.errors import HarnessError
+from harness.queue import Status
 from harness.spec import SMALL_MODEL, JobSpec
 
 TUNE_GRID = "tune"
@@ -180,15 +181,16 @@ def _check_complete(task: str, model: str, rows: list[dict]) -> None:
     counts = defaultdict(int)
     for r in rows:
         counts[r["status"]] += 1
-    if counts["done"] == len(rows) and all(r["val_score"] is not None for r in rows):
+    done = counts[Status.DONE]
+    if done == len(rows) and all(r["val_score"] is not None for r in rows):
         return
-    rest = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()) if k != "done")
+    rest = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()) if k != Status.DONE)
     hint = ("`harness retry --grid tune` re-queues failed and cancelled jobs"
-            if counts["failed"] or counts["cancelled"] else
+            if counts[Status.FAILED] or counts[Status.CANCELLED] else
             "let the workers finish (`harness work --grid tune --until-empty`)")
-    if counts["done"] == len(rows):
+    if done == len(rows):
         rest, hint = "some without a validation score", "check `harness status`"
-    raise HarnessError(f"tuning of {task} ({model}) is incomplete: {counts['done']} of {len(rows)} "
+    raise HarnessError(f"tuning of {task} ({model}) is incomplete: {done} of {len(rows)} "
                        f"jobs done ({rest}); {hint}, then select again")
 
 

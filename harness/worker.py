@@ -26,11 +26,12 @@ from typing import Callable
 
 from sqlalchemy.engine import Engine
 
-from harness import artifacts, pending, queue, threads
+from harness import artifacts, dependencies, pending, queue, threads
 from harness.device import DeviceFault, configure_gpu, free_memory, is_device_fault, prepare_gpu_process
 from harness.memory import keep_freed_memory
 from harness.errors import (DatabaseFileError, DatabaseUnavailable, HarnessError, JobInterrupted,
                             PermanentJobError)
+from harness.queue import Outcome, Status
 from harness.runner import DEFAULT_RUNNER, Progress, RunContext, Runner, load_runner
 
 POLL_SECONDS = 5.0  # idle wait between claims when the queue is empty (without --until-empty)
@@ -269,14 +270,15 @@ class Worker:
             beat.stop()
             if is_device_fault(exc):
                 line = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300]
-                if queue.deferrals(self.engine, claim.job_id, "device-fault") + 1 >= MAX_DEVICE_FAULTS:
+                faults = queue.count_attempts(self.engine, claim.job_id, Outcome.DEVICE_FAULT)
+                if faults + 1 >= MAX_DEVICE_FAULTS:
                     # the job itself faults (e.g. a label out of range): stop it poisoning workers
                     queue.fail(self.engine, claim, PermanentJobError(
                         f"the GPU failed under this job {MAX_DEVICE_FAULTS} times: {line}"), permanent=True)
                     self.failed += 1
                 else:
                     queue.release(self.engine, claim, f"device fault on {self.device}: {line}",
-                                  outcome="device-fault")
+                                  outcome=Outcome.DEVICE_FAULT)
                 raise DeviceFault(f"{self.device} failed ({line}) in job {claim.job_id}; "
                                   "the process's CUDA context is unusable: restart the worker") from exc
             if isinstance(exc, DatabaseFileError):
@@ -288,7 +290,7 @@ class Worker:
             except DatabaseUnavailable as db_exc:
                 status = f"not recorded ({db_exc}); the job returns to the queue when its lease expires"
             self._say(f"FAILED {label}: {type(exc).__name__}: {exc} -> {status}"
-                      + (" (permanent: not retried)" if permanent and status == "failed" else ""))
+                      + (" (permanent: not retried)" if permanent and status == Status.FAILED else ""))
             if not isinstance(exc, Exception):
                 raise
             return
@@ -345,22 +347,22 @@ class Worker:
         the files are gone or changed, the source job goes back to the queue (once, however many
         dependents notice) and this job is handed back unrun, without using up an attempt.
         False: the job was handed back."""
-        if queue.has_dependents(self.engine, claim.job_id):
+        if dependencies.has_dependents(self.engine, claim.job_id):
             ctx.save_model_dir = run_dir / "model"
         source = claim.spec.init_from
         if source is None:
             return True
-        stored = queue.stored_model(self.engine, source)
+        stored = dependencies.stored_model(self.engine, source)
         why = artifacts.problem(*(stored or (None, None)))
         if why is None:
             ctx.init_model_dir, ctx.init_model_sha256 = Path(stored[0]), stored[1]
             return True
-        if queue.deferrals(self.engine, claim.job_id) >= MAX_DEFERRALS:
+        if dependencies.deferrals(self.engine, claim.job_id) >= MAX_DEFERRALS:
             raise PermanentJobError(f"the model of {source} was unusable {MAX_DEFERRALS} times "
                                     f"(last: {why}); do all workers see the same runs folder?")
-        requeued = queue.redo(self.engine, source, f"job {claim.job_id} needs its model, but {why}")
+        requeued = dependencies.redo(self.engine, source, f"job {claim.job_id} needs its model, but {why}")
         queue.release(self.engine, claim, f"waiting for {source} to run again: {why}",
-                      outcome="deferred")
+                      outcome=Outcome.DEFERRED)
         self._say(f"model of {source} unusable ({why}): "
                   + ("re-queued it" if requeued else "it is already queued again")
                   + f"; handed back {claim.job_id}")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from harness import artifacts, db, grids, queue
+from harness import artifacts, db, dependencies, grids, queue
+from harness.artifacts import Artifact
 from harness.runner import RunResult
 from harness.spec import SMALL_MODEL, JobSpec
 from harness.worker import Worker, WorkerOptions
@@ -47,7 +49,7 @@ def work(engine, tmp_path, display=None) -> Worker:
 
 # ---- queue verbs, both backends ---------------------------------------------------------------
 
-def _result(score: float, artifact: dict | None = None) -> RunResult:
+def _result(score: float, artifact: Artifact | None = None) -> RunResult:
     return RunResult(metric="accuracy", val_score=score, test_score=score, val_accuracy=score,
                      test_accuracy=score, best_epoch=1, n_train=4, n_test=4, train_seconds=0.0,
                      scl_batch_size=4, metrics=[("validation", 1, "accuracy", score)],
@@ -60,25 +62,26 @@ def test_redo_requeues_once_and_the_new_result_replaces_the_old(db_url):
     s1 = JobSpec.make(task="sst2", n=32, seed=0, model="m")
     dependents = [stage2(s1, "cr", seed) for seed in range(3)]
     add(engine, s1, *dependents)
-    assert queue.has_dependents(engine, s1.job_id) and not queue.has_dependents(engine, dependents[0].job_id)
+    assert dependencies.has_dependents(engine, s1.job_id)
+    assert not dependencies.has_dependents(engine, dependents[0].job_id)
     c = queue.claim(engine, "w")
     assert c.job_id == s1.job_id
-    art = dict(kind="model", path="/nowhere/model", sha256="0" * 64, bytes=1)
+    art = Artifact(kind=artifacts.MODEL, path="/nowhere/model", sha256="0" * 64, bytes=1)
     assert queue.finish(engine, c, _result(0.5, art))
-    assert queue.stored_model(engine, s1.job_id) == ("/nowhere/model", "0" * 64)
+    assert dependencies.stored_model(engine, s1.job_id) == ("/nowhere/model", "0" * 64)
     # three dependents notice the model is gone: the source is re-queued exactly once
-    assert [queue.redo(engine, s1.job_id, "gone") for _ in dependents] == [True, False, False]
+    assert [dependencies.redo(engine, s1.job_id, "gone") for _ in dependents] == [True, False, False]
     assert rows(engine, "select status, attempts from jobs where id = :id", id=s1.job_id) == [("queued", 0)]
     claim = queue.claim(engine, "w")
     assert claim.job_id == s1.job_id
     assert queue.claim(engine, "w2") is None  # stage 2 waits again: its source is not done
-    assert queue.finish(engine, claim, _result(0.75, dict(art, sha256="1" * 64)))
+    assert queue.finish(engine, claim, _result(0.75, replace(art, sha256="1" * 64)))
     c = claim.run_id
     assert rows(engine, "select test_score, run_id from results") == [(0.75, c)]
     assert rows(engine, "select distinct run_id from metrics") == [(c,)]
     assert rows(engine, "select distinct run_id from test_predictions") == [(c,)]
     assert rows(engine, "select count(*) from train_examples") == [(1,)]
-    assert queue.stored_model(engine, s1.job_id) == ("/nowhere/model", "1" * 64)
+    assert dependencies.stored_model(engine, s1.job_id) == ("/nowhere/model", "1" * 64)
     assert rows(engine, "select count(*) from artifacts") == [(1,)]
 
 
@@ -110,7 +113,7 @@ def test_stage_2_waits_for_stage_1_which_trains_once_and_is_reused(sqlite_url, t
         ("interrupted",), ("done",)]  # the probe's claim, then the one training
     order = [r[0] for r in rows(engine, "select job_id from runs where outcome = 'done' order by id")]
     assert order[0] == s1.job_id
-    path, sha = queue.stored_model(engine, s1.job_id)
+    path, sha = dependencies.stored_model(engine, s1.job_id)
     assert Path(path) == (tmp_path / "runs" / s1.job_id / "model").resolve()
     assert artifacts.folder_sha256(Path(path))[0] == sha
     configs = [json.loads(r[0]) for r in rows(
@@ -156,7 +159,7 @@ def test_a_deleted_stage_1_model_reruns_stage_1_not_fails_stage_2(sqlite_url, tm
     add(engine, s1, stage2(s1, "yelp_polarity", 0))
     work(engine, tmp_path)
     (old_run,) = rows(engine, "select run_id from results where job_id = :id", id=s1.job_id)[0]
-    path, _ = queue.stored_model(engine, s1.job_id)
+    path, _ = dependencies.stored_model(engine, s1.job_id)
 
     # the model folder is lost; two more stage-2 jobs are claimed by two workers and both notice
     shutil.rmtree(path)
@@ -179,7 +182,7 @@ def test_a_deleted_stage_1_model_reruns_stage_1_not_fails_stage_2(sqlite_url, tm
     (new_run,) = rows(engine, "select run_id from results where job_id = :id", id=s1.job_id)[0]
     assert new_run != old_run and rows(engine, "select count(*) from results") == [(4,)]
     assert rows(engine, "select distinct run_id from metrics where job_id = :id", id=s1.job_id) == [(new_run,)]
-    path, sha = queue.stored_model(engine, s1.job_id)
+    path, sha = dependencies.stored_model(engine, s1.job_id)
     assert artifacts.folder_sha256(Path(path))[0] == sha
     for s in late:
         assert rows(engine, "select attempts from jobs where id = :id", id=s.job_id) == [(1,)]

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 import runners
-from harness import db, queue, worker as worker_mod
+from harness import db, pending, queue, worker as worker_mod
 from harness.cli import app
 from harness.errors import DatabaseUnavailable, DataError, ModelError, PermanentJobError
 from harness.pending import PENDING_FILE
@@ -159,6 +159,25 @@ def test_an_idle_worker_waits_for_the_database_then_exits(proxied_pg, tmp_path, 
     with pytest.raises(DatabaseUnavailable):
         Worker(engine, opts(tmp_path), runner=runners.instant).run()
     assert time.monotonic() - started >= 1.5  # it waited: an unreachable database is transient
+
+
+def test_a_result_kept_by_a_harness_that_passed_records_as_dicts_is_stored(sqlite_url, tmp_path):
+    """Before RunResult carried typed NoiseSet and Artifact records it carried their dicts; a
+    result kept then, in a runs folder that outlived the upgrade, is still stored whole."""
+    engine = db.open_db(sqlite_url, create=True)
+    (spec,) = specs(1)
+    queue.enqueue(engine, "g", [spec])
+    c = queue.claim(engine, "w", lease_seconds=0.1)
+    result = runners._result(spec)
+    result.artifact = dict(kind="model", path="/nowhere/model", sha256="0" * 64, bytes=1)
+    result.noise_set = dict(key="k", backend="firefox-pt", temperature=0.3, seed=0, examples=20,
+                            changed_share=0.5, mean_edit_distance=3.0, seconds=1.0, cached=False,
+                            path="/nowhere/noise.json")
+    (tmp_path / "runs" / spec.job_id).mkdir(parents=True)
+    pending.keep(tmp_path / "runs" / spec.job_id, engine, c, result, 1.0)
+    assert pending.store_kept(engine, tmp_path / "runs") == [(spec.job_id, True)]
+    assert rows(engine, "select path, sha256 from artifacts") == [("/nowhere/model", "0" * 64)]
+    assert rows(engine, "select key, temperature, made_by_job from noise_sets") == [("k", 0.3, spec.job_id)]
 
 
 # ---- item 6: SQLite files that change under a worker -----------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -197,7 +198,7 @@ def test_requeue_stale_spares_a_job_renewed_between_its_select_and_update(pg_url
 
         @sa.event.listens_for(engine, "before_cursor_execute")
         def race(conn, cursor, statement, params, context, executemany):
-            if statement.lstrip().startswith("UPDATE jobs SET status = CASE") and not fired:
+            if re.match(r"\s*UPDATE jobs SET status ?= ?CASE", statement) and not fired:
                 fired.append(True)  # the SELECT has run; the UPDATE has not
                 if racer == "heartbeat":
                     assert queue.heartbeat(other, c, lease_seconds=60)
