@@ -201,10 +201,10 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
                 ctx.progress(Progress("train", epoch, spec.epochs, step, total_steps, float(parts[0]),
                                       elapsed / done_here * (total_steps - step)))
             means = (sums / len(train)).tolist()
-            train_seconds = time.perf_counter() - epoch_started
+            epoch_train_seconds = time.perf_counter() - epoch_started  # without its validation
             for name, value in zip(("loss", "ce", "scl"), means):
                 state.metrics.append(("train", epoch, name, value))
-            state.metrics.append(("train", epoch, "seconds", train_seconds))
+            state.metrics.append(("train", epoch, "seconds", epoch_train_seconds))
 
             # Validation every epoch; strictly better only, so ties keep the earlier epoch.
             ctx.progress(Progress("eval", epoch, spec.epochs, step, total_steps, means[0]))
@@ -222,7 +222,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
             state.seconds += time.perf_counter() - epoch_started
             if epoch < spec.epochs and (checkpoint == "always" or (checkpoint == "auto" and (
                     spec.n is None and spec.per_class is None or keep_model
-                    or train_seconds > CHECKPOINT_MIN_EPOCH_SECONDS))):
+                    or epoch_train_seconds > CHECKPOINT_MIN_EPOCH_SECONDS))):
                 ckpt.save(state, model, optimizer, scheduler, device)
 
         # ---- test the selected epoch once ------------------------------------------------------
