@@ -16,6 +16,7 @@ from harness.queue import Outcome, Status
 
 jobs, stored = db.jobs, db.artifacts
 _p = sa.bindparam
+_NULL = sa.null()
 
 # Built once, at import (see harness.queue).
 _HAS_DEPENDENTS = sa.select(jobs.c.id).where(jobs.c.depends_on == _p("job")).limit(1)
@@ -23,8 +24,8 @@ _STORED_MODEL = sa.select(stored.c.path, stored.c.sha256).where(
     stored.c.job_id == _p("job"), stored.c.kind == artifacts.MODEL)
 # Only a job that is still done moves, so many dependents noticing at once re-queue it once.
 _REDO = sa.update(jobs).where(jobs.c.id == _p("job"), jobs.c.status == Status.DONE.value).values(
-    status=Status.QUEUED.value, attempts=0, error=_p("why"), lease_expires=None, run_id=None,
-    worker=None, progress=None, updated_at=sa.func.current_timestamp())
+    status=Status.QUEUED.value, attempts=0, error=_p("why"), lease_expires=_NULL, run_id=_NULL,
+    worker=_NULL, progress=_NULL, updated_at=sa.func.current_timestamp())
 
 
 def has_dependents(engine: Engine, job_id: str) -> bool:

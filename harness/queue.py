@@ -83,6 +83,7 @@ jobs, runs = db.jobs, db.runs
 _p = sa.bindparam
 _NOW = dialects.db_now()
 _STAMP = sa.func.current_timestamp()  # updated_at, ended_at: the database's time of day
+_NULL = sa.null()  # written into the SQL: one parameter fewer to send per NULL
 
 _j, _source = jobs.alias("j"), jobs.alias("d")
 # The next queued job whose dependency (if any) is done. PostgreSQL: SKIP LOCKED lets concurrent
@@ -98,7 +99,7 @@ _CLAIM_IN_GRID = _CLAIM.where(_j.c.grid == _p("in_grid"))
 _INSERT_RUN = sa.insert(runs).returning(runs.c.id)
 _TAKE = sa.update(jobs).where(jobs.c.id == _p("job")).values(
     status=Status.RUNNING.value, attempts=_p("attempt"), run_id=_p("run"), worker=_p("holder"),
-    lease_expires=_NOW + _p("lease", type_=sa.Float), progress=None, updated_at=_STAMP)
+    lease_expires=_NOW + _p("lease", type_=sa.Float), progress=_NULL, updated_at=_STAMP)
 
 _HOLDS = sa.and_(jobs.c.id == _p("job"), jobs.c.run_id == _p("run"),
                  jobs.c.status == Status.RUNNING.value)
@@ -112,22 +113,22 @@ _END_RUN = sa.update(runs).where(runs.c.id == _p("run"), runs.c.outcome == Outco
 
 # finish: the status change doubles as the ownership check, so it comes first
 _DONE = sa.update(jobs).where(_HOLDS).values(
-    status=Status.DONE.value, lease_expires=None, error=None, updated_at=_STAMP)
+    status=Status.DONE.value, lease_expires=_NULL, error=_NULL, updated_at=_STAMP)
 _RUN_EXISTS = sa.select(runs.c.id).where(runs.c.id == _p("run"), runs.c.job_id == _p("job"))
 _REOPEN_RUN = sa.update(runs).where(runs.c.id == _p("run")).values(outcome=Outcome.RUNNING.value)
 _ABANDON_OTHERS = sa.update(runs).where(
     runs.c.job_id == _p("job"), runs.c.outcome == Outcome.RUNNING.value, runs.c.id != _p("run")
 ).values(outcome=Outcome.ABANDONED.value, ended_at=_STAMP, error=_p("why"))
 _ADOPT = sa.update(jobs).where(jobs.c.id == _p("job")).values(
-    status=Status.DONE.value, lease_expires=None, error=None, run_id=_p("run"), updated_at=_STAMP)
+    status=Status.DONE.value, lease_expires=_NULL, error=_NULL, run_id=_p("run"), updated_at=_STAMP)
 
 _FAIL = sa.update(jobs).where(jobs.c.id == _p("job")).values(
     status=sa.case((sa.or_(_p("permanent", type_=sa.Boolean), jobs.c.attempts >= jobs.c.max_attempts),
                     Status.FAILED.value), else_=Status.QUEUED.value),
-    error=_p("line"), lease_expires=None, run_id=None, updated_at=_STAMP).returning(jobs.c.status)
+    error=_p("line"), lease_expires=_NULL, run_id=_NULL, updated_at=_STAMP).returning(jobs.c.status)
 _RELEASE = sa.update(jobs).where(jobs.c.id == _p("job")).values(
-    status=Status.QUEUED.value, attempts=jobs.c.attempts - 1, lease_expires=None, run_id=None,
-    worker=None, updated_at=_STAMP)
+    status=Status.QUEUED.value, attempts=jobs.c.attempts - 1, lease_expires=_NULL, run_id=_NULL,
+    worker=_NULL, updated_at=_STAMP)
 
 _STALE = sa.select(jobs.c.id, jobs.c.run_id).where(jobs.c.status == Status.RUNNING.value,
                                                    jobs.c.lease_expires < _NOW)
@@ -137,13 +138,13 @@ _REQUEUE = sa.update(jobs).where(
     jobs.c.run_id.is_not_distinct_from(_p("seen_run", type_=sa.Integer))
 ).values(status=sa.case((jobs.c.attempts >= jobs.c.max_attempts, Status.FAILED.value),
                         else_=Status.QUEUED.value),
-         error="lease expired (worker lost)", lease_expires=None, run_id=None, updated_at=_STAMP)
+         error="lease expired (worker lost)", lease_expires=_NULL, run_id=_NULL, updated_at=_STAMP)
 
 _COUNT_ATTEMPTS = sa.select(sa.func.count()).select_from(runs).where(
     runs.c.job_id == _p("job"), runs.c.outcome == _p("ended"))
 _GRIDS = sa.select(jobs.c.grid).distinct()
 _CANCEL = sa.update(jobs).values(status=Status.CANCELLED.value, updated_at=_STAMP)
-_RETRY = sa.update(jobs).values(status=Status.QUEUED.value, attempts=0, error=None, updated_at=_STAMP)
+_RETRY = sa.update(jobs).values(status=Status.QUEUED.value, attempts=0, error=_NULL, updated_at=_STAMP)
 _MAX_SEQ = sa.select(sa.func.coalesce(sa.func.max(jobs.c.seq), 0))
 
 
