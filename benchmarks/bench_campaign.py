@@ -139,7 +139,7 @@ class Variant:
 
     def run(self, spec) -> dict:
         """Enqueue and run one job; its wall time, phase times and test predictions."""
-        from harness import queue, storage
+        from harness import queue, store
 
         queue.enqueue(self.engine, self.grid, [spec])
         job = spec.job_id
@@ -154,8 +154,8 @@ class Variant:
             packed = c.execute(sa.text("select * from test_predictions where job_id = :j"),
                                {"j": job}).mappings().first()
         phases = dict(rows)
-        # Jobs store their test predictions packed, one row per job (harness.storage).
-        preds = [] if packed is None else list(zip(*(storage.unpack_predictions(packed)[i].tolist()
+        # Jobs store their test predictions packed, one row per job (harness.store).
+        preds = [] if packed is None else list(zip(*(store.unpack_predictions(packed)[i].tolist()
                                                      for i in (0, 2))))
         if not preds:
             raise RuntimeError(f"{self.mode}: job {job} left no result")
