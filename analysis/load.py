@@ -78,7 +78,7 @@ def load_predictions(db, job_ids=None) -> pd.DataFrame:
     """Per-example test predictions, one row each: job_id, example, label, prediction.
 
     Reads both stores: the packed `test_predictions` rows jobs write now, and the row-per-example
-    `predictions` table of runs stored by older harnesses. job_ids: only these jobs (default all).
+    `predictions` table of jobs stored by older harnesses. job_ids: only these jobs (default all).
     """
     from harness.store import unpack_predictions
 

@@ -5,7 +5,7 @@ a run's true accuracy is base(task) + a shift shared by the CE and CE+SCL runs o
 pairing by seed helps, as it does for real runs that train on the same sample) + `effect` for
 CE+SCL; its test score is the accuracy of n_test Bernoulli predictions, so seed-level and
 example-level tests both see the sampling noise they model. `fill_db` writes such a frame (with
-its jobs, runs, predictions and embeddings) into a harness database.
+its jobs, attempts, predictions and embeddings) into a harness database.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def _frame(recs: list[dict]) -> pd.DataFrame:
 def fill_db(engine, df: pd.DataFrame, *, predictions: bool = True, embeddings: Iterable[str] = (),
             emb_rows: int = 120, emb_dim: int = 16, separation: Callable[[dict], float] | None = None,
             rng=0) -> None:
-    """Write a synthetic frame as finished jobs: jobs, runs and results rows (+ predictions).
+    """Write a synthetic frame as finished jobs: jobs, attempts and results rows (+ predictions).
 
     embeddings: job ids that get a test-set embedding matrix: Gaussian class clusters (unit sd)
     whose centres lie `separation(row)` from the origin; by default 4 for CE+SCL and 1 for CE
@@ -171,15 +171,15 @@ def fill_db(engine, df: pd.DataFrame, *, predictions: bool = True, embeddings: I
     """
     rng = np.random.default_rng(rng)
     res_cols = [c.name for c in hdb.results.columns if c.name != "finished_at"]
-    jobs, runs, results, preds, embs = [], [], [], [], []
+    jobs, attempts, results, preds, embs = [], [], [], [], []
     labels = {}
     for i, r in enumerate(df.to_dict(orient="records"), start=1):
         spec = json.loads(r["spec"])
         jobs.append({"id": r["job_id"], "grid": r["grid"], "spec": r["spec"], "task": r["task"],
                      "n": _none(r["n"]), "noise": r["noise"], "seed": r["seed"], "loss": r["loss"],
                      "model": r["model"], "status": "done", "seq": i})
-        runs.append({"id": i, "job_id": r["job_id"], "attempt": 1, "worker": "synthetic", "outcome": "done"})
-        results.append({c: _none(r.get(c)) for c in res_cols} | {"run_id": i})
+        attempts.append({"id": i, "job_id": r["job_id"], "attempt": 1, "worker": "synthetic", "outcome": "done"})
+        results.append({c: _none(r.get(c)) for c in res_cols} | {"attempt_id": i})
         correct = r.get("_correct")
         task = r["task"]
         k = NUM_LABELS.get(task, 2)
@@ -188,19 +188,19 @@ def fill_db(engine, df: pd.DataFrame, *, predictions: bool = True, embeddings: I
                 labels[(task, len(correct))] = np.random.default_rng(len(task)).integers(0, k, len(correct))
             y = labels[(task, len(correct))]
             yhat = np.where(correct == 1, y, (y + 1) % k)
-            preds += [{"job_id": r["job_id"], "run_id": i, "example": e, "label": float(a), "prediction": float(b)}
-                      for e, (a, b) in enumerate(zip(y, yhat))]
+            preds += [{"job_id": r["job_id"], "attempt_id": i, "example": e, "label": float(a),
+                       "prediction": float(b)} for e, (a, b) in enumerate(zip(y, yhat))]
         if r["job_id"] in set(embeddings):
             y = rng.integers(0, k, emb_rows)
             sep = separation(r) if separation else (4.0 if spec["loss"] == "ce+scl" else 1.0)
             centers = rng.normal(0, 1, (k, emb_dim))
             centers *= sep / np.linalg.norm(centers, axis=1, keepdims=True)
             x = (centers[y] + rng.normal(0, 1, (emb_rows, emb_dim))).astype(np.float16)
-            embs.append({"job_id": r["job_id"], "run_id": i, "split": "test", "rows": emb_rows, "dim": emb_dim,
+            embs.append({"job_id": r["job_id"], "attempt_id": i, "split": "test", "rows": emb_rows, "dim": emb_dim,
                          "examples": json.dumps(list(range(emb_rows))), "labels": json.dumps(y.tolist()),
                          "data": x.tobytes()})
     with engine.begin() as conn:
-        for table, rows in ((hdb.jobs, jobs), (hdb.runs, runs), (hdb.results, results),
+        for table, rows in ((hdb.jobs, jobs), (hdb.attempts, attempts), (hdb.results, results),
                             (hdb.predictions, preds), (hdb.embeddings, embs)):
             if rows:
                 conn.execute(sa.insert(table), rows)

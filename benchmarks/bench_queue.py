@@ -50,9 +50,9 @@ def bench(url: str, workers: int, jobs: int) -> dict:
     seconds = time.perf_counter() - t0
     with engine.connect() as conn:
         results = conn.execute(sa.text("select count(*) from results")).scalar_one()
-        runs = conn.execute(sa.text("select count(*) from runs")).scalar_one()
+        attempts = conn.execute(sa.text("select count(*) from attempts")).scalar_one()
     return dict(workers=workers, jobs=jobs, seconds=seconds, claims_per_second=jobs / seconds,
-                results=results, runs=runs, per_worker=dict(counts))
+                results=results, attempts=attempts, per_worker=dict(counts))
 
 
 def main() -> None:
@@ -66,7 +66,7 @@ def main() -> None:
         r = bench(url, a.workers, a.jobs)
     print(f"{r['workers']} workers, {r['jobs']} jobs on {url.split(':')[0]}: {r['seconds']:.2f} s, "
           f"{r['claims_per_second']:.0f} claims/s (claim + finish each); results {r['results']}, "
-          f"attempts {r['runs']}; per worker {sorted(r['per_worker'].values())}")
+          f"attempts {r['attempts']}; per worker {sorted(r['per_worker'].values())}")
 
 
 if __name__ == "__main__":

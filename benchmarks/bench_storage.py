@@ -70,7 +70,7 @@ def measure(folder: Path, task: str, jobs: int, seed0: int) -> tuple[float, floa
                 with db.connect(engine) as conn, conn.begin():
                     conn.execute(sa.delete(db.test_predictions).where(db.test_predictions.c.job_id == c.job_id))
                     conn.execute(sa.insert(db.predictions), [
-                        dict(job_id=c.job_id, run_id=c.run_id, example=e, label=float(y), prediction=float(p))
+                        dict(job_id=c.job_id, attempt_id=c.attempt_id, example=e, label=float(y), prediction=float(p))
                         for e, y, p in r.predictions])
         engine.dispose()
         sizes.append((_size(path) - empty) / jobs)

@@ -51,7 +51,7 @@ jobs = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("max_attempts", sa.Integer, nullable=False, server_default="3"),
     sa.Column("seq", sa.Integer, nullable=False, server_default="0"),  # enqueue order
-    sa.Column("run_id", sa.Integer),  # the attempt holding the lease, while running
+    sa.Column("attempt_id", sa.Integer),  # the attempt holding the lease, while running
     sa.Column("worker", sa.String(128)),
     sa.Column("lease_expires", sa.Float),  # database clock, seconds since the epoch
     sa.Column("progress", sa.Text),  # JSON: epoch, step, total, loss, eta (from the heartbeat)
@@ -63,8 +63,9 @@ sa.Index("ix_jobs_claim", jobs.c.status, jobs.c.priority, jobs.c.seq)
 sa.Index("ix_jobs_grid", jobs.c.grid, jobs.c.status)
 sa.Index("ix_jobs_depends_on", jobs.c.depends_on)
 
-runs = sa.Table(
-    "runs", metadata,
+# One row per attempt of a job: a claim starts one, and it ends with an outcome.
+attempts = sa.Table(
+    "attempts", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id"), nullable=False, index=True),
     sa.Column("attempt", sa.Integer, nullable=False),
@@ -74,7 +75,7 @@ runs = sa.Table(
     sa.Column("device", sa.String(128)),
     sa.Column("versions", sa.Text),  # JSON: python, torch, transformers, ...
     sa.Column("git_rev", sa.String(64)),
-    sa.Column("config", sa.Text),  # the resolved configuration the run used (JSON)
+    sa.Column("config", sa.Text),  # the resolved configuration the attempt used (JSON)
     sa.Column("started_at", sa.DateTime, server_default=sa.func.current_timestamp()),
     sa.Column("ended_at", sa.DateTime),
     # how the attempt ended (harness.queue.Outcome): running until then
@@ -84,7 +85,7 @@ runs = sa.Table(
 
 metrics = sa.Table(
     "metrics", metadata,
-    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("attempt_id", sa.Integer, sa.ForeignKey("attempts.id"), nullable=False, index=True),
     sa.Column("job_id", sa.String(32), nullable=False, index=True),
     sa.Column("split", sa.String(16), nullable=False),  # train | validation | test
     sa.Column("epoch", sa.Integer),
@@ -95,7 +96,7 @@ metrics = sa.Table(
 results = sa.Table(
     "results", metadata,
     sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id"), primary_key=True),  # one per job
-    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("attempt_id", sa.Integer, sa.ForeignKey("attempts.id"), nullable=False),
     sa.Column("grid", sa.String(64), nullable=False),
     sa.Column("task", sa.String(64), nullable=False),
     sa.Column("n", sa.Integer),
@@ -133,18 +134,18 @@ results = sa.Table(
 predictions = sa.Table(
     "predictions", metadata,
     sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id"), nullable=False, index=True),
-    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("attempt_id", sa.Integer, nullable=False),
     sa.Column("example", sa.Integer, nullable=False),  # the example's idx in the source split
     sa.Column("label", sa.Float, nullable=False),
     sa.Column("prediction", sa.Float, nullable=False),
 )
 
 # The same, packed into one row per job (harness.store): what jobs write from schema 3 on, ~20×
-# smaller; the table above holds the predictions of runs stored before.
+# smaller; the table above holds the predictions of jobs stored before.
 test_predictions = sa.Table(
     "test_predictions", metadata,
     sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id"), primary_key=True),
-    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("attempt_id", sa.Integer, nullable=False),
     sa.Column("rows", sa.Integer, nullable=False),
     sa.Column("encoding", sa.String(32), nullable=False),  # zlib:int32-delta/int8 (or /float32)
     sa.Column("examples", sa.LargeBinary, nullable=False),  # example idx, as int32 deltas
@@ -153,11 +154,11 @@ test_predictions = sa.Table(
 )
 
 # The selected model's test-set [CLS] embeddings (float16), for the t-SNE figure: only for the
-# runs harness.store.keeps_embeddings names.
+# jobs harness.store.keeps_embeddings names.
 embeddings = sa.Table(
     "embeddings", metadata,
     sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id"), primary_key=True),
-    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("attempt_id", sa.Integer, nullable=False),
     sa.Column("split", sa.String(16), nullable=False),
     sa.Column("rows", sa.Integer, nullable=False),
     sa.Column("dim", sa.Integer, nullable=False),
@@ -166,7 +167,7 @@ embeddings = sa.Table(
     sa.Column("data", sa.LargeBinary, nullable=False),  # float16, C order, rows × dim
 )
 
-# Which training examples each run used (so CE and CE+SCL can be checked to match).
+# Which training examples each job used (so CE and CE+SCL can be checked to match).
 train_examples = sa.Table(
     "train_examples", metadata,
     sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id"), primary_key=True),
@@ -198,7 +199,7 @@ noise_sets = sa.Table(
 artifacts = sa.Table(
     "artifacts", metadata,
     sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id"), primary_key=True),
-    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("attempt_id", sa.Integer, sa.ForeignKey("attempts.id"), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),  # "model"
     sa.Column("path", sa.Text, nullable=False),  # absolute folder: runs/<job_id>/model
     sa.Column("sha256", sa.String(64), nullable=False),  # over the folder's file names and bytes

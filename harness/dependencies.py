@@ -24,7 +24,7 @@ _STORED_MODEL = sa.select(stored.c.path, stored.c.sha256).where(
     stored.c.job_id == _p("job"), stored.c.kind == artifacts.MODEL)
 # Only a job that is still done moves, so many dependents noticing at once re-queue it once.
 _REDO = sa.update(jobs).where(jobs.c.id == _p("job"), jobs.c.status == Status.DONE.value).values(
-    status=Status.QUEUED.value, attempts=0, error=_p("why"), lease_expires=_NULL, run_id=_NULL,
+    status=Status.QUEUED.value, attempts=0, error=_p("why"), lease_expires=_NULL, attempt_id=_NULL,
     worker=_NULL, progress=_NULL, updated_at=sa.func.current_timestamp())
 
 

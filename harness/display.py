@@ -108,8 +108,8 @@ def render_job(d: dict) -> None:
     if d["error"]:
         out.append(f"last error: {d['error']}")
     out.append("spec: " + json.dumps(d["spec"], sort_keys=True))
-    for r in d["runs"]:
-        out.append(f"\n--- attempt {r['attempt']} (run {r['run_id']}) on {r['worker']} "
+    for r in d["history"]:
+        out.append(f"\n--- attempt {r['attempt']} (id {r['attempt_id']}) on {r['worker']} "
                    f"[{r['device'] or '-'}]: {r['outcome']}, {r['started_at']} → {r['ended_at'] or '…'}")
         if r["error"]:
             out.append(r["error"].rstrip())

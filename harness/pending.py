@@ -67,12 +67,22 @@ def store_kept(engine: Engine, runs_dir: Path) -> list[tuple[str, bool]]:
             continue  # half-written by a process killed mid-write: the .tmp never replaced it
         if kept.database != name:
             continue
-        stored = queue.finish(engine, kept.claim, _typed(kept.result), kept.wall_seconds, late=True)
+        stored = queue.finish(engine, _current(kept.claim), _typed(kept.result), kept.wall_seconds,
+                              late=True)
         if stored is None:
             continue
         path.unlink(missing_ok=True)
         handled.append((kept.claim.job_id, stored))
     return handled
+
+
+def _current(claim: queue.Claim) -> queue.Claim:
+    """A claim kept by a harness whose Claim named its attempt `run_id` (before the `runs` table
+    became `attempts`): the same claim, its attempt as `attempt_id`."""
+    state = vars(claim)  # unpickling filled it as it was written; the dataclass is frozen
+    if "run_id" in state:
+        state["attempt_id"] = state.pop("run_id")
+    return claim
 
 
 def _typed(result: RunResult) -> RunResult:

@@ -1,5 +1,5 @@
-"""The job queue: the lifecycle of a job over the `jobs` and `runs` tables (one `runs` row per
-attempt), as a handful of verbs: enqueue, claim, heartbeat, finish, fail, release, requeue_stale,
+"""The job queue: the lifecycle of a job over the `jobs` and `attempts` tables (one `attempts` row
+per attempt), as a handful of verbs: enqueue, claim, heartbeat, finish, fail, release, requeue_stale,
 cancel, retry; and grids_in, count_attempts to read it.
 
 Every verb is one short transaction. Time for leases is always the database's clock
@@ -27,7 +27,7 @@ from harness.spec import JobSpec
 LEASE_SECONDS = 60.0  # a running job whose lease is this old without a heartbeat is presumed lost
 MAX_ATTEMPTS = 3  # attempts before a job that keeps failing (or being lost) is marked failed
 INSERT_CHUNK = 500  # rows per INSERT statement when enqueueing
-ERROR_CHARS = 500  # a job's error line (jobs.error) is cut to this; runs.error keeps it whole
+ERROR_CHARS = 500  # a job's error line (jobs.error) is cut to this; attempts.error keeps it whole
 
 
 class _Value(str, enum.Enum):
@@ -48,11 +48,11 @@ class Status(_Value):
 
 
 class Outcome(_Value):
-    """How one attempt of a job ended (runs.outcome)."""
+    """How one attempt of a job ended (attempts.outcome)."""
 
     RUNNING = "running"  # not ended yet
     DONE = "done"  # its result was stored
-    FAILED = "failed"  # it raised; runs.error holds the traceback
+    FAILED = "failed"  # it raised; attempts.error holds the traceback
     LOST = "lost"  # its lease expired: the worker stopped sending heartbeats
     ABANDONED = "abandoned"  # it ended after the job was no longer its own; nothing it made was kept
     INTERRUPTED = "interrupted"  # handed back unfinished: the worker was asked to stop
@@ -62,10 +62,10 @@ class Outcome(_Value):
 
 @dataclass(frozen=True)
 class Claim:
-    """A job a worker holds: run_id identifies this attempt, and every later verb checks it."""
+    """A job a worker holds: attempt_id identifies this attempt, and every later verb checks it."""
 
     job_id: str
-    run_id: int
+    attempt_id: int
     attempt: int
     grid: str
     spec: JobSpec
@@ -77,9 +77,9 @@ class Claim:
 # Built once, at import: building SQLAlchemy constructs per call cost more CPU than the database
 # work itself (profiled: ~60% of a claim + finish cycle). Status and outcome values are bound as
 # parameters. A parameter is never named after a column of the table an UPDATE changes: SQLAlchemy
-# would take it as one more column to SET.
+# would take it as one more column to SET (so the attempt is `this_attempt`, not `attempt_id`).
 
-jobs, runs = db.jobs, db.runs
+jobs, attempts = db.jobs, db.attempts
 _p = sa.bindparam
 _NOW = dialects.db_now()
 _STAMP = sa.func.current_timestamp()  # updated_at, ended_at: the database's time of day
@@ -96,52 +96,58 @@ _CLAIM = (sa.select(_j.c.id, _j.c.attempts, _j.c.grid, _j.c.spec)
           .order_by(_j.c.priority, _j.c.seq).limit(1)
           .with_for_update(skip_locked=True, of=_j))
 _CLAIM_IN_GRID = _CLAIM.where(_j.c.grid == _p("in_grid"))
-_INSERT_RUN = sa.insert(runs).returning(runs.c.id)
+_INSERT_ATTEMPT = sa.insert(attempts).returning(attempts.c.id)
 _TAKE = sa.update(jobs).where(jobs.c.id == _p("job")).values(
-    status=Status.RUNNING.value, attempts=_p("attempt"), run_id=_p("run"), worker=_p("holder"),
-    lease_expires=_NOW + _p("lease", type_=sa.Float), progress=_NULL, updated_at=_STAMP)
+    status=Status.RUNNING.value, attempts=_p("attempt"), attempt_id=_p("this_attempt"),
+    worker=_p("holder"), lease_expires=_NOW + _p("lease", type_=sa.Float), progress=_NULL,
+    updated_at=_STAMP)
 
-_HOLDS = sa.and_(jobs.c.id == _p("job"), jobs.c.run_id == _p("run"),
+_HOLDS = sa.and_(jobs.c.id == _p("job"), jobs.c.attempt_id == _p("this_attempt"),
                  jobs.c.status == Status.RUNNING.value)
 _HEARTBEAT = sa.update(jobs).where(_HOLDS).values(
     lease_expires=_NOW + _p("lease", type_=sa.Float),
     progress=sa.func.coalesce(_p("beat", type_=sa.Text), jobs.c.progress))
-_LOCK_JOB = sa.select(jobs.c.status, jobs.c.run_id).where(jobs.c.id == _p("job")).with_for_update()
+_LOCK_JOB = sa.select(jobs.c.status, jobs.c.attempt_id).where(jobs.c.id == _p("job")).with_for_update()
 # An attempt already closed (e.g. marked lost when its lease expired) keeps its first outcome.
-_END_RUN = sa.update(runs).where(runs.c.id == _p("run"), runs.c.outcome == Outcome.RUNNING.value).values(
+_END_ATTEMPT = sa.update(attempts).where(
+    attempts.c.id == _p("this_attempt"), attempts.c.outcome == Outcome.RUNNING.value).values(
     outcome=_p("ended"), error=_p("why"), config=_p("resolved"), ended_at=_STAMP)
 
 # finish: the status change doubles as the ownership check, so it comes first
 _DONE = sa.update(jobs).where(_HOLDS).values(
     status=Status.DONE.value, lease_expires=_NULL, error=_NULL, updated_at=_STAMP)
-_RUN_EXISTS = sa.select(runs.c.id).where(runs.c.id == _p("run"), runs.c.job_id == _p("job"))
-_REOPEN_RUN = sa.update(runs).where(runs.c.id == _p("run")).values(outcome=Outcome.RUNNING.value)
-_ABANDON_OTHERS = sa.update(runs).where(
-    runs.c.job_id == _p("job"), runs.c.outcome == Outcome.RUNNING.value, runs.c.id != _p("run")
+_ATTEMPT_EXISTS = sa.select(attempts.c.id).where(attempts.c.id == _p("this_attempt"),
+                                                 attempts.c.job_id == _p("job"))
+_REOPEN_ATTEMPT = sa.update(attempts).where(attempts.c.id == _p("this_attempt")).values(
+    outcome=Outcome.RUNNING.value)
+_ABANDON_OTHERS = sa.update(attempts).where(
+    attempts.c.job_id == _p("job"), attempts.c.outcome == Outcome.RUNNING.value,
+    attempts.c.id != _p("this_attempt")
 ).values(outcome=Outcome.ABANDONED.value, ended_at=_STAMP, error=_p("why"))
 _ADOPT = sa.update(jobs).where(jobs.c.id == _p("job")).values(
-    status=Status.DONE.value, lease_expires=_NULL, error=_NULL, run_id=_p("run"), updated_at=_STAMP)
+    status=Status.DONE.value, lease_expires=_NULL, error=_NULL, attempt_id=_p("this_attempt"),
+    updated_at=_STAMP)
 
 _FAIL = sa.update(jobs).where(jobs.c.id == _p("job")).values(
     status=sa.case((sa.or_(_p("permanent", type_=sa.Boolean), jobs.c.attempts >= jobs.c.max_attempts),
                     Status.FAILED.value), else_=Status.QUEUED.value),
-    error=_p("line"), lease_expires=_NULL, run_id=_NULL, updated_at=_STAMP).returning(jobs.c.status)
+    error=_p("line"), lease_expires=_NULL, attempt_id=_NULL, updated_at=_STAMP).returning(jobs.c.status)
 _RELEASE = sa.update(jobs).where(jobs.c.id == _p("job")).values(
-    status=Status.QUEUED.value, attempts=jobs.c.attempts - 1, lease_expires=_NULL, run_id=_NULL,
+    status=Status.QUEUED.value, attempts=jobs.c.attempts - 1, lease_expires=_NULL, attempt_id=_NULL,
     worker=_NULL, updated_at=_STAMP)
 
-_STALE = sa.select(jobs.c.id, jobs.c.run_id).where(jobs.c.status == Status.RUNNING.value,
-                                                   jobs.c.lease_expires < _NOW)
+_STALE = sa.select(jobs.c.id, jobs.c.attempt_id).where(jobs.c.status == Status.RUNNING.value,
+                                                       jobs.c.lease_expires < _NOW)
 # Guarded by what the SELECT saw: still running, lease still expired, the same attempt (or none).
 _REQUEUE = sa.update(jobs).where(
     jobs.c.id == _p("job"), jobs.c.status == Status.RUNNING.value, jobs.c.lease_expires < _NOW,
-    jobs.c.run_id.is_not_distinct_from(_p("seen_run", type_=sa.Integer))
+    jobs.c.attempt_id.is_not_distinct_from(_p("seen_attempt", type_=sa.Integer))
 ).values(status=sa.case((jobs.c.attempts >= jobs.c.max_attempts, Status.FAILED.value),
                         else_=Status.QUEUED.value),
-         error="lease expired (worker lost)", lease_expires=_NULL, run_id=_NULL, updated_at=_STAMP)
+         error="lease expired (worker lost)", lease_expires=_NULL, attempt_id=_NULL, updated_at=_STAMP)
 
-_COUNT_ATTEMPTS = sa.select(sa.func.count()).select_from(runs).where(
-    runs.c.job_id == _p("job"), runs.c.outcome == _p("ended"))
+_COUNT_ATTEMPTS = sa.select(sa.func.count()).select_from(attempts).where(
+    attempts.c.job_id == _p("job"), attempts.c.outcome == _p("ended"))
 _GRIDS = sa.select(jobs.c.grid).distinct()
 _CANCEL = sa.update(jobs).values(status=Status.CANCELLED.value, updated_at=_STAMP)
 _RETRY = sa.update(jobs).values(status=Status.QUEUED.value, attempts=0, error=_NULL, updated_at=_STAMP)
@@ -191,13 +197,13 @@ def claim(engine: Engine, worker: str, *, grid: str | None = None, host: str | N
             return None
         job_id, attempts, job_grid, spec_json = row
         attempt = attempts + 1
-        run_id = conn.execute(_INSERT_RUN, dict(
+        attempt_id = conn.execute(_INSERT_ATTEMPT, dict(
             job_id=job_id, attempt=attempt, worker=worker, host=host or socket.gethostname(),
             pid=pid, device=device, versions=json.dumps(versions or {}), git_rev=git_rev,
         )).scalar_one()
-        conn.execute(_TAKE, dict(attempt=attempt, run=run_id, holder=worker, lease=lease_seconds,
-                                 job=job_id))
-    return Claim(job_id, run_id, attempt, job_grid, JobSpec.from_json(spec_json), worker, spec_json)
+        conn.execute(_TAKE, dict(attempt=attempt, this_attempt=attempt_id, holder=worker,
+                                 lease=lease_seconds, job=job_id))
+    return Claim(job_id, attempt_id, attempt, job_grid, JobSpec.from_json(spec_json), worker, spec_json)
 
 
 # ---- while running ------------------------------------------------------------------------
@@ -208,21 +214,21 @@ def heartbeat(engine: Engine, c: Claim, progress: dict | None = None,
     with db.connect(engine) as conn, conn.begin():
         res = conn.execute(_HEARTBEAT, dict(
             lease=lease_seconds, beat=json.dumps(progress) if progress else None,
-            job=c.job_id, run=c.run_id))
+            job=c.job_id, this_attempt=c.attempt_id))
         return res.rowcount == 1
 
 
 def _owns(conn: Connection, c: Claim) -> bool:
     """Lock the job row and check that this attempt still holds it."""
     row = conn.execute(_LOCK_JOB, {"job": c.job_id}).first()
-    return row is not None and row[0] == Status.RUNNING and row[1] == c.run_id
+    return row is not None and row[0] == Status.RUNNING and row[1] == c.attempt_id
 
 
-def _end_run(conn: Connection, run_id: int, outcome: Outcome, error: str | None = None,
-             config: dict | None = None) -> None:
+def _end_attempt(conn: Connection, attempt_id: int, outcome: Outcome, error: str | None = None,
+                 config: dict | None = None) -> None:
     """Close an attempt's record, unless it was closed already (it keeps its first outcome)."""
-    conn.execute(_END_RUN, dict(
-        run=run_id, ended=Outcome(outcome).value, why=error,
+    conn.execute(_END_ATTEMPT, dict(
+        this_attempt=attempt_id, ended=Outcome(outcome).value, why=error,
         resolved=None if config is None else json.dumps(config, default=str)))
 
 
@@ -244,33 +250,33 @@ def finish(engine: Engine, c: Claim, result: RunResult, wall_seconds: float | No
             c = _adopt(conn, c)
             if not isinstance(c, Claim):
                 return c
-        elif conn.execute(_DONE, {"job": c.job_id, "run": c.run_id}).rowcount != 1:
-            _end_run(conn, c.run_id, Outcome.ABANDONED, "lease lost before the result was written")
+        elif conn.execute(_DONE, {"job": c.job_id, "this_attempt": c.attempt_id}).rowcount != 1:
+            _end_attempt(conn, c.attempt_id, Outcome.ABANDONED, "lease lost before the result was written")
             return False
         stored = store.write_result(conn, c, result, wall_seconds)
-        _end_run(conn, c.run_id, Outcome.DONE, config=result.config | stored)
+        _end_attempt(conn, c.attempt_id, Outcome.DONE, config=result.config | stored)
     return True
 
 
 def _adopt(conn: Connection, c: Claim) -> Claim | bool | None:
     """For finish(late=True): make the job this attempt's again, or say why not (False: finished
     or cancelled meanwhile; None: no such job here). A database restored from a copy may lack
-    the attempt's run row: one is written, so the result still names the attempt it came from."""
+    the attempt's row: one is written, so the result still names the attempt it came from."""
     row = conn.execute(_LOCK_JOB, {"job": c.job_id}).first()
     if row is None:
         return None
     if row[0] in (Status.DONE, Status.CANCELLED) or store.has_result(conn, c.job_id):
         return False
-    if conn.execute(_RUN_EXISTS, {"run": c.run_id, "job": c.job_id}).first() is None:
-        run_id = conn.execute(_INSERT_RUN, dict(job_id=c.job_id, attempt=c.attempt, worker=c.worker,
-                                                host=c.worker.split(":")[0])).scalar_one()
-        c = replace(c, run_id=run_id)
+    if conn.execute(_ATTEMPT_EXISTS, {"this_attempt": c.attempt_id, "job": c.job_id}).first() is None:
+        attempt_id = conn.execute(_INSERT_ATTEMPT, dict(
+            job_id=c.job_id, attempt=c.attempt, worker=c.worker, host=c.worker.split(":")[0])).scalar_one()
+        c = replace(c, attempt_id=attempt_id)
     # This attempt may have been marked lost meanwhile, and another may hold the job now: reopen
     # this one so that finish closes it as done, and close the other.
-    conn.execute(_REOPEN_RUN, {"run": c.run_id})
-    conn.execute(_ABANDON_OTHERS, {"job": c.job_id, "run": c.run_id,
-                                   "why": f"run {c.run_id}'s kept result was stored"})
-    conn.execute(_ADOPT, {"job": c.job_id, "run": c.run_id})
+    conn.execute(_REOPEN_ATTEMPT, {"this_attempt": c.attempt_id})
+    conn.execute(_ABANDON_OTHERS, {"job": c.job_id, "this_attempt": c.attempt_id,
+                                   "why": f"attempt {c.attempt_id}'s kept result was stored"})
+    conn.execute(_ADOPT, {"job": c.job_id, "this_attempt": c.attempt_id})
     return c
 
 
@@ -281,9 +287,9 @@ def fail(engine: Engine, c: Claim, exc: BaseException, *, permanent: bool = Fals
     line = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:ERROR_CHARS]
     with db.connect(engine) as conn, conn.begin():
         if not _owns(conn, c):
-            _end_run(conn, c.run_id, Outcome.ABANDONED, tb)
+            _end_attempt(conn, c.attempt_id, Outcome.ABANDONED, tb)
             return None
-        _end_run(conn, c.run_id, Outcome.FAILED, tb)
+        _end_attempt(conn, c.attempt_id, Outcome.FAILED, tb)
         status = conn.execute(_FAIL, dict(permanent=permanent, line=line, job=c.job_id)).scalar_one()
     return Status(status)
 
@@ -295,7 +301,7 @@ def release(engine: Engine, c: Claim, reason: str = "worker stopped", *,
     with db.connect(engine) as conn, conn.begin():
         if not _owns(conn, c):
             return False
-        _end_run(conn, c.run_id, outcome, reason)
+        _end_attempt(conn, c.attempt_id, outcome, reason)
         conn.execute(_RELEASE, {"job": c.job_id})
     return True
 
@@ -313,18 +319,19 @@ def requeue_stale(engine: Engine) -> int:
     and the job goes back to the queue, or to failed after its last attempt. Returns how many.
 
     The candidates are read first, then each is changed by one UPDATE guarded by the attempt it
-    saw (run_id) and by the lease still being expired, so a heartbeat that renewed the lease, or
+    saw (attempt_id) and by the lease still being expired, so a heartbeat that renewed the lease, or
     another worker that requeued and re-claimed the job in between, leaves it untouched. An
     attempt is marked lost only when its guarded UPDATE changed the row.
     """
     requeued = 0
     with db.connect(engine) as conn, conn.begin():
-        for job_id, run_id in conn.execute(_STALE).all():
-            if conn.execute(_REQUEUE, {"job": job_id, "seen_run": run_id}).rowcount != 1:
+        for job_id, attempt_id in conn.execute(_STALE).all():
+            if conn.execute(_REQUEUE, {"job": job_id, "seen_attempt": attempt_id}).rowcount != 1:
                 continue  # renewed or re-claimed since the SELECT: a healthy job, leave it
             requeued += 1
-            if run_id is not None:
-                _end_run(conn, run_id, Outcome.LOST, "lease expired: the worker stopped sending heartbeats")
+            if attempt_id is not None:
+                _end_attempt(conn, attempt_id, Outcome.LOST,
+                             "lease expired: the worker stopped sending heartbeats")
     return requeued
 
 

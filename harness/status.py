@@ -15,7 +15,7 @@ from harness.queue import Status
 RECENT_FAILURES = 10
 PREFIX_MATCHES = 6  # job ids read for a prefix: enough to list five and say there are more
 
-jobs, runs = db.jobs, db.runs
+jobs, attempts = db.jobs, db.attempts
 _LEASE_LEFT = (jobs.c.lease_expires - db_now()).label("lease_left")  # seconds; < 0: stale
 _COUNTS = (sa.select(jobs.c.grid, jobs.c.status, sa.func.count())
            .group_by(jobs.c.grid, jobs.c.status).order_by(jobs.c.grid))
@@ -31,9 +31,9 @@ _IDS_LIKE = (sa.select(jobs.c.id).where(jobs.c.id.like(sa.bindparam("prefix")))
 _JOB = sa.select(jobs.c.id, jobs.c.grid, jobs.c.status, jobs.c.attempts, jobs.c.max_attempts,
                  jobs.c.worker, jobs.c.progress, jobs.c.error, jobs.c.spec,
                  _LEASE_LEFT).where(jobs.c.id == sa.bindparam("job"))
-_ATTEMPTS = (sa.select(runs.c.id, runs.c.attempt, runs.c.worker, runs.c.device, runs.c.outcome,
-                       runs.c.started_at, runs.c.ended_at, runs.c.error)
-             .where(runs.c.job_id == sa.bindparam("job")).order_by(runs.c.id))
+_ATTEMPTS = (sa.select(attempts.c.id, attempts.c.attempt, attempts.c.worker, attempts.c.device,
+                       attempts.c.outcome, attempts.c.started_at, attempts.c.ended_at, attempts.c.error)
+             .where(attempts.c.job_id == sa.bindparam("job")).order_by(attempts.c.id))
 
 
 def queue_status(engine: Engine) -> dict:
@@ -72,15 +72,16 @@ def find_job(engine: Engine, job: str) -> str:
 
 
 def job_detail(engine: Engine, job: str) -> dict:
-    """One job in full: its spec, state and every attempt with its whole traceback."""
+    """One job in full: its spec, state (`attempts`: how many so far) and every attempt
+    (`history`, oldest first) with its whole traceback."""
     job_id = find_job(engine, job)
     with db.connect(engine) as conn:
         row = conn.execute(_JOB, {"job": job_id}).one()
-        attempts = [dict(run_id=r[0], attempt=r[1], worker=r[2], device=r[3], outcome=r[4],
-                         started_at=str(r[5]), ended_at=None if r[6] is None else str(r[6]), error=r[7])
-                    for r in conn.execute(_ATTEMPTS, {"job": job_id})]
+        history = [dict(attempt_id=r[0], attempt=r[1], worker=r[2], device=r[3], outcome=r[4],
+                        started_at=str(r[5]), ended_at=None if r[6] is None else str(r[6]), error=r[7])
+                   for r in conn.execute(_ATTEMPTS, {"job": job_id})]
     lease = None if row[9] is None else round(row[9], 1)
     return dict(job_id=row[0], grid=row[1], status=row[2], attempts=row[3], max_attempts=row[4],
                 worker=row[5], progress=json.loads(row[6]) if row[6] else None, error=row[7],
                 spec=json.loads(row[8]), lease_left_seconds=lease,
-                stale=row[2] == Status.RUNNING and lease is not None and lease < 0, runs=attempts)
+                stale=row[2] == Status.RUNNING and lease is not None and lease < 0, history=history)

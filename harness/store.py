@@ -56,7 +56,7 @@ def write_result(conn: Connection, c: Claim, result: RunResult, wall_seconds: fl
     if has_result(conn, c.job_id):
         _drop_result(conn, c.job_id)
     conn.execute(_INSERT_RESULT, dict(
-        job_id=c.job_id, run_id=c.run_id, grid=c.grid, task=s.task, n=s.n, noise=s.noise,
+        job_id=c.job_id, attempt_id=c.attempt_id, grid=c.grid, task=s.task, n=s.n, noise=s.noise,
         seed=s.seed, loss=s.loss, lam=s.lam, tau=s.tau, scl_reduction=s.scl_reduction,
         model=s.model, batch_size=s.batch_size, lr=s.lr, epochs=s.epochs,
         metric=result.metric, val_score=result.val_score, test_score=result.test_score,
@@ -68,16 +68,16 @@ def write_result(conn: Connection, c: Claim, result: RunResult, wall_seconds: fl
         spec=c.spec_json))
     if result.metrics:
         conn.execute(_INSERT_METRIC, [
-            dict(run_id=c.run_id, job_id=c.job_id, split=split, epoch=epoch, name=name,
+            dict(attempt_id=c.attempt_id, job_id=c.job_id, split=split, epoch=epoch, name=name,
                  value=float(value)) for split, epoch, name, value in result.metrics])
     if result.predictions:
-        conn.execute(_INSERT_PREDICTIONS, dict(job_id=c.job_id, run_id=c.run_id,
+        conn.execute(_INSERT_PREDICTIONS, dict(job_id=c.job_id, attempt_id=c.attempt_id,
                                                **pack_predictions(result.predictions)))
     keep_embeddings = result.embeddings is not None and keeps_embeddings(s)
     if keep_embeddings:
         emb = np.ascontiguousarray(result.embeddings, dtype=np.float16)
         conn.execute(_INSERT_EMBEDDING, dict(
-            job_id=c.job_id, run_id=c.run_id, split="test", rows=emb.shape[0],
+            job_id=c.job_id, attempt_id=c.attempt_id, split="test", rows=emb.shape[0],
             dim=emb.shape[1], examples=json.dumps([int(e) for e in result.embedding_examples]),
             labels=json.dumps([float(v) for v in result.embedding_labels]), data=emb.tobytes()))
     if result.train_examples:
@@ -90,7 +90,7 @@ def write_result(conn: Connection, c: Claim, result: RunResult, wall_seconds: fl
             backend=ns.backend, examples=ns.examples, changed_share=ns.changed_share,
             mean_edit_distance=ns.mean_edit_distance, seconds=ns.seconds, made_by_job=c.job_id))
     if (a := result.artifact) is not None:
-        conn.execute(_INSERT_ARTIFACT, dict(job_id=c.job_id, run_id=c.run_id, kind=a.kind,
+        conn.execute(_INSERT_ARTIFACT, dict(job_id=c.job_id, attempt_id=c.attempt_id, kind=a.kind,
                                             path=a.path, sha256=a.sha256, bytes=a.bytes))
     return dict(stored_embeddings=keep_embeddings, stored_predictions=PREDICTIONS_STORED)
 

@@ -90,7 +90,7 @@ import json, sqlite3, sys
 c = sqlite3.connect(sys.argv[1])
 for task, n, seed, loss, test, cfg in c.execute(
         "select r.task, r.n, r.seed, r.loss, r.test_score, u.config from results r "
-        "join runs u on u.job_id = r.job_id and u.outcome = 'done' order by r.seed, r.loss"):
+        "join attempts u on u.job_id = r.job_id and u.outcome = 'done' order by r.seed, r.loss"):
     conf = json.loads(cfg) if cfg else {}
     print(f"  {task} n={n} seed={seed} {loss:7s} test {test:.4f}  device {conf.get('device')} dtype {conf.get('dtype')}")
 EOF

@@ -90,6 +90,6 @@ def test_a_job_on_bad_data_fails_on_its_first_attempt(tmp_path, monkeypatch):
     w.run()
     with engine.connect() as conn:
         status, attempts, error = conn.exec_driver_sql("select status, attempts, error from jobs").one()
-        runs = conn.exec_driver_sql("select count(*) from runs").scalar_one()
-    assert (status, attempts, runs) == ("failed", 1, 1)
+        tries = conn.exec_driver_sql("select count(*) from attempts").scalar_one()
+    assert (status, attempts, tries) == ("failed", 1, 1)
     assert f"{path}:{BAD_LINE}" in error and "0.5" in error

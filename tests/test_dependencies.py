@@ -76,10 +76,10 @@ def test_redo_requeues_once_and_the_new_result_replaces_the_old(db_url):
     assert claim.job_id == s1.job_id
     assert queue.claim(engine, "w2") is None  # stage 2 waits again: its source is not done
     assert queue.finish(engine, claim, _result(0.75, replace(art, sha256="1" * 64)))
-    c = claim.run_id
-    assert rows(engine, "select test_score, run_id from results") == [(0.75, c)]
-    assert rows(engine, "select distinct run_id from metrics") == [(c,)]
-    assert rows(engine, "select distinct run_id from test_predictions") == [(c,)]
+    c = claim.attempt_id
+    assert rows(engine, "select test_score, attempt_id from results") == [(0.75, c)]
+    assert rows(engine, "select distinct attempt_id from metrics") == [(c,)]
+    assert rows(engine, "select distinct attempt_id from test_predictions") == [(c,)]
     assert rows(engine, "select count(*) from train_examples") == [(1,)]
     assert dependencies.stored_model(engine, s1.job_id) == ("/nowhere/model", "1" * 64)
     assert rows(engine, "select count(*) from artifacts") == [(1,)]
@@ -109,15 +109,15 @@ def test_stage_2_waits_for_stage_1_which_trains_once_and_is_reused(sqlite_url, t
 
     work(engine, tmp_path)
     assert rows(engine, "select status, count(*) from jobs group by status") == [("done", 3)]
-    assert rows(engine, "select outcome from runs where job_id = :id order by id", id=s1.job_id) == [
+    assert rows(engine, "select outcome from attempts where job_id = :id order by id", id=s1.job_id) == [
         ("interrupted",), ("done",)]  # the probe's claim, then the one training
-    order = [r[0] for r in rows(engine, "select job_id from runs where outcome = 'done' order by id")]
+    order = [r[0] for r in rows(engine, "select job_id from attempts where outcome = 'done' order by id")]
     assert order[0] == s1.job_id
     path, sha = dependencies.stored_model(engine, s1.job_id)
     assert Path(path) == (tmp_path / "runs" / s1.job_id / "model").resolve()
     assert artifacts.folder_sha256(Path(path))[0] == sha
     configs = [json.loads(r[0]) for r in rows(
-        engine, "select config from runs where job_id != :id and outcome = 'done'", id=s1.job_id)]
+        engine, "select config from attempts where job_id != :id and outcome = 'done'", id=s1.job_id)]
     assert len(configs) == 2
     assert all(c["init_model_sha256"] == sha and c["init_head"] == artifacts.HEAD_KEPT for c in configs)
     assert all(c["init_from"] == s1.job_id and c["saved_model"] is None for c in configs)
@@ -146,7 +146,7 @@ def test_interrupted_stage_1_resumes_then_stage_2_runs(sqlite_url, tmp_path):
 
     work(engine, tmp_path)
     assert rows(engine, "select status, count(*) from jobs group by status") == [("done", 2)]
-    runs1 = rows(engine, "select outcome, config from runs where job_id = :id order by id", id=s1.job_id)
+    runs1 = rows(engine, "select outcome, config from attempts where job_id = :id order by id", id=s1.job_id)
     assert [o for o, _ in runs1] == ["interrupted", "done"]
     assert json.loads(runs1[1][1])["resumed_from_epoch"] == 1
     assert not (tmp_path / "runs" / s1.job_id / "checkpoint.pt").exists()
@@ -158,7 +158,7 @@ def test_a_deleted_stage_1_model_reruns_stage_1_not_fails_stage_2(sqlite_url, tm
     s1 = stage1(loss="ce+scl", epochs=1)
     add(engine, s1, stage2(s1, "yelp_polarity", 0))
     work(engine, tmp_path)
-    (old_run,) = rows(engine, "select run_id from results where job_id = :id", id=s1.job_id)[0]
+    (old_attempt,) = rows(engine, "select attempt_id from results where job_id = :id", id=s1.job_id)[0]
     path, _ = dependencies.stored_model(engine, s1.job_id)
 
     # the model folder is lost; two more stage-2 jobs are claimed by two workers and both notice
@@ -173,15 +173,16 @@ def test_a_deleted_stage_1_model_reruns_stage_1_not_fails_stage_2(sqlite_url, tm
     assert rows(engine, "select status, attempts from jobs where id = :id", id=s1.job_id) == [("queued", 0)]
     for s in late:
         assert rows(engine, "select status, attempts from jobs where id = :id", id=s.job_id) == [("queued", 0)]
-    assert rows(engine, "select count(*) from runs where outcome = 'deferred'") == [(2,)]
+    assert rows(engine, "select count(*) from attempts where outcome = 'deferred'") == [(2,)]
 
     work(engine, tmp_path)
     assert rows(engine, "select status, count(*) from jobs group by status") == [("done", 4)]
-    assert rows(engine, "select outcome from runs where job_id = :id order by id", id=s1.job_id) == [
+    assert rows(engine, "select outcome from attempts where job_id = :id order by id", id=s1.job_id) == [
         ("done",), ("done",)]  # trained again once, however many dependents noticed
-    (new_run,) = rows(engine, "select run_id from results where job_id = :id", id=s1.job_id)[0]
-    assert new_run != old_run and rows(engine, "select count(*) from results") == [(4,)]
-    assert rows(engine, "select distinct run_id from metrics where job_id = :id", id=s1.job_id) == [(new_run,)]
+    (new_attempt,) = rows(engine, "select attempt_id from results where job_id = :id", id=s1.job_id)[0]
+    assert new_attempt != old_attempt and rows(engine, "select count(*) from results") == [(4,)]
+    assert rows(engine, "select distinct attempt_id from metrics where job_id = :id",
+                id=s1.job_id) == [(new_attempt,)]
     path, sha = dependencies.stored_model(engine, s1.job_id)
     assert artifacts.folder_sha256(Path(path))[0] == sha
     for s in late:

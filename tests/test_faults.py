@@ -4,6 +4,7 @@ file, expired leases, and which failures are retried. Real files, the real serve
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -119,8 +120,8 @@ def test_result_kept_when_the_database_is_down_and_stored_at_next_contact(proxie
     assert trained == []  # not trained again
     assert not kept.exists()
     assert rows(direct, "select status from jobs") == [("done",)]
-    (run_id,) = rows(direct, "select run_id from results")[0]
-    assert rows(direct, f"select attempt, outcome from runs where id = {run_id}") == [(1, "done")]
+    (attempt_id,) = rows(direct, "select attempt_id from results")[0]
+    assert rows(direct, f"select attempt, outcome from attempts where id = {attempt_id}") == [(1, "done")]
     direct.dispose()
 
 
@@ -180,6 +181,22 @@ def test_a_result_kept_by_a_harness_that_passed_records_as_dicts_is_stored(sqlit
     assert rows(engine, "select key, temperature, made_by_job from noise_sets") == [("k", 0.3, spec.job_id)]
 
 
+def test_a_result_kept_when_the_claim_said_run_id_is_stored_under_its_attempt(sqlite_url, tmp_path):
+    """Before the `runs` table became `attempts`, a Claim named its attempt `run_id`; a result kept
+    then, in a runs folder that outlived the upgrade, is still stored under that attempt."""
+    engine = db.open_db(sqlite_url, create=True)
+    (spec,) = specs(1)
+    queue.enqueue(engine, "g", [spec])
+    c = queue.claim(engine, "w", lease_seconds=0.1)
+    old = copy.copy(c)
+    vars(old)["run_id"] = vars(old).pop("attempt_id")  # the Claim as that harness pickled it
+    (tmp_path / "runs" / spec.job_id).mkdir(parents=True)
+    pending.keep(tmp_path / "runs" / spec.job_id, engine, old, runners._result(spec), 1.0)
+    assert pending.store_kept(engine, tmp_path / "runs") == [(spec.job_id, True)]
+    assert rows(engine, "select attempt_id from results") == [(c.attempt_id,)]
+    assert rows(engine, "select outcome from attempts") == [("done",)]
+
+
 # ---- item 6: SQLite files that change under a worker -----------------------------------------
 
 FILE_FAULTS = {"unlink_db": "was deleted", "replace_db": "was replaced",
@@ -214,7 +231,7 @@ def test_worker_stops_with_one_line_and_keeps_the_result(runner, tmp_path):
     Worker(engine, opts(tmp_path), runner=lambda s, ctx: trained.append(s.job_id) or runners._result(s)).run()
     assert kept.parent.name not in trained and len(trained) == 1 and not kept.exists()
     assert rows(engine, "select status, count(*) from jobs group by status") == [("done", 2)]
-    assert rows(engine, f"select r.outcome from results x join runs r on r.id = x.run_id"
+    assert rows(engine, f"select a.outcome from results x join attempts a on a.id = x.attempt_id"
                         f" where x.job_id = '{kept.parent.name}'") == [("done",)]
 
 
@@ -322,7 +339,7 @@ def test_until_empty_takes_back_a_dead_workers_job(tmp_path, sqlite_url, monkeyp
     w.run()
     assert w.done == 2
     assert rows(engine, "select status, count(*) from jobs group by status") == [("done", 2)]
-    assert rows(engine, f"select outcome from runs where id = {dead.run_id}") == [("lost",)]
+    assert rows(engine, f"select outcome from attempts where id = {dead.attempt_id}") == [("lost",)]
 
 
 def test_status_at_80_columns_whole_ids_one_line_per_error_and_the_whole_traceback(sqlite_url):

@@ -18,7 +18,7 @@ def test_two_workers_split_the_cores_and_share_the_jobs(sqlite_url, tmp_path):
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
     assert rows(engine, "select status, count(*) from jobs group by status") == [("done", 6)]
-    assert rows(engine, "select count(distinct pid) from runs")[0][0] == 2
+    assert rows(engine, "select count(distinct pid) from attempts")[0][0] == 2
     seen = dict(rows(engine, "select name, min(value) from metrics group by name"))
     assert seen == {"threads": max(1, threads.cores() // 2), "passive": 1.0}
     assert rows(engine, "select max(value) from metrics where name = 'threads'")[0][0] == seen["threads"]
@@ -47,4 +47,4 @@ def test_sigterm_reaches_every_worker_and_their_jobs_go_back(sqlite_url, tmp_pat
     _, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     assert rows(engine, "select status, count(*) from jobs group by status") == [("queued", 2)]
-    assert rows(engine, "select outcome, count(*) from runs group by outcome") == [("interrupted", 2)]
+    assert rows(engine, "select outcome, count(*) from attempts group by outcome") == [("interrupted", 2)]

@@ -95,9 +95,9 @@ def test_fail_retries_then_fails(engine):
     assert queue.fail(engine, c2, raised(RuntimeError("second"))) == "failed"
     assert queue.claim(engine, "w") is None
     with engine.connect() as conn:
-        outcomes = [r[0] for r in conn.execute(sa.text("select outcome from runs order by id"))]
+        outcomes = [r[0] for r in conn.execute(sa.text("select outcome from attempts order by id"))]
         error = conn.execute(sa.text("select error from jobs")).scalar_one()
-        tb = conn.execute(sa.text("select error from runs order by id desc")).first()[0]
+        tb = conn.execute(sa.text("select error from attempts order by id desc")).first()[0]
     assert outcomes == ["failed", "failed"]
     assert error == "RuntimeError: second" and "Traceback" in tb
 
@@ -142,7 +142,7 @@ def test_expired_lease_is_requeued_and_the_old_attempt_cannot_finish(engine):
     assert not queue.finish(engine, old, instant(old.spec, None))  # the zombie is refused
     assert queue.finish(engine, new, instant(new.spec, None))
     with engine.connect() as conn:
-        outcomes = [r[0] for r in conn.execute(sa.text("select outcome from runs order by id"))]
+        outcomes = [r[0] for r in conn.execute(sa.text("select outcome from attempts order by id"))]
     assert outcomes == ["lost", "done"]
     assert count(engine, "select count(*) from results") == 1
 
@@ -210,14 +210,14 @@ def test_requeue_stale_spares_a_job_renewed_between_its_select_and_update(pg_url
         assert fired, "the race was not staged"
         sa.event.remove(engine, "before_cursor_execute", race)
         with engine.connect() as conn:
-            status, run_id = conn.execute(sa.text("select status, run_id from jobs")).one()
-            outcomes = [r[0] for r in conn.execute(sa.text("select outcome from runs order by id"))]
+            status, attempt_id = conn.execute(sa.text("select status, attempt_id from jobs")).one()
+            outcomes = [r[0] for r in conn.execute(sa.text("select outcome from attempts order by id"))]
         assert status == "running"
         if racer == "heartbeat":
-            assert run_id == c.run_id and outcomes == ["running"]
+            assert attempt_id == c.attempt_id and outcomes == ["running"]
             assert queue.finish(engine, c, instant(c.spec, None))
         else:
-            assert run_id == fired[1].run_id and outcomes == ["lost", "running"]
+            assert attempt_id == fired[1].attempt_id and outcomes == ["lost", "running"]
         assert count(engine, "select count(*) from jobs where status = 'queued'") == 0
     finally:
         engine.dispose()

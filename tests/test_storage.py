@@ -64,9 +64,9 @@ def test_finish_stores_packed_predictions_and_embeddings_by_policy(tmp_path):
         queue.finish(engine, queue.claim(engine, "w"), result(preds))
     with db.connect(engine) as conn:
         kept = conn.execute(sa.text("select job_id from embeddings")).scalars().all()
-        configs = dict(conn.execute(sa.text("select job_id, config from runs")).all())
+        configs = dict(conn.execute(sa.text("select job_id, config from attempts")).all())
         # an older harness's row-per-example predictions, read beside the packed ones
-        conn.execute(sa.insert(db.predictions).values(job_id=specs[2].job_id, run_id=0, example=99,
+        conn.execute(sa.insert(db.predictions).values(job_id=specs[2].job_id, attempt_id=0, example=99,
                                                       label=0.0, prediction=0.0))
         conn.commit()
     assert kept == [specs[0].job_id]

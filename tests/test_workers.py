@@ -52,10 +52,10 @@ def test_eight_workers_drain_2000_jobs_each_claimed_once(backend, tmp_path, requ
         assert p.returncode == 0, err
         assert "Traceback" not in err and "FAILED" not in err, err
     assert rows(engine, "select count(*) from results")[0][0] == 2000
-    assert rows(engine, "select count(*) from runs")[0][0] == 2000  # every job claimed exactly once
-    assert rows(engine, "select count(distinct job_id) from runs")[0][0] == 2000
+    assert rows(engine, "select count(*) from attempts")[0][0] == 2000  # every job claimed exactly once
+    assert rows(engine, "select count(distinct job_id) from attempts")[0][0] == 2000
     assert rows(engine, "select status, count(*) from jobs group by status") == [("done", 2000)]
-    workers = rows(engine, "select count(distinct worker) from runs")[0][0]
+    workers = rows(engine, "select count(distinct worker) from attempts")[0][0]
     assert workers >= 2  # the work was really shared
 
 
@@ -91,7 +91,7 @@ def test_killed_worker_job_runs_again_after_its_lease_expires(db_url, tmp_path):
     _, err = rescuer.communicate(timeout=120)
     assert rescuer.returncode == 0, err
     assert rows(engine, "select count(*) from results") == [(1,)]
-    assert rows(engine, "select attempt, outcome from runs order by attempt") == [(1, "lost"), (2, "done")]
+    assert rows(engine, "select attempt, outcome from attempts order by attempt") == [(1, "lost"), (2, "done")]
     assert rows(engine, "select status, attempts from jobs") == [("done", 2)]
 
 
@@ -105,7 +105,7 @@ def test_signal_hands_the_job_back(sig, sqlite_url, tmp_path):
     _, err = w.communicate(timeout=60)
     assert w.returncode == 0, err
     assert rows(engine, "select status, attempts from jobs") == [("queued", 0)]
-    assert rows(engine, "select outcome from runs") == [("interrupted",)]
+    assert rows(engine, "select outcome from attempts") == [("interrupted",)]
     assert rows(engine, "select count(*) from results") == [(0,)]
 
 
@@ -144,7 +144,7 @@ def test_a_gpu_fault_stops_the_worker_not_the_queue(sqlite_url, tmp_path):
     assert "error:" in err and "restart the worker" in err and "Traceback" not in err
     # the job went back without using an attempt; the other jobs were never claimed
     assert rows(engine, "select status, attempts from jobs") == [("queued", 0)] * 3
-    assert rows(engine, "select outcome from runs") == [("device-fault",)]
+    assert rows(engine, "select outcome from attempts") == [("device-fault",)]
 
 
 def test_a_job_that_faults_every_gpu_fails_after_three(sqlite_url, tmp_path):
@@ -156,7 +156,7 @@ def test_a_job_that_faults_every_gpu_fails_after_three(sqlite_url, tmp_path):
         w.communicate(timeout=120)
     assert rows(engine, "select status from jobs") == [("failed",)]
     assert "GPU failed under this job 3 times" in rows(engine, "select error from jobs")[0][0]
-    assert rows(engine, "select outcome from runs order by id") == [
+    assert rows(engine, "select outcome from attempts order by id") == [
         ("device-fault",), ("device-fault",), ("failed",)]
 
 
