@@ -133,9 +133,13 @@ def _source_name(data_dir: Path | None) -> str:
 def load_split(task: str | TaskSpec, split: str, data_dir: str | Path | None = None):
     """One split of a task as a `datasets.Dataset`, every row checked (cached per process, and
     read again when the file changes)."""
-    spec = task if isinstance(task, TaskSpec) else get_task(task)
+    task = _as_task(task)
     source = _source_name(resolve_data_dir(data_dir))
-    return _load_split(spec.name, split, source, _stamp(spec.name, source))
+    return _load_split(task.name, split, source, _stamp(task.name, source))
+
+
+def _as_task(task: str | TaskSpec) -> TaskSpec:
+    return task if isinstance(task, TaskSpec) else get_task(task)
 
 
 def _stamp(task_name: str, source: str) -> tuple:
@@ -276,9 +280,9 @@ def _stratified_order(strata: np.ndarray, rng: np.random.Generator) -> np.ndarra
 def protocol_splits(task: str | TaskSpec, val_size: int = 500,
                     data_dir: str | Path | None = None) -> ProtocolSplits:
     """The task's fixed test / validation / training-pool division (see the module docstring)."""
-    spec = task if isinstance(task, TaskSpec) else get_task(task)
+    task = _as_task(task)
     source = _source_name(resolve_data_dir(data_dir))
-    return _protocol_splits(spec.name, val_size, source, _stamp(spec.name, source))
+    return _protocol_splits(task.name, val_size, source, _stamp(task.name, source))
 
 
 @lru_cache(maxsize=64)
@@ -378,12 +382,12 @@ def _count_lines(path: str, size: int, mtime_ns: int) -> int:
 
 def train_pool_size(task: str | TaskSpec, data_dir: str | Path | None = None) -> int | None:
     """Size of the task's training pool under the protocol (None: unknown without loading)."""
-    spec = task if isinstance(task, TaskSpec) else get_task(task)
-    _check_task(spec)
+    task = _as_task(task)
+    _check_task(task)
     source = _source_name(resolve_data_dir(data_dir))
-    if spec.train_split is not None and spec.train_split != spec.eval_split:
-        return _rows(spec.name, spec.train_split, source)
-    rows = _rows(spec.name, spec.eval_split, source)
+    if task.train_split is not None and task.train_split != task.eval_split:
+        return _rows(task.name, task.train_split, source)
+    rows = _rows(task.name, task.eval_split, source)
     if rows is None:
         return None
     return rows - math.ceil(rows / 2) - _val_reserve(rows)

