@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from harness import artifacts
 from harness.batching import MEGA_BATCHES, collate, encode, train_batches
 from harness.checkpoint import CHECKPOINT_MIN_EPOCH_SECONDS, Checkpointer, TrainState
-from harness.data import PROTOCOL_SEED, Examples, prepare_data
+from harness.data import PROTOCOL_SEED, Examples, JobData, prepare_data
 from harness.device import (OutOfMemory, SharedDeviceOutOfMemory, autocast_for, is_out_of_memory,
                             precision, shares_gpu)
 from harness.errors import JobInterrupted, PermanentJobError
@@ -151,26 +151,13 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     # ---- model and optimisation -----------------------------------------------------------
     seed_everything(seed)
     model = build_model(spec.model, task.num_labels, seed, device)
-    init_head = None
-    if spec.init_from is not None:
-        if ctx.init_model_dir is None:
-            raise PermanentJobError(f"job starts from {spec.init_from}'s model, but no model folder "
-                                    "was given (run it through `harness work`)")
-        source = artifacts.manifest(Path(ctx.init_model_dir)).get("model")
-        if source != spec.model:
-            raise PermanentJobError(f"job {spec.init_from}'s model was fine-tuned from {source!r}, "
-                                    f"this job uses {spec.model!r}")
-        init_head = artifacts.load_into(model, Path(ctx.init_model_dir))
+    init_head = _start_from_stored_model(model, spec, ctx)  # transfer only; else None
     model.train()
     optimizer, is_fused = make_optimizer(model, spec, fused)
-    from transformers import get_linear_schedule_with_warmup
-
-    steps_per_epoch = math.ceil(len(train) / spec.batch_size)
-    total_steps = steps_per_epoch * spec.epochs
-    warmup_steps = int(spec.warmup_ratio * total_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    plan = StepPlan.of(spec, len(train))
+    scheduler = plan.linear_schedule(optimizer)
     autocast, _ = autocast_for(device)
-
+    # A job stopped after a checkpointed epoch resumes after it; any other job starts afresh.
     ckpt = Checkpointer(Path(ctx.run_dir), spec.job_id)
     state = ckpt.load(model, optimizer, scheduler, device) or TrainState()
     resumed_from = state.epoch
@@ -182,7 +169,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     # Phase times (split "seconds" rows, like training's): the campaign benchmark reads them.
     state.metrics.append(("setup", None, "seconds", started - setup_started))
     with _memory_errors(spec, device):  # a batch that does not fit fails the job, with that reason
-        step = state.epoch * steps_per_epoch
+        step = state.epoch * plan.steps_per_epoch
         for epoch in range(state.epoch + 1, spec.epochs + 1):
             epoch_started = time.perf_counter()
             sums = torch.zeros(3, dtype=torch.float64)
@@ -197,37 +184,31 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
                 step += 1
                 sums += parts * len(positions)
                 elapsed = time.perf_counter() - started
-                done_here = step - resumed_from * steps_per_epoch
-                ctx.progress(Progress("train", epoch, spec.epochs, step, total_steps, float(parts[0]),
-                                      elapsed / done_here * (total_steps - step)))
+                done_here = step - resumed_from * plan.steps_per_epoch
+                ctx.progress(Progress("train", epoch, spec.epochs, step, plan.total_steps, float(parts[0]),
+                                      elapsed / done_here * (plan.total_steps - step)))
             means = (sums / len(train)).tolist()
             epoch_train_seconds = time.perf_counter() - epoch_started  # without its validation
             for name, value in zip(("loss", "ce", "scl"), means):
                 state.metrics.append(("train", epoch, name, value))
             state.metrics.append(("train", epoch, "seconds", epoch_train_seconds))
 
-            # Validation every epoch; strictly better only, so ties keep the earlier epoch.
-            ctx.progress(Progress("eval", epoch, spec.epochs, step, total_steps, means[0]))
+            # Validation every epoch selects the weights that are tested.
+            ctx.progress(Progress("eval", epoch, spec.epochs, step, plan.total_steps, means[0]))
             val_started = time.perf_counter()
             logits, _ = predict(model, enc_val, device, autocast, phase="validation", mode=eval_mode)
             scores = task_metrics(task, data.validation.labels, logits)
             state.metrics.append(("validation", epoch, "seconds", time.perf_counter() - val_started))
             state.metrics += [("validation", epoch, k, v) for k, v in scores.items() if k != "score"]
-            if scores["score"] > state.best_score or state.best_weights is None:
-                state.best_score, state.best_epoch = scores["score"], epoch
-                state.best_accuracy = scores.get("accuracy")
-                # on the host: a second copy of the model on the GPU would take a job's headroom
-                state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            _keep_if_best(state, epoch, scores, model)
             state.epoch = epoch
             state.seconds += time.perf_counter() - epoch_started
-            if epoch < spec.epochs and (checkpoint == "always" or (checkpoint == "auto" and (
-                    spec.n is None and spec.per_class is None or keep_model
-                    or epoch_train_seconds > CHECKPOINT_MIN_EPOCH_SECONDS))):
+            if epoch < spec.epochs and _checkpoint_due(checkpoint, spec, keep_model, epoch_train_seconds):
                 ckpt.save(state, model, optimizer, scheduler, device)
 
         # ---- test the selected epoch once ------------------------------------------------------
         test_started = time.perf_counter()
-        ctx.progress(Progress("eval", state.best_epoch, spec.epochs, step, total_steps))
+        ctx.progress(Progress("eval", state.best_epoch, spec.epochs, step, plan.total_steps))
         model.load_state_dict(state.best_weights)
         logits, embeddings = predict(model, enc_test, device, autocast, with_embeddings=True, phase="test",
                                      mode=eval_mode)
@@ -244,31 +225,10 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
             best_epoch=state.best_epoch, val_score=state.best_score))
     ckpt.delete()
 
-    config = {**spec.canonical(),
-              "train_seed": seed, "device": str(device), **precision(device),
-              "model_build": model_build(spec.model, task.num_labels),
-              "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-              "warmup_steps": warmup_steps, "optimizer": "AdamW" + (" (fused)" if is_fused else ""),
-              "schedule": "linear", "batching": spec.batching,
-              "mega_batches": MEGA_BATCHES if spec.batching == "length" else None,
-              "eval_mode": eval_mode,
-              "eval_batch_size": EVAL_BATCH_SIZE if eval_mode == "fast" else eval_batch_size(device),
-              "eval_batch_tokens": eval_batch_tokens(device) if eval_mode == "fast" else None,
-              "phi": "final-layer first token ([CLS]/<s>)",
-              "scl_no_positive": NO_POSITIVE_HANDLING, "scl_reduction": spec.scl_reduction,
-              "scl_monitor_tau": None if spec.uses_scl else SCL_MONITOR_TAU,
-              "n_train": len(train), "n_validation": len(data.validation), "n_test": len(data.test),
-              "train_pool": data.pool_size, "sampling": data.sampling,
-              "class_counts": data.class_counts(task), "protocol_seed": PROTOCOL_SEED,
-              "data_source": data.source, "model_path": pre.path,
-              "checkpoint_policy": checkpoint, "resumed_from_epoch": resumed_from,
-              "selection": "best validation score, ties → earlier epoch",
-              "embeddings": "test-set final-layer [CLS], not normalised, float16",
-              "scl_batch_size": scl_batch_size, "gradient_accumulation": 1,
-              "scl_batch": "the examples of one forward batch (no accumulation, no memory bank)",
-              "init_model_dir": None if ctx.init_model_dir is None else str(ctx.init_model_dir),
-              "init_model_sha256": ctx.init_model_sha256, "init_head": init_head,
-              "saved_model": None if artifact is None else artifact.record()}
+    config = _resolved_config(spec, ctx, task, data, n_train=len(train), device=device, plan=plan,
+                              is_fused=is_fused, eval_mode=eval_mode, model_path=pre.path,
+                              checkpoint=checkpoint, resumed_from=resumed_from,
+                              scl_batch_size=scl_batch_size, init_head=init_head, artifact=artifact)
     return RunResult(
         metric=task.metric, val_score=state.best_score, test_score=test["score"],
         val_accuracy=state.best_accuracy, test_accuracy=test.get("accuracy"),
@@ -281,6 +241,95 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
         train_examples=[int(i) for i in data.train.idx], sampling=data.sampling,
         class_counts=data.class_counts(task), config=config,
         noise_set=noise_set, artifact=artifact)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+    """A job's optimizer steps: one per training batch, the first warmup_steps of them warming up
+    the linear schedule."""
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+    @classmethod
+    def of(cls, spec: JobSpec, n_train: int) -> StepPlan:
+        steps_per_epoch = math.ceil(n_train / spec.batch_size)
+        total_steps = steps_per_epoch * spec.epochs
+        return cls(steps_per_epoch, total_steps, int(spec.warmup_ratio * total_steps))
+
+    def linear_schedule(self, optimizer):
+        """Linear warm-up to the peak learning rate over warmup_steps, then linear decay to 0."""
+        from transformers import get_linear_schedule_with_warmup
+
+        return get_linear_schedule_with_warmup(optimizer, self.warmup_steps, self.total_steps)
+
+
+def _start_from_stored_model(model, spec: JobSpec, ctx: RunContext) -> str | None:
+    """Transfer: copy spec.init_from's stored weights (ctx.init_model_dir) over the freshly built
+    model. Returns how the head was set (artifacts.HEAD_KEPT or HEAD_REINITIALISED), None for a
+    job that starts from the pretrained weights."""
+    if spec.init_from is None:
+        return None
+    if ctx.init_model_dir is None:
+        raise PermanentJobError(f"job starts from {spec.init_from}'s model, but no model folder "
+                                "was given (run it through `harness work`)")
+    source = artifacts.manifest(Path(ctx.init_model_dir)).get("model")
+    if source != spec.model:
+        raise PermanentJobError(f"job {spec.init_from}'s model was fine-tuned from {source!r}, "
+                                f"this job uses {spec.model!r}")
+    return artifacts.load_into(model, Path(ctx.init_model_dir))
+
+
+def _keep_if_best(state: TrainState, epoch: int, scores: dict, model) -> None:
+    """Keep this epoch's weights if its validation score is the best so far: strictly better only,
+    so ties keep the earlier epoch."""
+    if scores["score"] > state.best_score or state.best_weights is None:
+        state.best_score, state.best_epoch = scores["score"], epoch
+        state.best_accuracy = scores.get("accuracy")
+        # on the host: a second copy of the model on the GPU would take a job's headroom
+        state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _checkpoint_due(policy: str, spec: JobSpec, keep_model: bool, epoch_train_seconds: float) -> bool:
+    """Whether to checkpoint after an epoch (before the last), so that a stopped job resumes there.
+    "auto": full-data jobs, jobs others start from (keep_model), and epochs that train longer than
+    CHECKPOINT_MIN_EPOCH_SECONDS; short few-shot jobs simply run again."""
+    if policy != "auto":
+        return policy == "always"
+    full_data = spec.n is None and spec.per_class is None
+    return full_data or keep_model or epoch_train_seconds > CHECKPOINT_MIN_EPOCH_SECONDS
+
+
+def _resolved_config(spec: JobSpec, ctx: RunContext, task: TaskSpec, data: JobData, *, n_train: int,
+                     device: torch.device, plan: StepPlan, is_fused: bool, eval_mode: str,
+                     model_path: str, checkpoint: str, resumed_from: int, scl_batch_size: int | None,
+                     init_head: str | None, artifact: artifacts.Artifact | None) -> dict:
+    """The job's configuration as it ran (RunResult.config): the spec, then every choice made
+    while running it, with the data, model files and transfer source it used."""
+    return {**spec.canonical(),
+            "train_seed": spec.effective_train_seed, "device": str(device), **precision(device),
+            "model_build": model_build(spec.model, task.num_labels),
+            **dataclasses.asdict(plan), "optimizer": "AdamW" + (" (fused)" if is_fused else ""),
+            "schedule": "linear", "batching": spec.batching,
+            "mega_batches": MEGA_BATCHES if spec.batching == "length" else None,
+            "eval_mode": eval_mode,
+            "eval_batch_size": EVAL_BATCH_SIZE if eval_mode == "fast" else eval_batch_size(device),
+            "eval_batch_tokens": eval_batch_tokens(device) if eval_mode == "fast" else None,
+            "phi": "final-layer first token ([CLS]/<s>)",
+            "scl_no_positive": NO_POSITIVE_HANDLING, "scl_reduction": spec.scl_reduction,
+            "scl_monitor_tau": None if spec.uses_scl else SCL_MONITOR_TAU,
+            "n_train": n_train, "n_validation": len(data.validation), "n_test": len(data.test),
+            "train_pool": data.pool_size, "sampling": data.sampling,
+            "class_counts": data.class_counts(task), "protocol_seed": PROTOCOL_SEED,
+            "data_source": data.source, "model_path": model_path,
+            "checkpoint_policy": checkpoint, "resumed_from_epoch": resumed_from,
+            "selection": "best validation score, ties → earlier epoch",
+            "embeddings": "test-set final-layer [CLS], not normalised, float16",
+            "scl_batch_size": scl_batch_size, "gradient_accumulation": 1,
+            "scl_batch": "the examples of one forward batch (no accumulation, no memory bank)",
+            "init_model_dir": None if ctx.init_model_dir is None else str(ctx.init_model_dir),
+            "init_model_sha256": ctx.init_model_sha256, "init_head": init_head,
+            "saved_model": None if artifact is None else artifact.record()}
 
 
 @contextlib.contextmanager
