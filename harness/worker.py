@@ -32,7 +32,7 @@ from harness.memory import keep_freed_memory
 from harness.errors import (DatabaseFileError, DatabaseUnavailable, HarnessError, JobInterrupted,
                             PermanentJobError)
 from harness.queue import Outcome, Status
-from harness.runner import DEFAULT_RUNNER, Progress, RunContext, Runner, load_runner
+from harness.runner import DEFAULT_RUNNER, Progress, RunContext, RunResult, Runner, load_runner
 
 POLL_SECONDS = 5.0  # idle wait between claims when the queue is empty (without --until-empty)
 REQUEUE_EVERY_SECONDS = 10.0  # how often a worker looks for expired leases of other workers
@@ -227,7 +227,10 @@ class Worker:
                 self.stop_requested.wait(delay)
                 delay = min(delay * 2, DB_BACKOFF_MAX_SECONDS)
 
+    # -- one job: run it, then record how it ended ----------------------------------------
     def run_one(self, claim: queue.Claim) -> None:
+        """Run one claimed job under a heartbeat, then record how it ended: its result, a failure,
+        or the job handed back. What must stop the worker is raised after it is recorded."""
         spec = claim.spec
         label = (f"{claim.job_id} {spec.task} n={spec.n or 'full'} T={spec.noise:g} "
                  f"seed={spec.seed} {spec.loss}")
@@ -237,23 +240,39 @@ class Worker:
         beat = _Heartbeat(self.engine, claim, self.opts.lease_seconds)
         beat.start()
         started = time.monotonic()
-
-        def on_progress(p: Progress) -> None:
-            beat.progress = asdict(p)
-            if self.display:
-                self.display(label, p)
-
-        ctx = RunContext(run_dir=run_dir, device=self.device, progress=on_progress,
-                         should_stop=lambda: (self.stop_requested.is_set() or beat.lost.is_set()
-                                              or beat.fatal is not None),
-                         cache_dir=self.opts.runs_dir / ".cache")
+        ctx = self._context(run_dir, beat, label)
         try:
             if not self._link_models(claim, ctx, run_dir):
                 beat.stop()
                 return
             result = self.runner(spec, ctx)
-        except JobInterrupted:
+        except BaseException as exc:
             beat.stop()
+            self._record_error(claim, exc, beat, label)
+            return
+        self._record_result(claim, result, time.monotonic() - started, run_dir, beat, label)
+
+    def _context(self, run_dir: Path, beat: _Heartbeat, label: str) -> RunContext:
+        """What the runner sees of the worker: progress goes out with the heartbeat (and to the
+        display); the runner stops at its next step once the worker is asked to stop, or the
+        heartbeat has lost the lease or found the database file gone bad."""
+        def on_progress(p: Progress) -> None:
+            beat.progress = asdict(p)
+            if self.display:
+                self.display(label, p)
+
+        return RunContext(run_dir=run_dir, device=self.device, progress=on_progress,
+                          should_stop=lambda: (self.stop_requested.is_set() or beat.lost.is_set()
+                                               or beat.fatal is not None),
+                          cache_dir=self.opts.runs_dir / ".cache")
+
+    def _record_error(self, claim: queue.Claim, exc: BaseException, beat: _Heartbeat, label: str) -> None:
+        """How a job that raised ends (its heartbeat already stopped). JobInterrupted: handed back,
+        unless the lease was lost, or the heartbeat found the database file gone bad (raised).
+        KeyboardInterrupt: handed back, then raised. A device fault: see _record_device_fault. A bad
+        database file: raised. Anything else fails the attempt, permanently where another attempt
+        would fail the same way (is_permanent), and is raised after if it is not an Exception."""
+        if isinstance(exc, JobInterrupted):
             if beat.fatal is not None:
                 raise beat.fatal from None
             if beat.lost.is_set():
@@ -262,41 +281,46 @@ class Worker:
                 queue.release(self.engine, claim)
                 self._say(f"handed back {label}")
             return
-        except KeyboardInterrupt:
-            beat.stop()
+        if isinstance(exc, KeyboardInterrupt):
             queue.release(self.engine, claim, "worker interrupted")
-            raise
-        except BaseException as exc:
-            beat.stop()
-            if is_device_fault(exc):
-                line = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300]
-                faults = queue.count_attempts(self.engine, claim.job_id, Outcome.DEVICE_FAULT)
-                if faults + 1 >= MAX_DEVICE_FAULTS:
-                    # the job itself faults (e.g. a label out of range): stop it poisoning workers
-                    queue.fail(self.engine, claim, PermanentJobError(
-                        f"the GPU failed under this job {MAX_DEVICE_FAULTS} times: {line}"), permanent=True)
-                    self.failed += 1
-                else:
-                    queue.release(self.engine, claim, f"device fault on {self.device}: {line}",
-                                  outcome=Outcome.DEVICE_FAULT)
-                raise DeviceFault(f"{self.device} failed ({line}) in job {claim.job_id}; "
-                                  "the process's CUDA context is unusable: restart the worker") from exc
-            if isinstance(exc, DatabaseFileError):
-                raise
-            permanent = is_permanent(exc)
+            raise exc
+        if is_device_fault(exc):
+            raise self._record_device_fault(claim, exc) from exc
+        if isinstance(exc, DatabaseFileError):
+            raise exc
+        permanent = is_permanent(exc)
+        self.failed += 1
+        try:
+            status = queue.fail(self.engine, claim, exc, permanent=permanent)
+        except DatabaseUnavailable as db_exc:
+            status = f"not recorded ({db_exc}); the job returns to the queue when its lease expires"
+        self._say(f"FAILED {label}: {type(exc).__name__}: {exc} -> {status}"
+                  + (" (permanent: not retried)" if permanent and status == Status.FAILED else ""))
+        if not isinstance(exc, Exception):
+            raise exc
+
+    def _record_device_fault(self, claim: queue.Claim, exc: BaseException) -> DeviceFault:
+        """The GPU failed under the job: hand it back for a fresh process, or fail it once the GPU
+        has failed under it MAX_DEVICE_FAULTS times. Returns the DeviceFault that stops the worker."""
+        line = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300]
+        faults = queue.count_attempts(self.engine, claim.job_id, Outcome.DEVICE_FAULT)
+        if faults + 1 >= MAX_DEVICE_FAULTS:
+            # the job itself faults (e.g. a label out of range): stop it poisoning workers
+            queue.fail(self.engine, claim, PermanentJobError(
+                f"the GPU failed under this job {MAX_DEVICE_FAULTS} times: {line}"), permanent=True)
             self.failed += 1
-            try:
-                status = queue.fail(self.engine, claim, exc, permanent=permanent)
-            except DatabaseUnavailable as db_exc:
-                status = f"not recorded ({db_exc}); the job returns to the queue when its lease expires"
-            self._say(f"FAILED {label}: {type(exc).__name__}: {exc} -> {status}"
-                      + (" (permanent: not retried)" if permanent and status == Status.FAILED else ""))
-            if not isinstance(exc, Exception):
-                raise
-            return
-        wall = time.monotonic() - started
+        else:
+            queue.release(self.engine, claim, f"device fault on {self.device}: {line}",
+                          outcome=Outcome.DEVICE_FAULT)
+        return DeviceFault(f"{self.device} failed ({line}) in job {claim.job_id}; "
+                           "the process's CUDA context is unusable: restart the worker")
+
+    def _record_result(self, claim: queue.Claim, result: RunResult, wall: float, run_dir: Path,
+                       beat: _Heartbeat, label: str) -> None:
+        """The resolved config beside the job's files, then the result into the database (_store);
+        the heartbeat keeps the lease until the result is stored or kept."""
         (run_dir / "config.json").write_text(json.dumps(
-            {"job_id": claim.job_id, "spec": spec.canonical(), "resolved": result.config,
+            {"job_id": claim.job_id, "spec": claim.spec.canonical(), "resolved": result.config,
              "versions": _versions(), "git_rev": _git_rev(), "device": self.device}, indent=2,
             default=str))
         try:
