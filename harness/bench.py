@@ -197,19 +197,7 @@ def run_bench(model: str, task: str = "sst2", batch_size: int = 16, steps: int =
         "without malloc tuning": med["no_malloc_tuning"]["steps_per_s"],
     }
 
-    fewshot = {}
-    keep_freed_memory()  # as in a worker
-    for label in ("cold", "warm"):  # "cold" is cold only if nothing ran before in this process
-        job = JobSpec.make(task=task, seed=BENCH_SEED + (label == "warm"), n=20, model=model,
-                           batch_size=batch_size, max_length=max_length, epochs=fewshot_epochs,
-                           lr=5e-5)
-        with tempfile.TemporaryDirectory() as run_dir:
-            started = time.perf_counter()
-            result = fine_tune(job, RunContext(run_dir=Path(run_dir), device=device), data_dir=data_dir)
-            wall = time.perf_counter() - started
-        fewshot[label] = {"wall_seconds": wall, "train_eval_seconds": result.train_seconds,
-                          "ratio": wall / result.train_seconds}
-
+    fewshot = _fewshot_overhead(model, task, batch_size, max_length, fewshot_epochs, data_dir, device)
     return {"model": pre.path, "task": task, "device": str(dev), "batch_size": batch_size,
             "steps": steps, "threads": torch.get_num_threads(), "ours": ours, "trainer": trainer,
             "speedup_vs_trainer": ours["steps_per_s"] / trainer["steps_per_s"],
@@ -218,6 +206,23 @@ def run_bench(model: str, task: str = "sst2", batch_size: int = 16, steps: int =
             "all_seconds": times, "load_average": (load_before, os.getloadavg()[0]),
             "fewshot_epochs": fewshot_epochs}
 
+
+def _fewshot_overhead(model: str, task: str, batch_size: int, max_length: int, epochs: int,
+                      data_dir: str | Path | None, device: str) -> dict:
+    """Wall time of a whole N = 20 job against its training+evaluation time, cold (the first job of
+    the process) and warm (the next one, on another seed)."""
+    fewshot = {}
+    keep_freed_memory()  # as in a worker
+    for label in ("cold", "warm"):  # "cold" is cold only if nothing ran before in this process
+        job = JobSpec.make(task=task, seed=BENCH_SEED + (label == "warm"), n=20, model=model,
+                           batch_size=batch_size, max_length=max_length, epochs=epochs, lr=5e-5)
+        with tempfile.TemporaryDirectory() as run_dir:
+            started = time.perf_counter()
+            result = fine_tune(job, RunContext(run_dir=Path(run_dir), device=device), data_dir=data_dir)
+            wall = time.perf_counter() - started
+        fewshot[label] = {"wall_seconds": wall, "train_eval_seconds": result.train_seconds,
+                          "ratio": wall / result.train_seconds}
+    return fewshot
 
 def format_bench(result: dict) -> str:
     r = result
