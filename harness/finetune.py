@@ -120,8 +120,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
               eval_mode: str = "fast") -> RunResult:
     """Fine-tune `spec.model` on `spec.task` as the spec says; see the module docstring.
 
-    checkpoint: "auto" (full-data jobs, jobs others start from (ctx.save_model_dir), or when an
-        epoch takes > CHECKPOINT_MIN_EPOCH_SECONDS), "always" or "never".
+    checkpoint: after each epoch but the last, "auto" (see _checkpoint_due), "always" or "never".
         fused exists for the benchmark's ablation; eval_mode "legacy" selects the evaluation
         path the campaign benchmark compares against (harness.evaluate.predict).
     """
