@@ -16,7 +16,7 @@ from harness.noise.sets import noisy_texts
 from harness.runner import RunContext
 from harness.spec import SMALL_MODEL, JobSpec
 
-from conftest import DATA_DIR
+from paths import DATA_DIR
 
 TINY = dict(task="sst2", n=8, seed=0, model=SMALL_MODEL, epochs=1, max_length=32, lr=1e-4,
             val_size=16, batch_size=8)

@@ -17,12 +17,13 @@ import torch
 from harness.noise import BackTranslator, FirefoxTranslator, MarianTranslator, Translator, make_backtranslator
 from harness.noise.firefox import bundled_model_dir, read_marian_bin
 
+from paths import DATA_DIR
+
 N_SENTENCES = 30
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _data_dir() -> Path:
-    return Path(os.environ.get("HARNESS_DATA_DIR", REPO.parent / "shared" / "data"))
+    return Path(os.environ.get("HARNESS_DATA_DIR", DATA_DIR))
 
 
 @pytest.fixture(scope="module")

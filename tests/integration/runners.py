@@ -1,5 +1,5 @@
 """Job runners for queue tests: they stand in for fine-tuning where only the queue is under test.
-Worker subprocesses load them with `--runner runners:NAME` (tests/ on PYTHONPATH)."""
+Worker subprocesses load them with `--runner runners:NAME` (tests/integration on PYTHONPATH)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from harness.errors import DataError
 from harness.spec import SMALL_MODEL, JobSpec
 from harness.worker import Worker, WorkerOptions
 
-from conftest import DATA_DIR
+from paths import DATA_DIR
 
 BAD_LINE = 5  # 1-based line of train.jsonl that each case spoils
 

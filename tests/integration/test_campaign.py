@@ -1,5 +1,5 @@
 """scripts/campaign.sh end to end on a real SQLite file, with real background workers whose runner
-returns at once (tests/runners.py:instant): the stages enqueue in order of priority, wait for
+returns at once (tests/integration/runners.py:instant): the stages enqueue in order of priority, wait for
 tuning, select, enqueue with --tuned; running them again adds nothing and starts no extra worker."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from conftest import REPO
+from paths import REPO
 
 SCRIPT = REPO / "scripts" / "campaign.sh"
 L6 = "sentence-transformers/all-MiniLM-L6-v2"
@@ -18,7 +18,7 @@ L6 = "sentence-transformers/all-MiniLM-L6-v2"
 
 def campaign(tmp_path: Path, stage: str, workers: int = 2) -> str:
     env = dict(os.environ, HARNESS_DB=f"sqlite:///{tmp_path / 'r.db'}", LOGS=str(tmp_path / "logs"),
-               WORKERS=str(workers), POLL_SECONDS="1", PYTHONPATH=str(REPO / "tests"),
+               WORKERS=str(workers), POLL_SECONDS="1", PYTHONPATH=str(REPO / "tests" / "integration"),
                WORK_ARGS="--runner runners:instant",
                HARNESS=str(REPO / ".venv" / "bin" / "harness"),
                FULL_LR="5e-5")  # else glue's full SST-2 CE job is transfer's stage 1 (lr 1e-4 here)

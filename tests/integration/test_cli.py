@@ -14,7 +14,7 @@ from harness.cli import app
 from harness.data import resolve_data_dir
 from harness.models import resolve_model
 
-from conftest import DATA_DIR, MODEL_DIR, REPO
+from paths import DATA_DIR, MODEL_DIR, REPO
 
 runner = CliRunner()
 NO_SUCH_GPU = torch.cuda.device_count()  # one past the last device index, on any machine

@@ -12,7 +12,7 @@ from harness.errors import HarnessError
 from harness.spec import JobSpec
 from harness.tasks import get_task
 
-from conftest import DATA_DIR
+from paths import DATA_DIR
 
 
 def counts():

@@ -30,7 +30,7 @@ from harness.worker import Worker, WorkerOptions, is_permanent
 from tcp_proxy import TcpProxy
 from test_workers import start_worker
 
-from conftest import SMALL_MODEL_PATH
+from paths import SMALL_MODEL_PATH
 
 cli = CliRunner()
 
