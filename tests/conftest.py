@@ -1,21 +1,16 @@
-"""Shared fixtures: the real data and models in ../shared, and real databases (SQLite files and
-the PostgreSQL server on 127.0.0.1:5432)."""
+"""Fixtures shared by every layer (unit/, integration/, e2e/): the real data and models in ../shared,
+and real databases (SQLite files and the PostgreSQL server on 127.0.0.1:5432). A test that uses
+the server carries the `postgres` marker, so that `-m "not postgres"` runs without it."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-DATA_DIR = SHARED / "data"
-MODEL_DIR = SHARED / "models"
-SMALL_MODEL_PATH = MODEL_DIR / "paraphrase-MiniLM-L3-v2"
-PG_ADMIN_URL = os.environ.get("HARNESS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+from paths import DATA_DIR, MODEL_DIR, PG_ADMIN_URL
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -34,9 +29,12 @@ def sqlite_url(tmp_path) -> str:
 
 
 @pytest.fixture
-def pg_url():
+def pg_url(request):
     """A fresh PostgreSQL database on the local server, dropped afterwards. The server must run:
     CI starts it, and a missing server fails the test loudly rather than skipping it."""
+    if request.node.get_closest_marker("postgres") is None:
+        pytest.fail(f"{request.node.nodeid} uses PostgreSQL without the postgres marker: mark the test, "
+                    "or its parameter (pytest.param(..., marks=pytest.mark.postgres))", pytrace=False)
     name = f"harness_test_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -48,7 +46,7 @@ def pg_url():
     admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path):
     """Both backends through the same test."""
     if request.param == "sqlite":

@@ -93,6 +93,7 @@ def proxied_pg(pg_url):
     proxy.stop()
 
 
+@pytest.mark.postgres
 def test_result_kept_when_the_database_is_down_and_stored_at_next_contact(proxied_pg, tmp_path):
     url, direct_url, proxy = proxied_pg
     engine = db.open_db(url, create=True)
@@ -125,6 +126,7 @@ def test_result_kept_when_the_database_is_down_and_stored_at_next_contact(proxie
     direct.dispose()
 
 
+@pytest.mark.postgres
 def test_result_stored_by_retrying_when_the_database_returns_within_the_lease(proxied_pg, tmp_path):
     url, direct_url, proxy = proxied_pg
     engine = db.open_db(url, create=True)
@@ -151,6 +153,7 @@ def test_result_stored_by_retrying_when_the_database_returns_within_the_lease(pr
     direct.dispose()
 
 
+@pytest.mark.postgres
 def test_an_idle_worker_waits_for_the_database_then_exits(proxied_pg, tmp_path, monkeypatch):
     url, _, proxy = proxied_pg
     engine = db.open_db(url, create=True)

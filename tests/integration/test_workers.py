@@ -42,7 +42,7 @@ def enqueue(url: str, k: int) -> sa.Engine:
     return engine
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_eight_workers_drain_2000_jobs_each_claimed_once(backend, tmp_path, request):
     url = f"sqlite:///{tmp_path / 'r.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
     engine = enqueue(url, 2000)
