@@ -1,16 +1,16 @@
 """What a finished job keeps: packed test predictions for every job, embeddings only where the
-t-SNE figures and the embedding claim need them; written through the queue's finish path."""
+t-SNE figures and the embedding claim need them; written through the queue's finish path (the
+packing itself and the embeddings policy: tests/unit/test_packing.py)."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
-import pytest
 import sqlalchemy as sa
 
 from analysis.load import load_correct, load_predictions
-from harness import db, queue, store
+from harness import db, queue
 from harness.runner import RunResult
 from harness.spec import JobSpec
 
@@ -22,36 +22,6 @@ def result(preds, embeddings=True) -> RunResult:
                      test_accuracy=0.5, best_epoch=1, n_train=4, n_test=n, train_seconds=0.0,
                      predictions=preds, embeddings=emb, embedding_examples=[p[0] for p in preds],
                      embedding_labels=[p[1] for p in preds], config={"k": 1})
-
-
-@pytest.mark.parametrize("preds", [
-    [(3, 0, 1), (7, 1, 1), (8, 2, 0), (1000, 1, 2)],  # classes: int8
-    [(5, 3.25, 2.5), (2, 0.0, -1.75), (9, 4.8, 4.9)],  # regression, ids not ascending: float32
-    [(0, 1, 1)],
-])
-def test_pack_unpack_round_trip(preds):
-    packed = store.pack_predictions(preds)
-    ex, labels, out = store.unpack_predictions(dict(packed, job_id="j"))
-    assert ex.tolist() == [p[0] for p in preds]
-    assert np.allclose(labels, [p[1] for p in preds]) and np.allclose(out, [p[2] for p in preds])
-    assert packed["encoding"].endswith("int8" if len(preds) != 3 else "float32")
-
-
-def test_packed_predictions_are_small():
-    rng = np.random.default_rng(0)
-    ids = np.sort(rng.choice(9815, 4908, replace=False))  # an MNLI-sized test half
-    labels = rng.integers(0, 3, len(ids))
-    preds = np.where(rng.random(len(ids)) < 0.6, labels, rng.integers(0, 3, len(ids)))
-    packed = store.pack_predictions(list(zip(ids.tolist(), labels.tolist(), preds.tolist())))
-    size = sum(len(packed[k]) for k in ("examples", "labels", "predictions"))
-    assert size < 3.5 * len(ids)  # bytes; a row per example costs ~57
-
-
-def test_embeddings_policy():
-    keep = lambda **kw: store.keeps_embeddings(JobSpec.make(**(dict(task="sst2", n=20, seed=0) | kw)))
-    assert keep() and keep(seed=2, loss="ce+scl", lam=0.9) and keep(n=None)
-    assert not keep(seed=3) and not keep(task="qnli") and not keep(noise=0.3)
-    assert not keep(init_from="abc") and not keep(per_class=10)
 
 
 def test_finish_stores_packed_predictions_and_embeddings_by_policy(tmp_path):
