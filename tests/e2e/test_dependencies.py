@@ -8,10 +8,9 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
-from harness import artifacts, db, dependencies, grids, queue
+from harness import artifacts, db, dependencies, queue
 from harness.artifacts import Artifact
 from harness.runner import RunResult
 from harness.spec import SMALL_MODEL, JobSpec
@@ -83,16 +82,6 @@ def test_redo_requeues_once_and_the_new_result_replaces_the_old(db_url):
     assert rows(engine, "select count(*) from train_examples") == [(1,)]
     assert dependencies.stored_model(engine, s1.job_id) == ("/nowhere/model", "1" * 64)
     assert rows(engine, "select count(*) from artifacts") == [(1,)]
-
-
-def test_the_transfer_grid_takes_a_smaller_stage_1():
-    jobs = grids.expand(grids.get_grid("transfer"), tasks=["cr"], seeds=[0], stage1_n=500, stage1_epochs=2)
-    s1 = [s for s, dep in jobs if s.task == "sst2"]
-    assert {(s.n, s.epochs) for s in s1} == {(500, 2)}
-    ids = {s.job_id for s in s1}
-    assert all(dep in ids for s, dep in jobs if s.init_from) and all(s.init_from == dep for s, dep in jobs if dep)
-    with pytest.raises(Exception, match="transfer grid only"):
-        grids.expand(grids.get_grid("glue"), stage1_n=500)
 
 
 # ---- the real worker, model and data ------------------------------------------------------------
