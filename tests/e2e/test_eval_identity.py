@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from harness import evaluate, finetune, first_token, grids
-from harness.batching import token_budget_batches
 from harness.finetune import fine_tune
 from harness.models import build_model
 from harness.runner import RunContext
@@ -60,17 +59,6 @@ def test_first_token_path_is_used_and_matches_on_sentence_pairs():
     assert np.abs(fast[0] - legacy[0]).max() < 1e-4
     np.testing.assert_allclose(fast[1].astype(np.float32), legacy[1].astype(np.float32), atol=2e-3)
     assert isinstance(model.bert.encoder.layer[-1], type(model.bert.encoder.layer[0]))  # restored
-
-
-def test_token_budget_batches():
-    lengths = np.array([5, 50, 20, 50, 7, 128, 3])
-    batches = token_budget_batches(lengths, max_tokens=100, max_rows=3)
-    assert sorted(np.concatenate(batches).tolist()) == list(range(7))  # every row once
-    flat = np.concatenate(batches)
-    assert list(lengths[flat]) == sorted(lengths, reverse=True)  # longest first
-    for b in batches:
-        assert len(b) <= 3 and (len(b) == 1 or len(b) * lengths[b].max() <= 100)
-    assert [len(b) for b in batches] == [1, 2, 3, 1]  # 128 alone (over budget), 50+50, 20/7/5, 3
 
 
 def test_unsupported_models_take_the_full_forward_pass():

@@ -1,4 +1,5 @@
-"""Training batch composition (JobSpec.batching): which examples share a batch, epoch to epoch."""
+"""Training batch composition (JobSpec.batching): which examples share a batch, epoch to epoch;
+and the token-budget batches of evaluation."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from harness.batching import train_batches
+from harness.batching import token_budget_batches, train_batches
 
 N, B, SEED = 100, 16, 7
 LENGTHS = np.random.default_rng(0).integers(5, 60, N)
@@ -70,3 +71,14 @@ def test_batches_depend_on_seed_and_epoch_only(mode):
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError):
         train_batches(LENGTHS, B, "sorted", SEED, 1)
+
+
+def test_token_budget_batches():
+    lengths = np.array([5, 50, 20, 50, 7, 128, 3])
+    batches = token_budget_batches(lengths, max_tokens=100, max_rows=3)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(7))  # every row once
+    flat = np.concatenate(batches)
+    assert list(lengths[flat]) == sorted(lengths, reverse=True)  # longest first
+    for b in batches:
+        assert len(b) <= 3 and (len(b) == 1 or len(b) * lengths[b].max() <= 100)
+    assert [len(b) for b in batches] == [1, 2, 3, 1]  # 128 alone (over budget), 50+50, 20/7/5, 3
