@@ -22,12 +22,6 @@ TEXTS = [("it 's a charming and often affecting journey . ",),
           "production 's austere locales . ",)]
 
 
-def test_edit_distance_by_hand():
-    assert sets.edit_distance("kitten", "sitting") == 3
-    assert sets.edit_distance("", "abc") == 3
-    assert sets.edit_distance("same", "same") == 0
-
-
 def test_a_set_is_made_once_and_reproducible(tmp_path):
     made = []
     noisy, rec = sets.noisy_texts(TEXTS, temperature=0.9, backend="firefox-pt", seed=3,
