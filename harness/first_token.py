@@ -12,7 +12,7 @@ It applies to BERT-style encoder layers (BERT, RoBERTa, MiniLM: `attention.self.
 implementations; `supported()` says whether a model qualifies, and other models take the full
 forward pass. The arithmetic per row is the same as the full layer's (same weights, same
 operations); only the shapes of the matrix products change, so results can differ in the last
-bits, never in a prediction (tests/test_eval_identity.py checks the argmax on the smoke grid).
+bits, never in a prediction (tests/e2e/test_eval_identity.py checks the argmax on the smoke grid).
 """
 
 from __future__ import annotations

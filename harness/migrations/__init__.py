@@ -10,7 +10,7 @@ reads only that row, then still refuses a database newer than itself. A database
 harness_meta but no alembic_version table; it counts as the revision of its schema version.
 
 To change the schema: add versions/NNNN_what.py with down_revision the current head, change the
-tables in harness/db.py to match (tests/test_migrations.py compares the two), and call
+tables in harness/db.py to match (tests/integration/test_migrations.py compares the two), and call
 record_version(NNNN) at the end of its upgrade().
 """
 
