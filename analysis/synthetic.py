@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from analysis.layouts import FULL_TRAIN_ROWS, LAYOUTS
 from harness import db as hdb
 from harness.paper import NOISE, TRANSFER
+from harness.queue import Outcome, Status
 from harness.spec import SMALL_MODEL, JobSpec
 
 MODEL = SMALL_MODEL
@@ -177,8 +178,9 @@ def fill_db(engine, df: pd.DataFrame, *, predictions: bool = True, embeddings: I
         spec = json.loads(r["spec"])
         jobs.append({"id": r["job_id"], "grid": r["grid"], "spec": r["spec"], "task": r["task"],
                      "n": _none(r["n"]), "noise": r["noise"], "seed": r["seed"], "loss": r["loss"],
-                     "model": r["model"], "status": "done", "seq": i})
-        attempts.append({"id": i, "job_id": r["job_id"], "attempt": 1, "worker": "synthetic", "outcome": "done"})
+                     "model": r["model"], "status": Status.DONE.value, "seq": i})
+        attempts.append({"id": i, "job_id": r["job_id"], "attempt": 1, "worker": "synthetic",
+                         "outcome": Outcome.DONE.value})
         results.append({c: _none(r.get(c)) for c in res_cols} | {"attempt_id": i})
         correct = r.get("_correct")
         task = r["task"]
