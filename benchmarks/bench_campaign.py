@@ -1,6 +1,7 @@
 """Campaign throughput: where a grid's jobs spend their time, and how long the whole grid takes.
 
     python benchmarks/bench_campaign.py --grid fewshot --model sentence-transformers/paraphrase-MiniLM-L3-v2 --compare
+    python benchmarks/bench_campaign.py --grid fewshot --cpu-time --no-floor --compare full-train
     python benchmarks/bench_campaign.py --throughput --jobs 4 [--busy]
     python benchmarks/bench_campaign.py --eval-passes
 
@@ -11,8 +12,11 @@ floor of each phase: the forward and backward passes alone for the same examples
 batches, nothing else; evaluation floors use the plain model in 32-row length-sorted batches).
 Model and data loading is done once before the jobs and printed on its own, as a worker pays it
 once. The whole-grid estimate scales each sample job's wall by the number of grid jobs that share
-its task, N and loss. With --compare every job also runs with the previous evaluation path
-(`fine_tune(eval_mode="legacy")`), interleaved job by job, so both columns see the same load.
+its task, N and loss. With --compare every job also runs with a baseline, interleaved job by job so
+both columns see the same load: `legacy` (the default) is the code before issue 11 (legacy
+evaluation, `fine_tune(eval_mode="legacy")`, and the full training forward pass), `full-train`
+only the full training forward pass (`train_forward="full"`) instead of harness.packed; the test
+predictions of the two are compared example by example.
 
 Throughput mode runs a fixed set of jobs with `harness work --until-empty` as 1 worker and as 2
 workers (`--workers 2`), each on its own scratch database, and prints the total times; with
@@ -90,6 +94,7 @@ def floors(spec, eval_cache: dict) -> dict:
     from harness.data import prepare_data
     from harness.finetune import compute_loss
     from harness.models import build_model, load_pretrained
+    from harness.packed import supported
     from harness.tasks import get_task
 
     task = get_task(spec.task)
@@ -102,9 +107,10 @@ def floors(spec, eval_cache: dict) -> dict:
     batches = [(collate(enc, p, "cpu"), labels[p]) for p in
                train_batches(enc.lengths, spec.batch_size, spec.batching, spec.effective_train_seed, 1)]
     model.train()
+    packed = supported(model)  # the training forward pass the job uses
     started = time.perf_counter()
     for batch, y in batches:
-        loss, _, _ = compute_loss(model, batch, y, spec, task)
+        loss, _, _ = compute_loss(model, batch, y, spec, task, packed)
         loss.backward()
         model.zero_grad(set_to_none=True)
     train = (time.perf_counter() - started) * spec.epochs
@@ -124,8 +130,13 @@ def floors(spec, eval_cache: dict) -> dict:
     return {"train": train, "validation": e["validation"] * spec.epochs, "test": e["test"]}
 
 
+# The code paths --compare sets against today's ("fast"): fine_tune's keyword arguments.
+VARIANTS = {"fast": {}, "legacy": dict(eval_mode="legacy", train_forward="full"),
+            "full-train": dict(train_forward="full")}
+
+
 class Variant:
-    """One evaluation path: its scratch database and worker."""
+    """One code path (VARIANTS): its scratch database and worker."""
 
     def __init__(self, mode: str, folder: Path, grid: str):
         from harness import db
@@ -135,7 +146,7 @@ class Variant:
         self.mode, self.grid = mode, grid
         self.engine = db.open_db(f"sqlite:///{folder / f'{mode}.db'}", create=True)
         opts = WorkerOptions(runs_dir=folder / f"runs-{mode}", quiet=True, max_jobs=0)
-        self.worker = Worker(self.engine, opts, runner=functools.partial(fine_tune, eval_mode=mode))
+        self.worker = Worker(self.engine, opts, runner=functools.partial(fine_tune, **VARIANTS[mode]))
 
     def run(self, spec) -> dict:
         """Enqueue and run one job; its wall time, phase times and test predictions."""
@@ -178,15 +189,15 @@ def table(args) -> None:
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}; load {load()}")
     loading = warm_up(specs)
     print(f"model and data loading, once per worker process: {loading:.1f}s")
-    modes = ["fast", "legacy"] if args.compare else ["fast"]
+    modes = ["fast", args.compare] if args.compare else ["fast"]
     eval_floor: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         variants = [Variant(m, Path(tmp), args.grid) for m in modes]
-        head = (f"{'job':<30}{'eval':>7}{'wall':>8}{'cpu':>8}{'setup':>7}{'train':>8}{'valid':>8}{'test':>8}"
+        head = (f"{'job':<30}{'path':>11}{'wall':>8}{'cpu':>8}{'setup':>7}{'train':>8}{'valid':>8}{'test':>8}"
                 f"  | floor {'train':>6}{'valid':>7}{'test':>7}  | wall/floor train valid  test  load")
         print(head)
         totals = {m: collections.defaultdict(float) for m in modes}
-        same = True
+        agree = total = 0
         for i, spec in enumerate(specs):
             order = variants if i % 2 == 0 else variants[::-1]  # interleaved: A B, B A, ...
             runs = {v.mode: v.run(spec) for v in order}
@@ -196,7 +207,7 @@ def table(args) -> None:
                 r = runs[m]
                 for k in ("wall", "cpu", "setup", "train", "validation", "test"):
                     totals[m][k] += r[k] * counts[i]
-                line = (f"{label:<30}{m:>7}{r['wall']:8.1f}{r['cpu']:8.1f}{r['setup']:7.1f}{r['train']:8.1f}"
+                line = (f"{label:<30}{m:>11}{r['wall']:8.1f}{r['cpu']:8.1f}{r['setup']:7.1f}{r['train']:8.1f}"
                         f"{r['validation']:8.1f}{r['test']:8.1f}")
                 if fl:
                     line += (f"  | {fl['train']:11.1f}{fl['validation']:7.1f}{fl['test']:7.1f}  | "
@@ -204,14 +215,15 @@ def table(args) -> None:
                              f"{r['test'] / fl['test']:6.2f}")
                 print(line + f"  {load()}", flush=True)
             if len(modes) == 2:
-                a, b = runs["fast"]["predictions"], runs["legacy"]["predictions"]
-                same &= a == b
+                a, b = runs[modes[0]]["predictions"], runs[modes[1]]["predictions"]
+                agree += sum(x == y for x, y in zip(a, b))
+                total += max(len(a), len(b))
     hours = {m: (t["wall"] + loading) / 3600 for m, t in totals.items()}
     print(f"\nwhole grid ({grid_jobs} jobs, each sample job's wall × the grid jobs it stands for, "
           "plus one loading):")
     for m in modes:
         t = totals[m]
-        print(f"  {m:<7} {hours[m]:5.2f} h  (training {t['train'] / 3600:.2f} h, validation "
+        print(f"  {m:<10} {hours[m]:5.2f} h  (training {t['train'] / 3600:.2f} h, validation "
               f"{t['validation'] / 3600:.2f} h, test {t['test'] / 3600:.2f} h, setup {t['setup'] / 3600:.2f} h)")
     if args.cpu_time:
         # One thread per job: K = cores one-thread workers (`harness work --workers K`) on a quiet
@@ -221,11 +233,15 @@ def table(args) -> None:
         print(f"whole grid from CPU seconds (1 thread per job, {cores} one-thread workers on a quiet "
               f"{cores}-core machine):")
         for m in modes:
-            print(f"  {m:<7} {(totals[m]['cpu'] + loading * cores) / 3600 / cores:5.2f} h  "
+            print(f"  {m:<10} {(totals[m]['cpu'] + loading * cores) / 3600 / cores:5.2f} h  "
                   f"({totals[m]['cpu'] / 3600:.2f} CPU-hours)")
     if len(modes) == 2:
-        print(f"  legacy / fast: {hours['legacy'] / hours['fast']:.2f}x; test predictions identical "
-              f"on every sample job: {same}")
+        base = modes[1]
+        ratio = f"{hours[base] / hours['fast']:.2f}x wall"
+        if args.cpu_time:
+            ratio += f", {totals[base]['cpu'] / totals['fast']['cpu']:.2f}x CPU"
+        print(f"  {base} / fast: {ratio}; test predictions the same on {agree} of {total} examples "
+              f"({agree / max(total, 1):.2%}) over the sample jobs")
     print(f"load average at the end: {load()}")
 
 
@@ -345,7 +361,9 @@ def main() -> None:
     p.add_argument("--tasks", help="narrow the sample, e.g. sst2,qnli")
     p.add_argument("--n", help="narrow the sample's N, e.g. 20,100")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--compare", action="store_true", help="also run the legacy evaluation path")
+    p.add_argument("--compare", nargs="?", const="legacy", choices=[v for v in VARIANTS if v != "fast"],
+                   help="also run a baseline path: legacy (before issue 11, the default) or full-train "
+                        "(the full training forward pass instead of harness.packed)")
     p.add_argument("--cpu-time", action="store_true",
                    help="1 thread per job; also estimate the grid from CPU seconds ÷ cores")
     p.add_argument("--no-floor", dest="floor", action="store_false", help="skip the floor timings")

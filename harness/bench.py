@@ -3,7 +3,7 @@
 Both train the same model on the same SST-2 examples at the same batch size for the same number
 of steps, on the same device. Reported: steps/s and examples/s of each and their ratio; the cost
 of a CE+SCL step against a CE step; an ablation that switches off one technique at a time
-(length-grouped batches, fused AdamW); and the wall time of a whole N = 20 job against its
+(length-grouped batches, fused AdamW, the packed forward pass); and the wall time of a whole N = 20 job against its
 training+evaluation time (start-up overhead), cold (first job of the process) and warm.
 """
 
@@ -25,6 +25,7 @@ from harness.memory import keep_freed_memory
 from harness.device import autocast_for, precision
 from harness.finetune import fine_tune, make_optimizer, seed_everything, train_step
 from harness.models import build_model, load_pretrained
+from harness.packed import supported as packed_supported
 from harness.paper import PAPER_LAM, PAPER_TAU
 from harness.runner import RunContext
 from harness.spec import JobSpec
@@ -41,7 +42,7 @@ def _examples(task: str, n: int, data_dir):
 
 
 def _our_loop(spec: JobSpec, enc, labels: torch.Tensor, steps: int, device: torch.device, *,
-              group: bool = True, fused: bool = True) -> float:
+              group: bool = True, fused: bool = True, packed: bool = True) -> float:
     """Seconds for `steps` optimisation steps of our loop (after WARMUP_STEPS untimed ones)."""
     from transformers import get_linear_schedule_with_warmup
 
@@ -49,6 +50,7 @@ def _our_loop(spec: JobSpec, enc, labels: torch.Tensor, steps: int, device: torc
     seed_everything(BENCH_SEED)
     model = build_model(spec.model, task.num_labels, BENCH_SEED, device)
     model.train()
+    packed = packed and packed_supported(model)
     optimizer, _ = make_optimizer(model, spec, fused)
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, steps + WARMUP_STEPS)
     autocast, _ = autocast_for(device)
@@ -61,7 +63,7 @@ def _our_loop(spec: JobSpec, enc, labels: torch.Tensor, steps: int, device: torc
             _sync(device)
             started = time.perf_counter()
         train_step(model, optimizer, scheduler, collate(enc, positions, device),
-                   labels[positions].to(device), spec, task, autocast)
+                   labels[positions].to(device), spec, task, autocast, packed=packed)
     _sync(device)
     return time.perf_counter() - started
 
@@ -181,6 +183,7 @@ def run_bench(model: str, task: str = "sst2", batch_size: int = 16, steps: int =
         "ce_scl": tuned(lambda: _our_loop(scl_spec, enc, labels, steps, dev)),
         "no_grouping": tuned(lambda: _our_loop(spec, enc, labels, steps, dev, group=False)),
         "no_fused": tuned(lambda: _our_loop(spec, enc, labels, steps, dev, fused=False)),
+        "no_packing": tuned(lambda: _our_loop(spec, enc, labels, steps, dev, packed=False)),
         "no_malloc_tuning": tuned(lambda: _our_loop(spec, enc, labels, steps, dev), False),
     }
     load_before = os.getloadavg()[0]
@@ -194,6 +197,7 @@ def run_bench(model: str, task: str = "sst2", batch_size: int = 16, steps: int =
         "all techniques": ours["steps_per_s"],
         "without length grouping": med["no_grouping"]["steps_per_s"],
         "without fused AdamW": med["no_fused"]["steps_per_s"],
+        "without the packed forward pass": med["no_packing"]["steps_per_s"],
         "without malloc tuning": med["no_malloc_tuning"]["steps_per_s"],
     }
 

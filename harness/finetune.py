@@ -46,18 +46,23 @@ from harness.evaluate import (EVAL_BATCH_SIZE, eval_batch_size, eval_batch_token
                               task_metrics)
 from harness.loss import NO_POSITIVE_HANDLING, normalize, supervised_contrastive_loss
 from harness.models import build_model, forward, load_pretrained, model_build
+from harness.packed import packed_encoder
+from harness.packed import supported as packed_supported
 from harness.runner import Progress, RunContext, RunResult
 from harness.spec import JobSpec
 from harness.tasks import TaskSpec, get_task
 
 from harness.paper import PAPER_TAU as SCL_MONITOR_TAU  # τ of the SCL value CE jobs log (not optimise)
+TRAIN_FORWARDS = ("packed", "full")  # harness.packed, or the model's own forward pass
 CHECKPOINT_POLICIES = ("auto", "always", "never")  # auto: full-data jobs, jobs others start from, or epochs > 60 s
 
 
 def compute_loss(model, batch: dict[str, torch.Tensor], labels: torch.Tensor, spec: JobSpec,
-                 task: TaskSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One forward pass → (loss, ce, scl). Logits and Φ(x) come from the same forward."""
-    logits, cls = forward(model, batch)
+                 task: TaskSpec, packed: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward pass → (loss, ce, scl). Logits and Φ(x) come from the same forward; `packed`:
+    without padding and with the last layer for the first token only (harness.packed)."""
+    with packed_encoder(model, batch["attention_mask"]) if packed else contextlib.nullcontext():
+        logits, cls = forward(model, batch)
     logits = logits.float()
     if task.is_regression:
         ce = F.mse_loss(logits.squeeze(-1), labels)
@@ -74,13 +79,13 @@ def compute_loss(model, batch: dict[str, torch.Tensor], labels: torch.Tensor, sp
 
 
 def train_step(model, optimizer, scheduler, batch, labels, spec: JobSpec, task: TaskSpec,
-               autocast=contextlib.nullcontext, where: str = "") -> torch.Tensor:
+               autocast=contextlib.nullcontext, where: str = "", packed: bool = False) -> torch.Tensor:
     """One optimisation step; returns [loss, ce, scl] (float64, CPU) of the batch.
 
     A non-finite loss fails the job (PermanentJobError) before the optimizer touches the weights.
     """
     with autocast():
-        loss, ce, scl = compute_loss(model, batch, labels, spec, task)
+        loss, ce, scl = compute_loss(model, batch, labels, spec, task, packed)
     parts = torch.stack([loss.detach(), ce.detach(), scl.detach()]).double().cpu()
     if not torch.isfinite(parts[0]):  # a sync point per step; the loss is logged anyway
         raise PermanentJobError(f"non-finite loss at {where or 'a training step'}")
@@ -117,15 +122,19 @@ def seed_everything(seed: int) -> None:
 
 def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
               data_dir: str | Path | None = None, fused: bool = True,
-              eval_mode: str = "fast") -> RunResult:
+              eval_mode: str = "fast", train_forward: str = "packed") -> RunResult:
     """Fine-tune `spec.model` on `spec.task` as the spec says; see the module docstring.
 
     checkpoint: after each epoch but the last, "auto" (see _checkpoint_due), "always" or "never".
         fused exists for the benchmark's ablation; eval_mode "legacy" selects the evaluation
-        path the campaign benchmark compares against (harness.evaluate.predict).
+        path the campaign benchmark compares against (harness.evaluate.predict), and
+        train_forward "full" the model's own forward pass in training (else harness.packed,
+        where the model allows it: the same values up to the last bits, at lower cost).
     """
     if checkpoint not in CHECKPOINT_POLICIES:
         raise ValueError(f"checkpoint must be one of {CHECKPOINT_POLICIES}")
+    if train_forward not in TRAIN_FORWARDS:
+        raise ValueError(f"train_forward must be one of {TRAIN_FORWARDS}")
     task = get_task(spec.task)
     if spec.uses_scl and task.is_regression:
         raise PermanentJobError(f"CE+SCL is undefined for the regression task {task.name}")
@@ -152,6 +161,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     model = build_model(spec.model, task.num_labels, seed, device)
     init_head = _start_from_stored_model(model, spec, ctx)  # transfer only; else None
     model.train()
+    packed = train_forward == "packed" and packed_supported(model)
     optimizer, is_fused = make_optimizer(model, spec, fused)
     plan = StepPlan.of(spec, len(train))
     scheduler = plan.linear_schedule(optimizer)
@@ -179,7 +189,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
                 batch = collate(enc_train, positions, device)
                 labels = train_labels[positions].to(device, non_blocking=True)
                 parts = train_step(model, optimizer, scheduler, batch, labels, spec, task, autocast,
-                                   where=f"epoch {epoch} step {step + 1}")
+                                   where=f"epoch {epoch} step {step + 1}", packed=packed)
                 step += 1
                 sums += parts * len(positions)
                 elapsed = time.perf_counter() - started
@@ -225,7 +235,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     ckpt.delete()
 
     config = _resolved_config(spec, ctx, task, data, n_train=len(train), device=device, plan=plan,
-                              is_fused=is_fused, eval_mode=eval_mode, model_path=pre.path,
+                              is_fused=is_fused, eval_mode=eval_mode, packed=packed, model_path=pre.path,
                               checkpoint=checkpoint, resumed_from=resumed_from,
                               scl_batch_size=scl_batch_size, init_head=init_head, artifact=artifact)
     return RunResult(
@@ -300,7 +310,7 @@ def _checkpoint_due(policy: str, spec: JobSpec, keep_model: bool, epoch_train_se
 
 
 def _resolved_config(spec: JobSpec, ctx: RunContext, task: TaskSpec, data: JobData, *, n_train: int,
-                     device: torch.device, plan: StepPlan, is_fused: bool, eval_mode: str,
+                     device: torch.device, plan: StepPlan, is_fused: bool, eval_mode: str, packed: bool,
                      model_path: str, checkpoint: str, resumed_from: int, scl_batch_size: int | None,
                      init_head: str | None, artifact: artifacts.Artifact | None) -> dict:
     """The job's configuration as it ran (RunResult.config): the spec, then every choice made
@@ -310,6 +320,7 @@ def _resolved_config(spec: JobSpec, ctx: RunContext, task: TaskSpec, data: JobDa
             "model_build": model_build(spec.model, task.num_labels),
             **dataclasses.asdict(plan), "optimizer": "AdamW" + (" (fused)" if is_fused else ""),
             "schedule": "linear", "batching": spec.batching,
+            "train_forward": "packed" if packed else "full",
             "mega_batches": MEGA_BATCHES if spec.batching == "length" else None,
             "eval_mode": eval_mode,
             "eval_batch_size": EVAL_BATCH_SIZE if eval_mode == "fast" else eval_batch_size(device),
