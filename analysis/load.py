@@ -140,3 +140,24 @@ def load_tuning(db) -> pd.DataFrame:
     for key in ("seeds", "candidates", "base"):
         df[key] = df[key].map(json.loads)
     return df
+
+
+def train_forwards(db) -> dict[str, int]:
+    """Finished jobs by the training forward pass their result came from (the resolved config's
+    `train_forward`: harness.packed or the model's full pass; results from before it existed ran
+    the full pass). One grouped query; SQLite and PostgreSQL read the JSON themselves."""
+    engine = engine_of(db)
+    a, r = hdb.attempts, hdb.results
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import JSONB
+        config = sa.cast(a.c.config, JSONB)
+    else:
+        config = sa.type_coerce(a.c.config, sa.JSON)
+    forward = config["train_forward"].as_string()
+    query = (sa.select(forward, sa.func.count()).select_from(r.join(a, a.c.id == r.c.attempt_id))
+             .group_by(forward))
+    counts: dict[str, int] = {}
+    with hdb.connect(engine) as conn:
+        for name, n in conn.execute(query):
+            counts[name or "full"] = counts.get(name or "full", 0) + n
+    return counts

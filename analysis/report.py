@@ -12,7 +12,7 @@ import numpy as np
 
 from analysis import stats
 from analysis.layouts import TABLES
-from analysis.load import engine_of, load_embeddings, load_results, load_tuning
+from analysis.load import engine_of, load_embeddings, load_results, load_tuning, train_forwards
 from analysis.noise import noise_summary, render_noise_summary
 from analysis.plots import plot_noise, plot_tsne, plot_variance
 from analysis.render import render
@@ -50,6 +50,7 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
           f"**The models differ from the paper's.** The paper fine-tuned {paper.PAPER_MODEL} "
           f"(RoBERTa-base for the batch-size table) on GPUs; these runs used the models named above. "
           "Compare the direction and size of effects, not the digits.",
+          _forward_line(train_forwards(engine)),
           "Significance: every test is two-sided over every finished run of a cell, paired by seed "
           "(CE and CE+SCL jobs with the same task, N, noise, seed, model and hyper-parameters train "
           "on the same examples). The primary test is the paired t-test (Welch's t-test where no "
@@ -81,6 +82,18 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
     path.write_text(text)
     (out / "report.html").write_text(_html(text))
     return path
+
+
+def _forward_line(counts: dict[str, int]) -> str:
+    """Which training forward pass the results came from (harness.packed or the full one)."""
+    parts = ", ".join(f"{FORWARDS.get(k, k)} in {n} jobs" for k, n in sorted(counts.items(), reverse=True))
+    return (f"Training forward pass: {parts or 'no finished jobs'}. The packed pass "
+            "(`harness/packed.py`) computes the full pass's values without the padding and the "
+            "unread last-layer rows: the same logits and dropout masks, gradients equal to the last "
+            "bits; both kinds count alike in every cell.")
+
+
+FORWARDS = {"packed": "packed", "full": "the model's full pass"}
 
 
 # ---- claims ---------------------------------------------------------------------------------

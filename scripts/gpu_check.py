@@ -2,13 +2,15 @@
 
     python scripts/gpu_check.py pack OUT          # model in float16, data, wheels; ≤ 64 MiB
     python scripts/gpu_check.py install PACK      # the packed wheels of missing imports, offline
-    python scripts/gpu_check.py loss [--dry]      # CE+SCL loss and gradient, GPU against CPU; steps/s
+    python scripts/gpu_check.py loss [--dry]      # CE+SCL loss and gradient, GPU against CPU; packed
+                                                  # forward against full on the GPU; steps/s
     python scripts/gpu_check.py rate DB SECONDS   # jobs/hour of a finished run
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import lzma
 import json
 import os
@@ -150,7 +152,9 @@ def install(pack_dir: Path) -> int:
 
 def loss_check(dry: bool, steps: int = 40) -> int:
     """CE+SCL loss and gradient on one fixed SST-2 batch, CPU (fp32) against GPU (fp32, no TF32):
-    equal within 1e-3. Then training steps/s on the GPU under bf16 autocast."""
+    equal within 1e-3. The packed training forward pass against the full one on the GPU, under its
+    autocast with dropout on (harness.packed): logits within 5e-2, the same random numbers drawn.
+    Then training steps/s on the GPU under bf16 autocast, packed and full."""
     import numpy as np
     import torch
 
@@ -180,8 +184,9 @@ def loss_check(dry: bool, steps: int = 40) -> int:
     cpu = loss_and_grad("cpu")
     print(f"CPU: loss {cpu[0]:.6f} (CE {cpu[1]:.6f}, SCL {cpu[2]:.6f}), |grad| {cpu[3].norm():.6f}")
     if dry:
+        packed_ok = packed_against_full(torch.device("cpu"))
         print("GPU: skipped (dry mode): loss/gradient comparison and steps/s are owed to a GPU run")
-        return 0
+        return 0 if packed_ok else 1
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     gpu = loss_and_grad("cuda:0")
@@ -191,22 +196,60 @@ def loss_check(dry: bool, steps: int = 40) -> int:
     print(f"GPU: loss {gpu[0]:.6f} (CE {gpu[1]:.6f}, SCL {gpu[2]:.6f}), |grad| {gpu[3].norm():.6f}; "
           f"max |Δ| loss parts {d_loss:.2e}, gradient {d_grad:.2e} -> {'OK' if ok else 'MISMATCH'} (≤ 1e-3)")
     device = torch.device("cuda:0")
-    model = build_model(MODEL, task.num_labels, 0, device)
-    model.train()
-    optimizer, _ = make_optimizer(model, spec)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    ok = packed_against_full(device) and ok
     autocast, dtype = autocast_for(device)
     batch = collate(enc, positions, device)
     y = labels.to(device)
-    for i in range(steps + 5):
-        if i == 5:
-            torch.cuda.synchronize()
-            started = time.perf_counter()
-        train_step(model, optimizer, scheduler, batch, y, spec, task, autocast)
-    torch.cuda.synchronize()
-    print(f"GPU training: {steps / (time.perf_counter() - started):.1f} steps/s "
-          f"(batch 16, CE+SCL, {dtype} autocast)")
+    for packed in (True, False):
+        model = build_model(MODEL, task.num_labels, 0, device)
+        model.train()
+        optimizer, _ = make_optimizer(model, spec)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        for i in range(steps + 5):
+            if i == 5:
+                torch.cuda.synchronize()
+                started = time.perf_counter()
+            train_step(model, optimizer, scheduler, batch, y, spec, task, autocast, packed=packed)
+        torch.cuda.synchronize()
+        print(f"GPU training: {steps / (time.perf_counter() - started):.1f} steps/s "
+              f"(batch 16, CE+SCL, {dtype} autocast, {'packed' if packed else 'full'} forward)")
     return 0 if ok else 1
+
+
+def packed_against_full(device) -> bool:
+    """One training-mode forward pass of a padded SST-2 batch, packed and full, from one seed."""
+    import numpy as np
+    import torch
+
+    from harness.batching import collate, encode
+    from harness.data import prepare_data
+    from harness.finetune import autocast_for
+    from harness.models import build_model, forward, load_pretrained
+    from harness.packed import packed_encoder, supported
+    from harness.spec import JobSpec
+
+    spec = JobSpec.make(task="sst2", n=64, seed=0, model=MODEL)
+    pre = load_pretrained(MODEL)
+    enc = encode(pre.tokenizer, pre.tokenizer_id, "sst2", prepare_data(spec).train, spec.max_length)
+    batch = collate(enc, np.arange(16), device)
+    model = build_model(MODEL, 2, 0, device)
+    model.train()
+    autocast, dtype = autocast_for(device)
+    rng = torch.cuda.get_rng_state if device.type == "cuda" else torch.get_rng_state
+
+    def run(packed: bool):
+        torch.manual_seed(7)
+        with torch.no_grad(), autocast():
+            with packed_encoder(model, batch["attention_mask"]) if packed else contextlib.nullcontext():
+                logits, _ = forward(model, batch)
+        return logits.float().cpu(), rng()
+
+    (full, rng_full), (pk, rng_pk) = run(False), run(True)
+    d = float((full - pk).abs().max())
+    ok = supported(model) and d <= 5e-2 and torch.equal(rng_full, rng_pk)
+    print(f"{device.type.upper()}: packed forward against full ({dtype or 'float32'}, dropout on): max |Δ logits| "
+          f"{d:.2e}, same random numbers drawn: {torch.equal(rng_full, rng_pk)} -> {'OK' if ok else 'MISMATCH'}")
+    return ok
 
 
 def rate(db_url: str, seconds: float) -> None:

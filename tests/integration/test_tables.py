@@ -7,9 +7,11 @@ from io import StringIO
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from analysis import build_table, load_results, render, write_report
 from analysis import stats
+from analysis.load import train_forwards
 from analysis.synthetic import (MODEL, NOISY_T, TABLE3_TASKS, grid, make_db, noise_frame, noise_scores,
                                 synthetic_results)
 from harness import db as hdb
@@ -125,7 +127,26 @@ def test_load_results_and_table_on_postgresql(pg_url):
     assert (got["val_size"] == 500).all() and got["per_class"].isna().all()
     t = build_table(got, 2, db=engine, n_resamples=FAST)
     assert t.tests[0].comparison.n_pairs == 4 and t.tests[0].comparison.example_test is not None
+    mark_packed(engine, 3)
+    assert train_forwards(engine) == {"packed": 3, "full": 5}
     engine.dispose()
+
+
+def mark_packed(engine, k: int) -> None:
+    """The first k attempts ran the packed training pass (their resolved config says so)."""
+    with engine.begin() as c:
+        c.execute(sa.update(hdb.attempts).where(hdb.attempts.c.id <= k)
+                  .values(config=json.dumps({"device": "cpu", "train_forward": "packed"})))
+
+
+def test_the_report_says_which_training_forward_pass_ran(tmp_path):
+    df = synthetic_results(grid(2), effect=0.0, n_test=200, rng=5, seeds=range(3))
+    engine = make_db(tmp_path / "fw.db", df)
+    assert train_forwards(engine) == {"full": len(df)}  # no train_forward: the full pass ran
+    mark_packed(engine, 7)
+    assert train_forwards(engine) == {"packed": 7, "full": len(df) - 7}
+    text = write_report(engine, tmp_path / "rep", n_resamples=FAST, figures=False).read_text()
+    assert f"Training forward pass: packed in 7 jobs, the model's full pass in {len(df) - 7} jobs." in text
 
 
 def test_embedding_claim_is_tested_per_model_and_n(tmp_path):
