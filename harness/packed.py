@@ -10,15 +10,16 @@ nobody reads. Here, inside `packed_encoder(model, attention_mask)`:
   LayerNorms) run on the real tokens only, packed into one [T, D] matrix;
 - attention itself runs exactly as the model's own layer runs it (same implementation, same mask,
   same padded [B, H, L, L] shape), so its dropout draws the same random numbers;
-- the last layer computes keys and values for every token (the first token attends to them all)
-  and its attention output and feed-forward rows for the first token only;
+- the last layer projects every real token (the first token attends to all of them, and its
+  attention's dropout is drawn at the full shape) and computes its attention output and
+  feed-forward rows for the first token only;
 - every hidden-state dropout draws its mask at the padded [B, L, D] shape, as the full layer
   does, and keeps the rows it needs: the random number stream, and so every dropout mask, is the
   one the full forward pass draws.
 
 The arithmetic per row is the full layer's (same weights, same operations); only the number of
 rows in the matrix products changes, so values can differ in the last bits
-(tests/integration/test_packed.py compares logits, [CLS] vectors, gradients and the RNG state with
+(tests/e2e/test_packed.py compares logits, [CLS] vectors, gradients and the RNG state with
 the full pass). It applies to BERT-style encoders (BERT, RoBERTa, MiniLM) under the `sdpa` or
 `eager` attention implementations; `supported()` says whether a model qualifies, and other models
 train with the full forward pass.
@@ -48,8 +49,8 @@ def supported(model) -> bool:
 @contextlib.contextmanager
 def packed_encoder(model, token_mask: torch.Tensor):
     """Within the block, `model(...)` (whose `attention_mask` [B, L] is `token_mask`) runs its
-    encoder packed;
-    its last hidden state is [B, 1, D], the first token, which is all the head and Φ(x) read."""
+    encoder packed; its last hidden state is [B, 1, D], the first token, which is all the head
+    and Φ(x) read."""
     base = getattr(model, model.base_model_prefix)
     encoder = base.encoder
     layers = list(encoder.layer)
@@ -81,7 +82,8 @@ class _Packing:
         if not bool(token_mask[:, 0].all()):
             raise ValueError("packed_encoder needs the first token of every row to be a real token")
         self.keep = token_mask.reshape(-1).nonzero().squeeze(1)
-        self.firsts = torch.arange(self.b, device=token_mask.device) * self.n
+        self.firsts = torch.arange(self.b, device=token_mask.device) * self.n  # flat positions
+        self.firsts_packed = torch.searchsorted(self.keep, self.firsts)  # their rows in [T, D]
 
     def unpack(self, packed: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """[T, D] → [B, L, D], zeros at the positions not in `rows` (default: the real tokens)."""
@@ -133,5 +135,5 @@ def _packed_layers(layers, hidden_states, token_mask, attention_mask_4d, kwargs)
         h = _rest_of_layer(layer, packing, packing.pack(_attention(layer, packing, h, attention_mask_4d, kwargs)), h)
     last = layers[-1]
     context = _attention(last, packing, h, attention_mask_4d, kwargs)[:, 0]
-    first = packing.pack(packing.unpack(h), packing.firsts)  # [B, D]: each row's first token
+    first = h.index_select(0, packing.firsts_packed)  # [B, D]: each row's first token
     return _rest_of_layer(last, packing, context, first, packing.firsts).unsqueeze(1)
