@@ -84,6 +84,9 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
     return path
 
 
+FORWARDS = {"packed": "packed", "full": "the model's full pass"}  # RunResult.config["train_forward"]
+
+
 def _forward_line(counts: dict[str, int]) -> str:
     """Which training forward pass the results came from (harness.packed or the full one)."""
     parts = ", ".join(f"{FORWARDS.get(k, k)} in {n} jobs" for k, n in sorted(counts.items(), reverse=True))
@@ -91,9 +94,6 @@ def _forward_line(counts: dict[str, int]) -> str:
             "(`harness/packed.py`) computes the full pass's values without the padding and the "
             "unread last-layer rows: the same logits and dropout masks, gradients equal to the last "
             "bits; both kinds count alike in every cell.")
-
-
-FORWARDS = {"packed": "packed", "full": "the model's full pass"}
 
 
 # ---- claims ---------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Both train the same model on the same SST-2 examples at the same batch size for the same number
 of steps, on the same device. Reported: steps/s and examples/s of each and their ratio; the cost
 of a CE+SCL step against a CE step; an ablation that switches off one technique at a time
-(length-grouped batches, fused AdamW, the packed forward pass); and the wall time of a whole N = 20 job against its
-training+evaluation time (start-up overhead), cold (first job of the process) and warm.
+(length-grouped batches, fused AdamW, the packed forward pass); and the wall time of a whole
+N = 20 job against its training+evaluation time (start-up overhead), cold (first job of the
+process) and warm.
 """
 
 from __future__ import annotations
