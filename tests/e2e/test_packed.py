@@ -5,6 +5,8 @@ real models and real batches; and a real job trained with it predicts as one tra
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -37,7 +39,7 @@ def step(model, batch, labels, spec, *, packed_forward: bool, seed: int = 11):
     task = get_task(spec.task)
     torch.manual_seed(seed)
     model.zero_grad(set_to_none=True)
-    with packed.packed_encoder(model, batch["attention_mask"]) if packed_forward else _nothing():
+    with packed.packed_encoder(model, batch["attention_mask"]) if packed_forward else contextlib.nullcontext():
         logits, cls = forward(model, batch)
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
@@ -45,14 +47,6 @@ def step(model, batch, labels, spec, *, packed_forward: bool, seed: int = 11):
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return loss.detach(), logits.detach(), cls.detach(), grads, torch.get_rng_state()
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 @pytest.mark.parametrize("model_name,task_name", [(SMALL_MODEL, "sst2"), (SMALL_MODEL, "qnli"), (L6, "mnli")])
