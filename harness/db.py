@@ -9,6 +9,7 @@ at the newest revision of harness.migrations (Alembic), which creates and change
 from __future__ import annotations
 
 import os
+import time
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
@@ -411,10 +412,22 @@ def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str]:
 
 def _use_wal(engine: Engine) -> None:
     """WAL journal (a property of the file, kept once set): readers never block the writer, and
-    many worker processes share the file. Set outside any transaction, on the harness's own file."""
+    many worker processes share the file. Set outside any transaction, on the harness's own file.
+
+    SQLite answers this pragma "database is locked" at once, without its busy handler, while
+    another connection writes to a file still in rollback mode (two upgraders on a new file), so
+    it is retried here for as long as any other writer would wait."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
     raw = engine.raw_connection()
     try:
-        raw.driver_connection.execute("PRAGMA journal_mode=WAL")
+        while True:
+            try:
+                raw.driver_connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
     finally:
         raw.close()
 

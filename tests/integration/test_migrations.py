@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -175,7 +176,18 @@ def test_a_new_database_is_created_at_head_matching_the_tables(url):
 
 
 def test_upgrades_at_the_same_time_create_the_schema_once(url):
-    """Two `enqueue`s on a new database at once: the second waits for the first, then finds it done."""
+    """Three `enqueue`s on a new database at once: the others wait for the first, then find it done."""
+    assert upgrade_race(url) == "ok"
+
+
+def test_upgrades_racing_on_new_sqlite_files_never_fail(tmp_path):
+    """The same race, many times: it once failed one run in many ("database is locked")."""
+    results = [upgrade_race(f"sqlite:///{tmp_path / f'results{i}.db'}") for i in range(8)]
+    assert results == ["ok"] * 8
+
+
+def upgrade_race(url: str):
+    """Three threads upgrade the new database at `url` at once: "ok", or what they returned."""
     out = []
 
     def upgrade():
@@ -190,7 +202,25 @@ def test_upgrades_at_the_same_time_create_the_schema_once(url):
     for t in threads:
         t.join(timeout=120)  # unserialised upgrades can wait on each other for ever
     head = migrations.head()
-    assert sorted(out, key=str) == sorted([(None, head), (head, head), (head, head)], key=str)
+    expected = sorted([(None, head), (head, head), (head, head)], key=str)
+    return "ok" if sorted(out, key=str) == expected else out
+
+
+def test_the_switch_to_wal_waits_while_another_upgrader_writes(tmp_path):
+    """SQLite refuses the switch to WAL at once, without a busy wait, while another connection
+    writes a file still in rollback mode: the moment two upgraders race on a new file (the other
+    one creating the schema). The switch must wait for that writer, not fail."""
+    path = tmp_path / "results.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("CREATE TABLE other_upgrader (x)")
+    release = threading.Timer(0.5, writer.execute, ["COMMIT"])
+    release.start()
+    try:
+        db._use_wal(db.make_engine(f"sqlite:///{path}"))
+    finally:
+        release.join()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 # ---- refusals ---------------------------------------------------------------------------------
