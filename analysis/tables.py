@@ -15,7 +15,7 @@ import pandas as pd
 
 from analysis import stats
 from analysis.layouts import FULL_TRAIN_ROWS, LAYOUTS, Layout
-from harness.paper import LOSS_LABELS
+from harness.paper import LOSS_LABELS, TASK_LABELS
 
 AGGREGATIONS = {
     "top3": "mean ± std of the test scores of the top 3 runs by validation score (the paper's number)",
@@ -206,10 +206,18 @@ def _sections(sub: pd.DataFrame, lay: Layout) -> tuple[pd.DataFrame, list[Sectio
         first = g.iloc[0]
         scl = g.loc[g["loss"] == "ce+scl", ["lam", "tau", "scl_reduction"]].drop_duplicates()
         caption = ", ".join(f"{k} {first[k]}" for k in sig if k != "model")
+        per_task = g.loc[g["loss"] == "ce+scl", ["task", "lam", "tau", "scl_reduction"]].drop_duplicates()
         if len(scl) == 1:
             lam, tau, red = scl.iloc[0]
             caption += f"; CE+SCL with λ={lam:g}, τ={tau:g}, SCL {red} over anchors"
-        elif len(scl) > 1:  # several SCL settings: one row each, each compared with CE
+        elif not per_task["task"].duplicated().any():
+            # one setting per task (chosen per task on validation, `--tuned`): one CE+SCL row, its
+            # setting per task in the caption, rather than a row per setting, empty for other tasks
+            caption += "; CE+SCL with " + "; ".join(
+                f"{TASK_LABELS.get(t, t)} λ={lam:g}, τ={tau:g}" for t, lam, tau, _ in
+                sorted(per_task.itertuples(index=False), key=lambda r: _task_order(r[0])))
+            caption += f", SCL {', '.join(sorted(set(per_task['scl_reduction'])))} over anchors"
+        else:  # several SCL settings for a task: one row each, each compared with CE
             s = g[g["_loss"] == "ce+scl"]
             sub.loc[s.index, "_row"] = pd.Series([Row("ce+scl", setting) for setting in zip(
                 s["lam"], s["tau"], s["scl_reduction"])], index=s.index, dtype=object)
@@ -229,6 +237,12 @@ def _sections(sub: pd.DataFrame, lay: Layout) -> tuple[pd.DataFrame, list[Sectio
         sections.append(Section(label, str(first["model"]), caption, rows))
     sub["_section"] = sub["_section"].map(labels)
     return sub, sections
+
+
+def _task_order(task: str) -> int:
+    """The paper's order of tasks (SST-2, QNLI, MNLI, ...), other tasks after them."""
+    order = list(TASK_LABELS)
+    return order.index(task) if task in order else len(order)
 
 
 def _members(lay: Layout, c) -> list:

@@ -57,6 +57,22 @@ def test_scl_settings_split_rows_not_pooled():
     assert sum(1 for x in t.tests if x.col == "sst2") == 2
 
 
+def test_one_scl_setting_per_task_is_one_row_with_the_settings_in_the_caption():
+    """`--tuned` runs: each task has its own (λ, τ), so one CE+SCL row, not a row per setting
+    that reads "missing" for every other task; each task's runs still pair with its CE runs."""
+    df = pd.concat([synthetic_results([dict(task="sst2", n=20)], rng=1, extra=dict(lam=0.5, tau=0.7)),
+                    synthetic_results([dict(task="qnli", n=20)], rng=2, extra=dict(lam=0.9, tau=0.3))],
+                   ignore_index=True)
+    t = build_table(df, 2, n_resamples=FAST)
+    sec = t.sections[0]
+    assert [r.label for r in sec.rows] == ["CE", "CE+SCL"]
+    assert "CE+SCL with SST-2 λ=0.5, τ=0.7; QNLI λ=0.9, τ=0.3" in sec.caption
+    assert t.cell(sec.label, 20, "CE+SCL", "sst2").n_runs == 10
+    assert t.cell(sec.label, 20, "CE+SCL", "qnli").n_runs == 10
+    assert sorted(x.col for x in t.tests) == ["qnli", "sst2"]
+    assert all(len(x.pairs) == 10 for x in t.tests)
+
+
 def test_table3_average_pools_noisy_levels():
     df = synthetic_results(grid(3), seeds=range(4), effect=0.05, n_test=300, rng=3)
     t = build_table(df, 3, "mean", n_resamples=FAST)
