@@ -89,13 +89,16 @@ def _load(name: str, path: str) -> Pretrained:
     try:
         config = AutoConfig.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        verbosity = hf_logging.get_verbosity()
+        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()  # the "newly initialised head" report is expected
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar per job in the worker's output
         try:
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 path, num_labels=2, dtype=torch.float32, output_loading_info=True)
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
     except (OSError, ValueError) as exc:
         where = f" or {mirror(MODEL_DIR_ENV)}/{name.split('/')[-1]}" if mirror(MODEL_DIR_ENV) else ""
         raise ModelError(f"model {name!r} not found: not a local folder{where}, and the Hub "

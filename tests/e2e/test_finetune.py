@@ -176,3 +176,18 @@ def test_ce_and_ce_scl_jobs_of_one_seed_train_on_the_same_batches(tmp_path, monk
     for r in results:
         assert r.sampling == "uniform" and sum(r.class_counts.values()) == 24
         assert r.config["batching"] == "fixed" and r.config["class_counts"] == r.class_counts
+
+
+def test_loading_a_model_writes_nothing_to_the_terminal(capfd):
+    """A worker loads a model per job: transformers' "Loading weights" bar would interleave with
+    the worker's own display and fill a quiet worker's log; and the setting is left as found."""
+    from transformers.utils import logging as hf_logging
+
+    from harness import models
+    from paths import SMALL_MODEL_PATH
+
+    capfd.readouterr()
+    models._load(SMALL_MODEL, str(SMALL_MODEL_PATH))
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+    assert hf_logging.is_progress_bar_enabled()
