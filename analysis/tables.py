@@ -204,9 +204,9 @@ def _sections(sub: pd.DataFrame, lay: Layout) -> tuple[pd.DataFrame, list[Sectio
     sub["_row"] = sub["_loss"].map(Row)
     for sid, g in sub.groupby("_section", sort=True):
         first = g.iloc[0]
-        scl = g.loc[g["loss"] == "ce+scl", ["lam", "tau", "scl_reduction"]].drop_duplicates()
-        caption = ", ".join(f"{k} {first[k]}" for k in sig if k != "model")
         per_task = g.loc[g["loss"] == "ce+scl", ["task", "lam", "tau", "scl_reduction"]].drop_duplicates()
+        scl = per_task[["lam", "tau", "scl_reduction"]].drop_duplicates()
+        caption = ", ".join(f"{k} {first[k]}" for k in sig if k != "model")
         if len(scl) == 1:
             lam, tau, red = scl.iloc[0]
             caption += f"; CE+SCL with λ={lam:g}, τ={tau:g}, SCL {red} over anchors"

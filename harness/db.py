@@ -9,8 +9,8 @@ at the newest revision of harness.migrations (Alembic), which creates and change
 from __future__ import annotations
 
 import os
-import time
 import sqlite3
+import time
 from pathlib import Path
 from urllib.parse import quote
 
