@@ -3,7 +3,7 @@
 #
 #   scripts/campaign.sh p1       # tune (L3: CE, then CE+SCL at CE's lr) -> select -> Table 2 (L3, 10 seeds, --tuned)
 #   scripts/campaign.sh p2       # Table 3 (N=100, T=0.3-0.9, 5 seeds) and Table 7 (--tuned)
-#   scripts/campaign.sh p3       # tune (L6) -> select -> Table 2 at N=20,100 (L6); Tables 4, 5 (1 seed)
+#   scripts/campaign.sh p3       # tune (L6) -> select -> Table 2 at N=20,100 (L6); then Tables 4, 5 (1 seed)
 #   scripts/campaign.sh all      # p1, p2, p3 in turn, then drain
 #   scripts/campaign.sh workers  # top the background workers up (e.g. after a reboot)
 #   scripts/campaign.sh drain    # wait until nothing is queued or running, then stop the workers
@@ -139,10 +139,12 @@ p2() {
 }
 
 p3() {
-    enqueue --grid glue --model "$L3" --seeds 1 --epochs "$FULL_EPOCHS" --lr "$FULL_LR" --warmup-ratio 0.1
-    enqueue --grid batch --model "$L3" --seeds 1 --epochs "$FULL_EPOCHS" --lr "$FULL_LR" --warmup-ratio 0.1
+    # In the order: model size first (L6 tuning, then Table 2 at N = 20, 100), then the
+    # full-data Tables 4 and 5, whose hour-long SST-2 jobs would otherwise hold both workers.
     tune "$L6"
     enqueue --grid fewshot --tuned --model "$L6" --n 20,100
+    enqueue --grid glue --model "$L3" --seeds 1 --epochs "$FULL_EPOCHS" --lr "$FULL_LR" --warmup-ratio 0.1
+    enqueue --grid batch --model "$L3" --seeds 1 --epochs "$FULL_EPOCHS" --lr "$FULL_LR" --warmup-ratio 0.1
     workers
 }
 
