@@ -142,6 +142,8 @@ p3() {
     # In the order: model size first (L6 tuning, then Table 2 at N = 20, 100), then the
     # full-data Tables 4 and 5, whose hour-long SST-2 jobs would otherwise hold both workers.
     tune "$L6"
+    # seeds 0-4 of every cell first, then 5-9: a stretch cut short leaves every cell with 5 seeds
+    enqueue --grid fewshot --tuned --model "$L6" --n 20,100 --seeds 5
     enqueue --grid fewshot --tuned --model "$L6" --n 20,100
     enqueue --grid glue --model "$L3" --seeds 1 --epochs "$FULL_EPOCHS" --lr "$FULL_LR" --warmup-ratio 0.1
     enqueue --grid batch --model "$L3" --seeds 1 --epochs "$FULL_EPOCHS" --lr "$FULL_LR" --warmup-ratio 0.1
