@@ -13,6 +13,7 @@ import numpy as np
 from analysis import stats
 from analysis.layouts import TABLES
 from analysis.load import engine_of, load_embeddings, load_results, load_tuning, train_forwards
+from analysis.model_size import render_model_size
 from analysis.noise import noise_summary, render_noise_summary
 from analysis.plots import plot_noise, plot_tsne, plot_variance
 from analysis.render import render
@@ -54,12 +55,14 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
           "Significance: every test is two-sided over every finished run of a cell, paired by seed "
           "(CE and CE+SCL jobs with the same task, N, noise, seed, model and hyper-parameters train "
           "on the same examples). The primary test is the paired t-test (Welch's t-test where no "
-          f"seeds pair); Holm's correction runs over the cells of each table; α = {ALPHA}. The "
+          f"seeds pair); Holm's correction runs over the cells of each table, each model's on its own; "
+          f"α = {ALPHA}. The "
           "example-level test is a paired bootstrap over the stored test predictions; it holds the "
           "trained models fixed, so it ignores seed-to-seed variance and is far more liberal than "
           "the seed-level tests.",
           "## Claims of the paper"]
     md += [f"- **{paper.CLAIMS[k]}** {v}" for k, v in _claims(built, engine, df).items()]
+    md += ["## Does the gain depend on the model? (Table 2)", render_model_size(built[2], df)]
     md += ["## Hyper-parameters chosen on validation", render_tuning(load_tuning(engine))]
     for n in TABLES:
         md.append(f"## Table {n}")
@@ -154,7 +157,36 @@ def _mean_gain(table, keep) -> float | None:
     return float(np.mean(d)) if d else None
 
 
+# the runs a claim rests on: its table, and which of that table's tests
+CLAIM_DATA = {"fewshot": (2, lambda t: t.group in (20, 100)), "fewshot_shrinks": (2, lambda t: t.group == 1000),
+              "noise": (3, lambda t: t.col != 0), "glue": (4, lambda t: True), "batch": (5, lambda t: True),
+              "transfer": (7, lambda t: True)}
+
+
 def _claims(built, engine, df) -> dict[str, str]:
+    """A verdict per claim; with several models, one per model that has runs for it (most runs
+    first), each on that model's tests and Holm-adjusted p alone."""
+    in_tables = {m for t in built.values() for m in t.models}  # not those with tuning runs only
+    models = [str(m) for m in df["model"].value_counts().index if m in in_tables]
+    if len(models) <= 1:
+        return {**_model_claims(built), "tsne": _tsne_claim(engine, df)}
+    views = {m: {n: t.for_model(m) for n, t in built.items()} for m in models}
+    per = {m: _model_claims(views[m]) for m in models}
+    out = {}
+    for key, (n, keep) in CLAIM_DATA.items():
+        have = [m for m in models if any(keep(t) for t in views[m][n].tests)]
+        if not have:
+            out[key] = per[models[0]][key]
+            continue
+        out[key] = "".join(f"\n  - `{m}`: {per[m][key]}" for m in have)
+        if len(have) < len(models):
+            out[key] += "\n  - No runs for it with " + ", ".join(f"`{m}`" for m in models if m not in have) + "."
+    out["tsne"] = _tsne_claim(engine, df)
+    return out
+
+
+def _model_claims(built) -> dict[str, str]:
+    """The verdicts of the table claims, from tables that hold one model (or several, pooled)."""
     t2, t3, t4, t5, t7 = (built[n] for n in TABLES)
     out = {"fewshot": _summary(t2, lambda t: t.group in (20, 100))}
     gains = {n: _mean_gain(t2, lambda t, n=n: t.group == n) for n in paper.FEWSHOT.ns}
@@ -187,7 +219,6 @@ def _claims(built, engine, df) -> dict[str, str]:
     var = [f"{t7.layout.col_text(t.col)}: {e.p_text()} ({e.test} of equal spread; CE vs CE+SCL {e.detail})"
            for t in t7.tests for e in t.comparison.extra if e.test == "Brown–Forsythe test" and np.isfinite(e.p)]
     out["transfer"] = _summary(t7, lambda t: True) + (" Variance: " + "; ".join(var) + "." if var else "")
-    out["tsne"] = _tsne_claim(engine, df)
     return out
 
 

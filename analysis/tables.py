@@ -8,7 +8,7 @@ runs than the paper's protocol says how many it has.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -129,6 +129,15 @@ class Table:
     def models(self) -> list[str]:
         return sorted({s.model for s in self.sections})
 
+    def for_model(self, model: str) -> Table:
+        """This table restricted to one model's sections (its Holm-adjusted p are already the
+        model's own, see `_adjust`)."""
+        labels = {s.label for s in self.sections if s.model == model}
+        return replace(self, sections=[s for s in self.sections if s.label in labels],
+                       cells=[c for c in self.cells if c.section in labels],
+                       tests=[t for t in self.tests if t.section in labels],
+                       trends=[t for t in self.trends if t.section in labels])
+
 
 def build_table(df: pd.DataFrame, table: int, aggregation: str = "top3", model: str | None = None,
                 db=None, *, n_resamples: int = stats.N_RESAMPLES, seed: int = 0) -> Table:
@@ -181,13 +190,23 @@ def build_table(df: pd.DataFrame, table: int, aggregation: str = "top3", model: 
                         trends.append(trend)
     if db is not None:
         _example_tests(tests, db, n_resamples, rng)
-    for attr, out in (("primary", "p_holm"), ("example_test", "example_p_holm")):
-        ps = [getattr(t.comparison, attr).p if getattr(t.comparison, attr) else np.nan for t in tests]
-        for t, p in zip(tests, stats.holm(ps)):
-            setattr(t.comparison, out, float(p))
-    for t, p in zip(trends, stats.holm([t.test.p for t in trends])):
-        t.p_holm = float(p)
+    _adjust(tests, trends, {s.label: s.model for s in sections})
     return Table(table, lay.title, aggregation, lay, sections, cells, tests, scale, notes, trends)
+
+
+def _adjust(tests: list[CellTest], trends: list[TrendTest], model_of: dict[str, str]) -> None:
+    """Holm's correction over the tests of each model in the table: each model answers the
+    paper's question on its own, so running a second model leaves the first one's verdicts as
+    they were."""
+    for model in set(model_of.values()):
+        mine = [t for t in tests if model_of[t.section] == model]
+        for attr, out in (("primary", "p_holm"), ("example_test", "example_p_holm")):
+            ps = [getattr(t.comparison, attr).p if getattr(t.comparison, attr) else np.nan for t in mine]
+            for t, p in zip(mine, stats.holm(ps)):
+                setattr(t.comparison, out, float(p))
+        mine_trends = [t for t in trends if model_of[t.section] == model]
+        for t, p in zip(mine_trends, stats.holm([t.test.p for t in mine_trends])):
+            t.p_holm = float(p)
 
 
 # ---- sections, cells, tests ------------------------------------------------------------------

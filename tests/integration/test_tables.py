@@ -160,7 +160,8 @@ def test_embedding_claim_is_tested_per_model_and_n(tmp_path):
                      emb_rows=80, emb_dim=8, separation=sep)
     text = write_report(engine, tmp_path / "rep", n_resamples=FAST, figures=False).read_text()
     assert "each (model, N) tested on its own: supported in 1 of 3" in text
-    parts = {line.split(":")[0][4:]: line for line in text.splitlines() if line.startswith("  - `")}
+    tsne = text[text.index("Silhouette score"):text.index("## Does the gain")]
+    parts = {line.split(":")[0][4:]: line for line in tsne.splitlines() if line.startswith("  - `")}
     assert len(parts) == 3
     assert parts[f"`{MODEL}` N=20"].endswith("→ supports")
     assert "over 5 seed pair(s)" in parts[f"`{MODEL}` N=20"]
