@@ -60,7 +60,14 @@ def test_campaign_stages_run_in_order_and_again_add_nothing(tmp_path):
     out = campaign(tmp_path, "p3")
     # batch size 16 on full SST-2, CoLA and QNLI is the glue grid's job: enqueued once
     assert "grid glue: added 12 jobs" in out and "grid batch: added 12 jobs, 6 already existed" in out
-    assert "grid tune: added 18 jobs" in out and "grid fewshot: added 120 jobs" in out
+    assert "grid tune: added 18 jobs" in out
+    # L6 before the full-data tables, and seeds 0-4 of every L6 cell queued before seeds 5-9
+    assert "grid fewshot: added 60 jobs, 0 already existed" in out and "grid fewshot: added 60 jobs, 60 already existed" in out
+    assert out.index("grid tune: added 18 jobs") < out.index("grid fewshot: added 60 jobs") < out.index("grid glue")
+    with sqlite3.connect(tmp_path / "r.db") as conn:
+        first, rest = (conn.execute(f"select {f}(seq) from jobs where grid = 'fewshot' and model = ? and seed {op} 5",
+                                    (L6,)).fetchone()[0] for f, op in (("max", "<"), ("min", ">=")))
+    assert first < rest
     campaign(tmp_path, "drain")
     c = counts(tmp_path)
     assert c[("tune", "done")] == 108 and c[("fewshot", "done")] == 300 and c[("noise", "cancelled")] == 120
