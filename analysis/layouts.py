@@ -5,7 +5,7 @@ never by grid name (but for leaving out the tuning runs, whose test scores are n
 and tags each selected run with its place: `_group` (a block of rows), `_col` (a column), `_loss`
 (the loss the row stands for) and `value` (the score shown). Pure pandas, vectorised over the
 whole results frame. The tables' tasks, N, T, batch sizes and published numbers come from
-`harness.paper`; what differs between tables is a field of its layout, never a test of its number.
+`harness.protocol.paper`; what differs between tables is a field of its layout, never a test of its number.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Callable
 
 import pandas as pd
 
-from harness import paper
-from harness.data import HUB_ROWS
+from harness.protocol import paper
+from harness.protocol.tasks import HUB_ROWS
 
 # Columns that must match for two runs to sit in one section (and to be paired): the model and
 # the training hyper-parameters, how batches were formed and how the sample was drawn. The SCL

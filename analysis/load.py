@@ -14,7 +14,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from harness import db as hdb
+from harness.store import db as hdb
 
 # JobSpec fields that the results table has no column for; load_results adds them from results.spec.
 SPEC_EXTRA = ("init_from", "per_class", "noise_mode", "max_length", "warmup_ratio", "weight_decay",
@@ -80,7 +80,7 @@ def load_predictions(db, job_ids=None) -> pd.DataFrame:
     Reads both stores: the packed `test_predictions` rows jobs write now, and the row-per-example
     `predictions` table of jobs stored by older harnesses. job_ids: only these jobs (default all).
     """
-    from harness.store import unpack_predictions
+    from harness.store.packing import unpack_predictions
 
     engine = engine_of(db)
     p, tp = hdb.predictions, hdb.test_predictions
@@ -144,7 +144,7 @@ def load_tuning(db) -> pd.DataFrame:
 
 def train_forwards(db) -> dict[str, int]:
     """Finished jobs by the training forward pass their result came from (the resolved config's
-    `train_forward`: harness.packed or the model's full pass; results from before it existed ran
+    `train_forward`: harness.training.packed or the model's full pass; results from before it existed ran
     the full pass). One grouped query; SQLite and PostgreSQL read the JSON themselves."""
     engine = engine_of(db)
     a, r = hdb.attempts, hdb.results

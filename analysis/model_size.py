@@ -15,7 +15,7 @@ import pandas as pd
 
 from analysis import stats
 from analysis.tables import ALPHA, Table
-from harness.paper import TASK_LABELS
+from harness.protocol.paper import TASK_LABELS
 
 
 @dataclass

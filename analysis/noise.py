@@ -7,7 +7,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from analysis.load import engine_of
-from harness import db as hdb
+from harness.store import db as hdb
 
 COLUMNS = ["task", "temperature", "backend", "sets", "examples", "changed_share", "mean_edit_distance"]
 

@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.layouts import reported  # noqa: E402
 from analysis.load import load_embeddings, load_results  # noqa: E402
-from harness.paper import FEWSHOT, LOSS_LABELS, NOISE, TASK_LABELS  # noqa: E402
+from harness.protocol.paper import FEWSHOT, LOSS_LABELS, NOISE, TASK_LABELS  # noqa: E402
 
 COLORS = {"ce": "tab:blue", "ce+scl": "tab:orange"}
 DPI = 120

@@ -19,7 +19,7 @@ from analysis.plots import plot_noise, plot_tsne, plot_variance
 from analysis.render import render
 from analysis.tables import ALPHA, build_table
 from analysis.tuning import render_tuning
-from harness import paper
+from harness.protocol import paper
 
 QUESTION = "Does CE+SCL help small pre-trained encoders the way the paper says it helps RoBERTa-large?"
 
@@ -91,10 +91,10 @@ FORWARDS = {"packed": "packed", "full": "the model's full pass"}  # RunResult.co
 
 
 def _forward_line(counts: dict[str, int]) -> str:
-    """Which training forward pass the results came from (harness.packed or the full one)."""
+    """Which training forward pass the results came from (harness.training.packed or the full one)."""
     parts = ", ".join(f"{FORWARDS.get(k, k)} in {n} jobs" for k, n in sorted(counts.items(), reverse=True))
     return (f"Training forward pass: {parts or 'no finished jobs'}. The packed pass "
-            "(`harness/packed.py`) computes the full pass's values without the padding and the "
+            "(`harness/training/packed.py`) computes the full pass's values without the padding and the "
             "unread last-layer rows: the same logits and dropout masks, gradients equal to the last "
             "bits; both kinds count alike in every cell.")
 

@@ -18,10 +18,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from analysis.layouts import FULL_TRAIN_ROWS, LAYOUTS
-from harness import db as hdb
-from harness.paper import NOISE, TRANSFER
-from harness.queue import Outcome, Status
-from harness.spec import SMALL_MODEL, JobSpec
+from harness.store import db as hdb
+from harness.protocol.paper import NOISE, TRANSFER
+from harness.store.jobs import Outcome, Status
+from harness.protocol.spec import SMALL_MODEL, JobSpec
 
 MODEL = SMALL_MODEL
 BASE = {"sst2": 0.80, "qnli": 0.65, "mnli": 0.45, "cola": 0.70, "mrpc": 0.72, "rte": 0.58,

@@ -15,7 +15,7 @@ import pandas as pd
 
 from analysis import stats
 from analysis.layouts import FULL_TRAIN_ROWS, LAYOUTS, Layout
-from harness.paper import LOSS_LABELS, TASK_LABELS
+from harness.protocol.paper import LOSS_LABELS, TASK_LABELS
 
 AGGREGATIONS = {
     "top3": "mean ± std of the test scores of the top 3 runs by validation score (the paper's number)",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.grids import get_grid
-from harness.paper import TASK_LABELS
+from harness.protocol.grids import get_grid
+from harness.protocol.paper import TASK_LABELS
 
 TUNED_TASKS = get_grid("tune").tasks  # a task of the tune grid without a choice is said missing
 MISSING = "missing"

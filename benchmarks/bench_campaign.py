@@ -15,7 +15,7 @@ once. The whole-grid estimate scales each sample job's wall by the number of gri
 its task, N and loss. With --compare every job also runs with a baseline, interleaved job by job so
 both columns see the same load: `legacy` (the default) is the code before issue 11 (legacy
 evaluation, `fine_tune(eval_mode="legacy")`, and the full training forward pass), `full-train`
-only the full training forward pass (`train_forward="full"`) instead of harness.packed; the test
+only the full training forward pass (`train_forward="full"`) instead of harness.training.packed; the test
 predictions of the two are compared example by example.
 
 Throughput mode runs a fixed set of jobs with `harness work --until-empty` as 1 worker and as 2
@@ -56,7 +56,7 @@ def load() -> str:
 def sample(grid_name: str, overrides: dict):
     """(sample jobs, grid jobs per sample job): the grid's first seed, and how many grid jobs
     share each sample job's task, N, noise, batch size and loss."""
-    from harness import grids
+    from harness.protocol import grids
 
     grid = grids.get_grid(grid_name)
     jobs = [s for s, _ in grids.expand(grid, **overrides)]
@@ -70,10 +70,10 @@ def sample(grid_name: str, overrides: dict):
 
 def warm_up(specs) -> float:
     """Load the model, every task's splits and their tokens once (what a worker pays once)."""
-    from harness.batching import encode
-    from harness.data import prepare_data
-    from harness.models import build_model, load_pretrained
-    from harness.tasks import get_task
+    from harness.training.batching import encode
+    from harness.training.inputs import prepare_data
+    from harness.training.models import build_model, load_pretrained
+    from harness.protocol.tasks import get_task
 
     started = time.perf_counter()
     for s in {s.task: s for s in specs}.values():
@@ -90,12 +90,12 @@ def floors(spec, eval_cache: dict) -> dict:
     the epochs) and of the forward passes alone (validation × epochs, test once)."""
     import torch
 
-    from harness.batching import collate, encode, eval_batches, train_batches
-    from harness.data import prepare_data
-    from harness.finetune import compute_loss
-    from harness.models import build_model, load_pretrained
-    from harness.packed import supported
-    from harness.tasks import get_task
+    from harness.training.batching import collate, encode, eval_batches, train_batches
+    from harness.training.inputs import prepare_data
+    from harness.training.finetune import compute_loss
+    from harness.training.models import build_model, load_pretrained
+    from harness.training.packed import supported
+    from harness.protocol.tasks import get_task
 
     task = get_task(spec.task)
     pre = load_pretrained(spec.model)
@@ -139,8 +139,8 @@ class Variant:
     """One code path (VARIANTS): its scratch database and worker."""
 
     def __init__(self, mode: str, folder: Path, grid: str):
-        from harness import db
-        from harness.finetune import fine_tune
+        from harness.store import db
+        from harness.training.finetune import fine_tune
         from harness.worker import Worker, WorkerOptions
 
         self.mode, self.grid = mode, grid
@@ -150,7 +150,7 @@ class Variant:
 
     def run(self, spec) -> dict:
         """Enqueue and run one job; its wall time, phase times and test predictions."""
-        from harness import queue, store
+        from harness.store import packing, queue
 
         queue.enqueue(self.engine, self.grid, [spec])
         job = spec.job_id
@@ -165,8 +165,8 @@ class Variant:
             packed = c.execute(sa.text("select * from test_predictions where job_id = :j"),
                                {"j": job}).mappings().first()
         phases = dict(rows)
-        # Jobs store their test predictions packed, one row per job (harness.store).
-        preds = [] if packed is None else list(zip(*(store.unpack_predictions(packed)[i].tolist()
+        # Jobs store their test predictions packed, one row per job (harness.store.results).
+        preds = [] if packed is None else list(zip(*(packing.unpack_predictions(packed)[i].tolist()
                                                      for i in (0, 2))))
         if not preds:
             raise RuntimeError(f"{self.mode}: job {job} left no result")
@@ -178,7 +178,7 @@ class Variant:
 def table(args) -> None:
     import torch
 
-    from harness import threads
+    from harness.runtime import threads
 
     overrides = dict(model=args.model, tasks=args.tasks and args.tasks.split(","),
                      ns=args.n and [int(x) for x in args.n.split(",")], epochs=args.epochs)
@@ -252,13 +252,13 @@ def eval_passes(args) -> None:
     moves, unlike wall time."""
     import torch
 
-    from harness import first_token
-    from harness.batching import encode
-    from harness.data import prepare_data
-    from harness.evaluate import predict
-    from harness.models import build_model, load_pretrained
-    from harness.spec import JobSpec
-    from harness.tasks import get_task
+    from harness.training import first_token
+    from harness.training.batching import encode
+    from harness.training.inputs import prepare_data
+    from harness.training.evaluate import predict
+    from harness.training.models import build_model, load_pretrained
+    from harness.protocol.spec import JobSpec
+    from harness.protocol.tasks import get_task
 
     torch.set_num_threads(1)
     pre = load_pretrained(args.model)
@@ -299,7 +299,8 @@ def drain(workers: int, args, folder: Path, tag: str) -> tuple[float, float]:
     """Wall and CPU seconds (all worker processes) of `harness work --workers K --until-empty`
     on the fixed job set. CPU seconds do not depend on how busy the machine is: fewer for the
     same jobs means less work wasted (spinning, threads waiting on each other)."""
-    from harness import db, grids, queue
+    from harness.store import db, queue
+    from harness.protocol import grids
 
     url = f"sqlite:///{folder / f'{tag}.db'}"
     engine = db.open_db(url, create=True)
@@ -363,7 +364,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--compare", nargs="?", const="legacy", choices=[v for v in VARIANTS if v != "fast"],
                    help="also run a baseline path: legacy (before issue 11, the default) or full-train "
-                        "(the full training forward pass instead of harness.packed)")
+                        "(the full training forward pass instead of harness.training.packed)")
     p.add_argument("--cpu-time", action="store_true",
                    help="1 thread per job; also estimate the grid from CPU seconds ÷ cores")
     p.add_argument("--no-floor", dest="floor", action="store_false", help="skip the floor timings")
@@ -375,7 +376,7 @@ def main() -> None:
     p.add_argument("--eval-passes", action="store_true", help="CPU seconds of one validation pass per task")
     p.add_argument("--repeats", type=int, default=3, help="eval-passes: repetitions per variant")
     args = p.parse_args()
-    from harness import threads
+    from harness.runtime import threads
 
     if args.cpu_time:
         os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported

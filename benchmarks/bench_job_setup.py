@@ -29,7 +29,7 @@ import time
 import numpy as np
 import torch
 
-from harness import models
+from harness.training import models
 
 DEFAULT_MODELS = "sentence-transformers/paraphrase-MiniLM-L3-v2,sentence-transformers/all-MiniLM-L6-v2"
 NUM_LABELS = 2
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--gpu", type=int, default=None)
     args = ap.parse_args()
-    from harness.memory import keep_freed_memory
+    from harness.runtime.memory import keep_freed_memory
     from harness.worker import select_device
 
     keep_freed_memory()  # as in a worker

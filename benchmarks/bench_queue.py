@@ -19,8 +19,8 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from harness import db, queue  # noqa: E402
-from harness.spec import JobSpec  # noqa: E402
+from harness.store import db, queue  # noqa: E402
+from harness.protocol.spec import JobSpec  # noqa: E402
 
 
 def _drain(url: str, name: str, start, counts) -> None:

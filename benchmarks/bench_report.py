@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis import build_table, load_results, render  # noqa: E402
 from analysis.synthetic import grid, make_db, synthetic_results  # noqa: E402
-from harness import migrations  # noqa: E402
-from harness.db import make_engine  # noqa: E402
+from harness.store import migrations  # noqa: E402
+from harness.store.db import make_engine  # noqa: E402
 
 
 def build_frame(rows: int, scenario: str) -> pd.DataFrame:

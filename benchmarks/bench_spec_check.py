@@ -15,8 +15,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.data import check_spec_against_data  # noqa: E402
-from harness.spec import JobSpec  # noqa: E402
+from harness.protocol.data import check_spec_against_data  # noqa: E402
+from harness.protocol.spec import JobSpec  # noqa: E402
 
 
 def main() -> None:

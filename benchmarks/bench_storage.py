@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from harness import db, queue
-from harness.runner import RunResult
-from harness.spec import JobSpec
-from harness.store import EMBEDDING_SEEDS
+from harness.store import db, queue
+from harness.training.runner import RunResult
+from harness.protocol.spec import JobSpec
+from harness.store.results import EMBEDDING_SEEDS
 
-# test examples per task (harness.data: half of the evaluation split) and label count
+# test examples per task (harness.protocol.data: half of the evaluation split) and label count
 TEST_SIZES = {"sst2": (436, 2), "qnli": (2732, 2), "mnli": (4908, 3), "yelp_polarity": (19000, 2),
               "amazon_polarity_sample": (200000, 2)}
 HIDDEN = 384  # MiniLM

@@ -20,17 +20,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.batching import collate, encode, length_grouped_batches
-from harness.data import prepare_data, sample_train
-from harness.memory import keep_freed_memory
-from harness.device import autocast_for, precision
-from harness.finetune import fine_tune, make_optimizer, seed_everything, train_step
-from harness.models import build_model, load_pretrained
-from harness.packed import supported as packed_supported
-from harness.paper import PAPER_LAM, PAPER_TAU
-from harness.runner import RunContext
-from harness.spec import JobSpec
-from harness.tasks import get_task
+from harness.training.batching import collate, encode, length_grouped_batches
+from harness.protocol.data import sample_train
+from harness.training.inputs import prepare_data
+from harness.runtime.memory import keep_freed_memory
+from harness.runtime.device import autocast_for, precision
+from harness.training.finetune import fine_tune, make_optimizer, seed_everything, train_step
+from harness.training.models import build_model, load_pretrained
+from harness.training.packed import supported as packed_supported
+from harness.protocol.paper import PAPER_LAM, PAPER_TAU
+from harness.training.runner import RunContext
+from harness.protocol.spec import JobSpec
+from harness.protocol.tasks import get_task
 
 WARMUP_STEPS = 3  # untimed steps first: allocator, kernels, caches
 BENCH_SEED = 0
@@ -167,7 +168,7 @@ def run_bench(model: str, task: str = "sst2", batch_size: int = 16, steps: int =
 
     # Each variant runs `repeats` times, interleaved (A B C … A B C …), and its median counts:
     # on a shared 2-core machine a single timing can be off by 2x, interleaving spreads the noise.
-    # The worker tunes malloc for the whole process (harness.memory); the Trainer baseline and
+    # The worker tunes malloc for the whole process (harness.runtime.memory); the Trainer baseline and
     # the ablation run with glibc's defaults, as a plain script would.
     def tuned(fn, enable=True):
         def run():

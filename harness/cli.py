@@ -14,7 +14,8 @@ from typing import Optional
 
 import typer
 
-from harness import db, grids, queue
+from harness.store import db, queue
+from harness.protocol import grids
 from harness.errors import HarnessError
 
 app = typer.Typer(help=__doc__.split("\n\n")[0] + "\n\nStart with `harness grids`, then "
@@ -207,7 +208,7 @@ def work(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Per-job artifacts folder."),
     lease_seconds: float = typer.Option(queue.LEASE_SECONDS, "--lease-seconds", min=1.0,
                                         help="Lease length; a heartbeat renews it every quarter."),
-    runner: str = typer.Option("harness.finetune:fine_tune", "--runner", hidden=True),
+    runner: str = typer.Option("harness.training.finetune:fine_tune", "--runner", hidden=True),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on this machine; "
                                 "each gets cores/K threads (--max-jobs applies to each)."),
@@ -221,16 +222,16 @@ def work(
     and exit; a killed worker's job is re-run once its lease expires. A GPU fault hands the job
     back and exits with status 3: start the worker again.
     """
-    from harness import threads
+    from harness.runtime import threads
 
     threads.prepare_process()  # before torch loads: the OpenMP wait policy is read only then
-    from harness.device import DEVICE_FAULT_EXIT, DeviceFault
+    from harness.runtime.device import DEVICE_FAULT_EXIT, DeviceFault
 
     if grid is not None:
         grids.get_grid(grid)
     engine = db.open_db(db_url)
     if workers > 1:
-        from harness.local_workers import run_local_workers
+        from harness.runtime.local_workers import run_local_workers
 
         args = [f"--runs-dir={runs_dir}", f"--lease-seconds={lease_seconds}", f"--runner={runner}",
                 "--no-bar", *(["--gpu", str(gpu)] if gpu is not None else []),
@@ -410,7 +411,7 @@ def bench(
 ):
     """Time our training loop next to a plain Hugging Face Trainer doing the same work, in one process."""
     from harness.bench import format_bench, run_bench
-    from harness.tasks import get_task
+    from harness.protocol.tasks import get_task
     from harness.worker import select_device
 
     get_task(task)

@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from harness import runner
-from harness.queue import Status
+from harness.training import runner
+from harness.store.jobs import Status
 
 
 class ProgressDisplay:

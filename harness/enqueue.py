@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
-from harness import grids, tuning
+from harness.protocol import grids
+from harness import tuning
 from harness.errors import HarnessError
-from harness.spec import DEFAULT_MODEL, JobSpec
+from harness.protocol.spec import DEFAULT_MODEL, JobSpec
 
 
 def plan_jobs(grid: grids.Grid, overrides: dict, *, check_models: bool = True,
@@ -24,8 +25,8 @@ def plan_jobs(grid: grids.Grid, overrides: dict, *, check_models: bool = True,
     (`enqueue --tuned`); they replace the grid's.
     Raises HarnessError (one line) on the first problem; nothing is written by this function.
     """
-    from harness.data import check_spec_against_data, check_spec_against_task
-    from harness.models import check_model
+    from harness.protocol.data import check_spec_against_data, check_spec_against_task
+    from harness.training.models import check_model
 
     model = overrides.get("model")
     if model is not None and not model.strip():

@@ -7,10 +7,10 @@ import json
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from harness import db
-from harness.dialects import db_now
+from harness.store import db
+from harness.store.dialects import db_now
 from harness.errors import HarnessError
-from harness.queue import Status
+from harness.store.jobs import Status
 
 RECENT_FAILURES = 10
 PREFIX_MATCHES = 6  # job ids read for a prefix: enough to list five and say there are more

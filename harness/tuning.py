@@ -28,10 +28,11 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from harness import db, grids
+from harness.store import db
+from harness.protocol import grids
 from harness.errors import HarnessError
-from harness.queue import Status
-from harness.spec import SMALL_MODEL, JobSpec
+from harness.store.jobs import Status
+from harness.protocol.spec import SMALL_MODEL, JobSpec
 
 TUNE_GRID = "tune"
 RULE = ("learning rate: CE's best mean validation score over the tuning seeds; λ, τ: CE+SCL's best "

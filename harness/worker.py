@@ -26,13 +26,15 @@ from typing import Callable
 
 from sqlalchemy.engine import Engine
 
-from harness import artifacts, dependencies, pending, queue, threads
-from harness.device import DeviceFault, configure_gpu, free_memory, is_device_fault, prepare_gpu_process
-from harness.memory import keep_freed_memory
+from harness.training import artifacts
+from harness.store import dependencies, pending, queue
+from harness.runtime import threads
+from harness.runtime.device import DeviceFault, configure_gpu, free_memory, is_device_fault, prepare_gpu_process
+from harness.runtime.memory import keep_freed_memory
 from harness.errors import (DatabaseFileError, DatabaseUnavailable, HarnessError, JobInterrupted,
                             PermanentJobError)
-from harness.queue import Outcome, Status
-from harness.runner import DEFAULT_RUNNER, Progress, RunContext, RunResult, Runner, load_runner
+from harness.store.jobs import Outcome, Status
+from harness.training.runner import DEFAULT_RUNNER, Progress, RunContext, RunResult, Runner, load_runner
 
 POLL_SECONDS = 5.0  # idle wait between claims when the queue is empty (without --until-empty)
 REQUEUE_EVERY_SECONDS = 10.0  # how often a worker looks for expired leases of other workers
@@ -155,8 +157,8 @@ class Worker:
                  display: Callable | None = None):
         self.engine, self.opts = engine, opts
         self.runner = runner or load_runner(opts.runner)
-        keep_freed_memory()  # faster CPU steps: see harness.memory
-        self.threads = threads.apply_threads()  # never more than the cores: see harness.threads
+        keep_freed_memory()  # faster CPU steps: see harness.runtime.memory
+        self.threads = threads.apply_threads()  # never more than the cores: see harness.runtime.threads
         self.device = select_device(opts.gpu)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stop_requested = threading.Event()
@@ -341,7 +343,7 @@ class Worker:
         """queue.finish, retried with back-off while the database is unreachable and the lease
         lasts (the heartbeat keeps renewing it once the database is back). When the lease runs
         out, or the database file went bad, the result is kept in run_dir for the next contact
-        (harness.pending). None: not stored now."""
+        (harness.store.pending). None: not stored now."""
         delay = 0.5
         while True:
             try:

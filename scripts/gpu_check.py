@@ -42,7 +42,7 @@ WHEELS = {"transformers": "transformers", "tokenizers": "tokenizers", "safetenso
           "threadpoolctl": "threadpoolctl", "annotated-doc": "annotated_doc", "pygments": "pygments"}
 NEEDED = ("torch", "numpy", "pandas", "pyarrow", "scipy", "sklearn", *WHEELS.values())
 # What the check imports: an import error here names a dependency neither installed nor packed.
-HARNESS_MODULES = ("harness.cli", "harness.worker", "harness.finetune", "harness.evaluate",
+HARNESS_MODULES = ("harness.cli", "harness.worker", "harness.training.finetune", "harness.training.evaluate",
                    "datasets", "scipy.stats", "sklearn.metrics")
 
 
@@ -55,7 +55,7 @@ def pack(out: Path) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from harness.models import resolve_model
+    from harness.training.models import resolve_model
 
     if out.exists():
         shutil.rmtree(out)
@@ -153,17 +153,17 @@ def install(pack_dir: Path) -> int:
 def loss_check(dry: bool, steps: int = 40) -> int:
     """CE+SCL loss and gradient on one fixed SST-2 batch, CPU (fp32) against GPU (fp32, no TF32):
     equal within 1e-3. The packed training forward pass against the full one on the GPU, under its
-    autocast with dropout on (harness.packed): logits within 5e-2, the same random numbers drawn.
+    autocast with dropout on (harness.training.packed): logits within 5e-2, the same random numbers drawn.
     Then training steps/s on the GPU under bf16 autocast, packed and full."""
     import numpy as np
     import torch
 
-    from harness.batching import collate, encode
-    from harness.data import prepare_data
-    from harness.finetune import autocast_for, compute_loss, make_optimizer, train_step
-    from harness.models import build_model, load_pretrained
-    from harness.spec import JobSpec
-    from harness.tasks import get_task
+    from harness.training.batching import collate, encode
+    from harness.training.inputs import prepare_data
+    from harness.training.finetune import autocast_for, compute_loss, make_optimizer, train_step
+    from harness.training.models import build_model, load_pretrained
+    from harness.protocol.spec import JobSpec
+    from harness.protocol.tasks import get_task
 
     spec = JobSpec.make(task="sst2", n=64, seed=0, model=MODEL, loss="ce+scl")  # the paper's λ and τ
     task = get_task("sst2")
@@ -221,12 +221,12 @@ def packed_against_full(device) -> bool:
     import numpy as np
     import torch
 
-    from harness.batching import collate, encode
-    from harness.data import prepare_data
-    from harness.finetune import autocast_for
-    from harness.models import build_model, forward, load_pretrained
-    from harness.packed import packed_encoder, supported
-    from harness.spec import JobSpec
+    from harness.training.batching import collate, encode
+    from harness.training.inputs import prepare_data
+    from harness.training.finetune import autocast_for
+    from harness.training.models import build_model, forward, load_pretrained
+    from harness.training.packed import packed_encoder, supported
+    from harness.protocol.spec import JobSpec
 
     spec = JobSpec.make(task="sst2", n=64, seed=0, model=MODEL)
     pre = load_pretrained(MODEL)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check: the smoke grid on a GPU with bf16 autocast, two workers on one GPU, the CE+SCL loss and
 # gradient on GPU against CPU (within 1e-3), the packed training forward pass against the full one
-# on the GPU (harness/packed.py), training steps/s (packed and full) and jobs/hour. Ends inside 8 minutes.
+# on the GPU (harness/training/packed.py), training steps/s (packed and full) and jobs/hour. Ends inside 8 minutes.
 #
 # 1. Here (a machine with the repository's .venv, the data and models in ../shared, and PyPI):
 #        scripts/gpu_check.sh pack

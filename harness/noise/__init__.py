@@ -1,4 +1,5 @@
-"""Text noising for robustness experiments (back-translation)."""
+"""Text noising for robustness experiments (back-translation). Imports nothing of harness but
+harness.errors and itself."""
 from .backtranslate import BackTranslator, make_backtranslator
 from .translate import FirefoxTranslator, MarianTranslator, Translator
 

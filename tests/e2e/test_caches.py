@@ -8,13 +8,13 @@ import shutil
 
 import numpy as np
 
-from harness.batching import encode
-from harness.data import protocol_splits, sample_train
-from harness.finetune import fine_tune
-from harness.models import load_pretrained
+from harness.training.batching import encode
+from harness.protocol.data import protocol_splits, sample_train
+from harness.training.finetune import fine_tune
+from harness.training.models import load_pretrained
 from harness.noise.sets import noisy_texts
-from harness.runner import RunContext
-from harness.spec import SMALL_MODEL, JobSpec
+from harness.training.runner import RunContext
+from harness.protocol.spec import SMALL_MODEL, JobSpec
 
 from paths import DATA_DIR
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from harness import artifacts, db, dependencies, queue
-from harness.artifacts import Artifact
-from harness.runner import RunResult
-from harness.spec import SMALL_MODEL, JobSpec
+from harness.training import artifacts
+from harness.store import db, dependencies, queue
+from harness.training.artifacts import Artifact
+from harness.training.runner import RunResult
+from harness.protocol.spec import SMALL_MODEL, JobSpec
 from harness.worker import Worker, WorkerOptions
 
 TINY = dict(model=SMALL_MODEL, max_length=32, lr=1e-4, val_size=32, batch_size=8)
@@ -183,7 +184,7 @@ def test_a_deleted_stage_1_model_reruns_stage_1_not_fails_stage_2(sqlite_url, tm
 
 
 def test_a_head_of_another_size_is_drawn_afresh(tmp_path):
-    from harness.models import build_model
+    from harness.training.models import build_model
 
     two = build_model(SMALL_MODEL, 2, seed=0)
     art = artifacts.save_model(two, tmp_path / "model", dict(model=SMALL_MODEL))

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from harness import evaluate, finetune, first_token, grids
-from harness.finetune import fine_tune
-from harness.models import build_model
-from harness.runner import RunContext
-from harness.spec import SMALL_MODEL
+from harness.training import evaluate, finetune, first_token
+from harness.protocol import grids
+from harness.training.finetune import fine_tune
+from harness.training.models import build_model
+from harness.training.runner import RunContext
+from harness.protocol.spec import SMALL_MODEL
 
 SMOKE = [s for s, _ in grids.expand(grids.get_grid("smoke"))]
 
@@ -43,10 +44,10 @@ def test_fast_evaluation_predicts_as_the_legacy_one(spec, tmp_path, monkeypatch)
 def test_first_token_path_is_used_and_matches_on_sentence_pairs():
     """QNLI pairs (longer, with token types) through a BERT-style model: the fast path applies,
     and its logits and [CLS] vectors match the full forward pass."""
-    from harness.batching import encode
-    from harness.data import prepare_data
-    from harness.models import load_pretrained
-    from harness.spec import JobSpec
+    from harness.training.batching import encode
+    from harness.training.inputs import prepare_data
+    from harness.training.models import load_pretrained
+    from harness.protocol.spec import JobSpec
 
     spec = JobSpec.make(task="qnli", n=20, seed=0, model=SMALL_MODEL, val_size=96)
     model = build_model(SMALL_MODEL, 2, 0)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from harness.errors import JobInterrupted, PermanentJobError
-from harness.finetune import fine_tune
-from harness.runner import RunContext
-from harness.spec import SMALL_MODEL, JobSpec
+from harness.training.finetune import fine_tune
+from harness.training.runner import RunContext
+from harness.protocol.spec import SMALL_MODEL, JobSpec
 
 TINY = dict(task="sst2", n=24, seed=0, model=SMALL_MODEL, epochs=2, max_length=64, lr=1e-4,
             val_size=64, batch_size=8)
@@ -111,7 +111,7 @@ def test_regression_job_runs(tmp_path):
 
 def test_missing_model_is_a_clear_error(tmp_path):
     from harness.errors import HarnessError
-    from harness.models import load_pretrained
+    from harness.training.models import load_pretrained
 
     with pytest.raises(HarnessError, match="not found"):
         load_pretrained("nobody/no-such-model-xyz")
@@ -123,7 +123,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
     MemoryError(),
 ])
 def test_a_batch_that_does_not_fit_fails_the_job_with_that_reason(error, tmp_path, monkeypatch):
-    import harness.finetune as ft
+    import harness.training.finetune as ft
 
     def no_room(*args, **kwargs):
         raise error
@@ -134,7 +134,7 @@ def test_a_batch_that_does_not_fit_fails_the_job_with_that_reason(error, tmp_pat
 
 
 def test_other_runtime_errors_stay_transient(tmp_path, monkeypatch):
-    import harness.finetune as ft
+    import harness.training.finetune as ft
 
     def broken(*args, **kwargs):
         raise RuntimeError("a transient driver hiccup")
@@ -155,7 +155,7 @@ def test_ce_and_ce_scl_jobs_of_one_seed_train_on_the_same_batches(tmp_path, monk
     """The batches are drawn from (seed, epoch) and the examples only, never the loss: a CE and a
     CE+SCL job of one seed see the same batches in the same order, and `fixed` keeps the same
     batch sets in every epoch. The result row records how batches and the sample were made."""
-    import harness.finetune as ft
+    import harness.training.finetune as ft
 
     seen: list[list[tuple]] = []
     real = ft.train_batches
@@ -183,7 +183,7 @@ def test_loading_a_model_writes_nothing_to_the_terminal(capfd):
     the worker's own display and fill a quiet worker's log; and the setting is left as found."""
     from transformers.utils import logging as hf_logging
 
-    from harness import models
+    from harness.training import models
     from paths import SMALL_MODEL_PATH
 
     capfd.readouterr()

@@ -10,15 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness import device as dev
-from harness import models
-from harness.batching import collate, encode
-from harness.data import prepare_data
+from harness.runtime import device as dev
+from harness.training import models
+from harness.training.batching import collate, encode
+from harness.training.inputs import prepare_data
 from harness.errors import PermanentJobError
-from harness.evaluate import predict
-from harness.finetune import fine_tune
-from harness.runner import RunContext
-from harness.spec import SMALL_MODEL, JobSpec
+from harness.training.evaluate import predict
+from harness.training.finetune import fine_tune
+from harness.training.runner import RunContext
+from harness.protocol.spec import SMALL_MODEL, JobSpec
 
 TINY = dict(task="trec", n=24, seed=0, model=SMALL_MODEL, epochs=2, max_length=64, lr=1e-4,
             val_size=32, batch_size=8)
@@ -72,7 +72,7 @@ def oom_above(model, rows: int, seen: list):
 
 def test_evaluation_oom_at_256_succeeds_at_128(trec_test, monkeypatch):
     freed = []
-    monkeypatch.setattr("harness.evaluate.free_memory", freed.append)
+    monkeypatch.setattr("harness.training.evaluate.free_memory", freed.append)
     model = models.build_model(SMALL_MODEL, 6, seed=0)
     # batch_tokens out of the way: rows are the limit that binds, and that halves
     reference = predict(model, trec_test, "cpu", batch_size=128, with_embeddings=True, batch_tokens=10**9)
@@ -86,7 +86,7 @@ def test_evaluation_oom_at_256_succeeds_at_128(trec_test, monkeypatch):
 
 
 def test_evaluation_oom_down_to_batch_1_names_the_phase(tmp_path, monkeypatch):
-    import harness.evaluate as ev
+    import harness.training.evaluate as ev
 
     def no_room(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.40 GiB")
@@ -98,7 +98,7 @@ def test_evaluation_oom_down_to_batch_1_names_the_phase(tmp_path, monkeypatch):
 
 
 def test_oom_is_retried_when_other_processes_share_the_gpu(tmp_path, monkeypatch):
-    import harness.finetune as ft
+    import harness.training.finetune as ft
 
     def no_room(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -135,7 +135,7 @@ def test_template_model_equals_the_full_build(num_labels):
 
 
 def test_a_job_is_identical_with_the_template_and_the_full_build(tmp_path, monkeypatch):
-    import harness.finetune as ft
+    import harness.training.finetune as ft
 
     spec = JobSpec.make(**{**TINY, "loss": "ce+scl", "lam": 0.9, "tau": 0.3, "seed": 3})
 

@@ -3,10 +3,10 @@ the encoder (the loss itself, on tensors, is tests/unit/test_loss.py)."""
 
 import torch
 
-from harness.finetune import compute_loss
-from harness.models import build_model, get_tokenizer
-from harness.spec import SMALL_MODEL, JobSpec
-from harness.tasks import get_task
+from harness.training.finetune import compute_loss
+from harness.training.models import build_model, get_tokenizer
+from harness.protocol.spec import SMALL_MODEL, JobSpec
+from harness.protocol.tasks import get_task
 
 
 def test_scl_reaches_the_encoder():

@@ -9,9 +9,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from analysis.noise import noise_summary, render_noise_summary
-from harness import db, queue
+from harness.store import db, queue
 from harness.noise import sets
-from harness.spec import JobSpec
+from harness.protocol.spec import JobSpec
 from harness.worker import Worker, WorkerOptions
 
 TEXTS = [("it 's a charming and often affecting journey . ",),
@@ -79,10 +79,10 @@ def test_a_gpu_job_translates_on_the_cpu(tmp_path, monkeypatch):
     the CPU whatever device the job trains on (a GPU would sample from a CUDA generator)."""
     import numpy as np
 
-    from harness.data import Examples
-    from harness.finetune import _noisy_train
+    from harness.protocol.data import Examples
+    from harness.training.finetune import _noisy_train
     from harness.noise import backtranslate
-    from harness.runner import RunContext
+    from harness.training.runner import RunContext
 
     devices = []
 

@@ -1,4 +1,4 @@
-"""The packed training forward pass (harness.packed: no padding, last layer for the first token
+"""The packed training forward pass (harness.training.packed: no padding, last layer for the first token
 only) computes what the model's own forward pass computes: the same logits and [CLS] vectors, the
 same gradients up to the last bits, the same random numbers drawn (so the same dropout masks), on
 real models and real batches; and a real job trained with it predicts as one trained without."""
@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from harness import finetune, packed
-from harness.batching import collate, encode, train_batches
-from harness.data import prepare_data
-from harness.finetune import compute_loss, fine_tune
-from harness.models import build_model, forward, load_pretrained
-from harness.runner import RunContext
-from harness.spec import SMALL_MODEL, JobSpec
-from harness.tasks import get_task
+from harness.training import finetune, packed
+from harness.training.batching import collate, encode, train_batches
+from harness.training.inputs import prepare_data
+from harness.training.finetune import compute_loss, fine_tune
+from harness.training.models import build_model, forward, load_pretrained
+from harness.training.runner import RunContext
+from harness.protocol.spec import SMALL_MODEL, JobSpec
+from harness.protocol.tasks import get_task
 
 L6 = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from harness.errors import JobInterrupted, PermanentJobError
-from harness.runner import Progress, RunContext, RunResult
-from harness.spec import JobSpec
+from harness.training.runner import Progress, RunContext, RunResult
+from harness.protocol.spec import JobSpec
 
 
 def _result(spec: JobSpec, score: float = 0.5) -> RunResult:

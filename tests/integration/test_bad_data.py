@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from harness import db, queue
-from harness.data import prepare_data
+from harness.store import db, queue
+from harness.training.inputs import prepare_data
 from harness.errors import DataError
-from harness.spec import SMALL_MODEL, JobSpec
+from harness.protocol.spec import SMALL_MODEL, JobSpec
 from harness.worker import Worker, WorkerOptions
 
 from paths import DATA_DIR

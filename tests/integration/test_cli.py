@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.data import resolve_data_dir
-from harness.models import resolve_model
+from harness.protocol.data import resolve_data_dir
+from harness.training.models import resolve_model
 
 from paths import DATA_DIR, MODEL_DIR, REPO
 

@@ -6,11 +6,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from harness.data import (check_spec_against_data, load_split, prepare_data, protocol_splits,
-                          train_pool_size)
+from harness.protocol.data import check_spec_against_data, load_split, protocol_splits, train_pool_size
+from harness.training.inputs import prepare_data
 from harness.errors import HarnessError
-from harness.spec import JobSpec
-from harness.tasks import get_task
+from harness.protocol.spec import JobSpec
+from harness.protocol.tasks import get_task
 
 from paths import DATA_DIR
 

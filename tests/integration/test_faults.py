@@ -21,11 +21,12 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 import runners
-from harness import db, pending, queue, worker as worker_mod
+from harness.store import db, pending, queue
+from harness import worker as worker_mod
 from harness.cli import app
 from harness.errors import DatabaseUnavailable, DataError, ModelError, PermanentJobError
-from harness.pending import PENDING_FILE
-from harness.spec import JobSpec
+from harness.store.pending import PENDING_FILE
+from harness.protocol.spec import JobSpec
 from harness.worker import Worker, WorkerOptions, is_permanent
 from tcp_proxy import TcpProxy
 from test_workers import start_worker
@@ -198,6 +199,28 @@ def test_a_result_kept_when_the_claim_said_run_id_is_stored_under_its_attempt(sq
     assert pending.store_kept(engine, tmp_path / "runs") == [(spec.job_id, True)]
     assert rows(engine, "select attempt_id from results") == [(c.attempt_id,)]
     assert rows(engine, "select outcome from attempts") == [("done",)]
+
+
+def test_a_result_kept_before_harness_was_split_into_packages_is_stored(tmp_path, monkeypatch):
+    """A pending-result.pkl written by the harness of one flat harness/ folder (its pickle names
+    harness.queue.Claim, harness.runner.RunResult, harness.spec.JobSpec, ...): the split harness
+    loads it and stores it, records and all. The fixture was written by that harness against
+    `sqlite:///pending-fixture.db` for job fewshot sst2 N=20 seed 3 CE+SCL, attempt 1."""
+    fixture = Path(__file__).parent / "fixtures" / "pending-result-before-packages.pkl"
+    assert b"harness.runner" in fixture.read_bytes()  # the old module paths really are in it
+    monkeypatch.chdir(tmp_path)
+    engine = db.open_db("sqlite:///pending-fixture.db", create=True)
+    spec = JobSpec.make(task="sst2", n=20, seed=3, loss="ce+scl")
+    queue.enqueue(engine, "fewshot", [spec])
+    c = queue.claim(engine, "w", lease_seconds=0.1)
+    assert c.attempt_id == 1
+    (tmp_path / "runs" / spec.job_id).mkdir(parents=True)
+    shutil.copy(fixture, tmp_path / "runs" / spec.job_id / PENDING_FILE)
+    assert pending.store_kept(engine, tmp_path / "runs") == [(spec.job_id, True)]
+    assert rows(engine, "select job_id, attempt_id from results") == [(spec.job_id, 1)]
+    assert rows(engine, "select path from artifacts") == [("/nowhere/model",)]
+    assert rows(engine, "select key, made_by_job from noise_sets") == [("k", spec.job_id)]
+    assert not (tmp_path / "runs" / spec.job_id / PENDING_FILE).exists()
 
 
 # ---- item 6: SQLite files that change under a worker -----------------------------------------

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from harness import threads
+from harness.runtime import threads
 from test_workers import enqueue, rows, start_worker, wait_for
 
 

@@ -1,6 +1,6 @@
-"""Schema migrations (Alembic, harness.migrations) on SQLite files and PostgreSQL: a database made
+"""Schema migrations (Alembic, harness.store.migrations) on SQLite files and PostgreSQL: a database made
 before Alembic upgrades to head with every row intact, a second upgrade changes nothing, the
-revisions build exactly the tables harness.db declares, and workers refuse a database below head
+revisions build exactly the tables harness.store.db declares, and workers refuse a database below head
 with the command that fixes it."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from typer.testing import CliRunner
 
-from harness import db, migrations
+from harness.store import db, migrations
 from harness.cli import app
 from harness.errors import HarnessError
 
@@ -89,7 +89,7 @@ def old_names(engine) -> list[str]:
 
 
 def schema_differences(engine) -> list:
-    """What Alembic's autogenerate would change to make the database match harness.db's tables."""
+    """What Alembic's autogenerate would change to make the database match harness.store.db's tables."""
     with engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), db.metadata)
     return [d for d in diffs if not (d[0] == "remove_table" and d[1].name == "alembic_version")]

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from harness import db, queue
+from harness.store import db, queue
 from harness.errors import HarnessError, PermanentJobError
-from harness.spec import JobSpec
+from harness.protocol.spec import JobSpec
 from harness.worker import Worker, WorkerOptions
 from runners import instant
 

@@ -10,9 +10,9 @@ import numpy as np
 import sqlalchemy as sa
 
 from analysis.load import load_correct, load_predictions
-from harness import db, queue
-from harness.runner import RunResult
-from harness.spec import JobSpec
+from harness.store import db, queue
+from harness.training.runner import RunResult
+from harness.protocol.spec import JobSpec
 
 
 def result(preds, embeddings=True) -> RunResult:

@@ -14,7 +14,7 @@ from analysis import stats
 from analysis.load import train_forwards
 from analysis.synthetic import (MODEL, NOISY_T, TABLE3_TASKS, grid, make_db, noise_frame, noise_scores,
                                 synthetic_results)
-from harness import db as hdb
+from harness.store import db as hdb
 
 FAST = 2000  # resamples: enough for these tests, and fast
 

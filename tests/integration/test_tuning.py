@@ -10,10 +10,12 @@ import pytest
 import sqlalchemy as sa
 from test_cli import dump, invoke
 
-from harness import db, grids, queue, tuning
+from harness.store import db, queue
+from harness.protocol import grids
+from harness import tuning
 from harness.errors import HarnessError
-from harness.runner import RunResult
-from harness.spec import SMALL_MODEL
+from harness.training.runner import RunResult
+from harness.protocol.spec import SMALL_MODEL
 
 
 def score(spec) -> float:

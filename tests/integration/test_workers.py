@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from harness import db, queue
-from harness.spec import JobSpec
+from harness.store import db, queue
+from harness.protocol.spec import JobSpec
 
 TESTS = Path(__file__).resolve().parent
 
@@ -135,7 +135,7 @@ def test_max_jobs(sqlite_url, tmp_path):
 
 
 def test_a_gpu_fault_stops_the_worker_not_the_queue(sqlite_url, tmp_path):
-    from harness.device import DEVICE_FAULT_EXIT
+    from harness.runtime.device import DEVICE_FAULT_EXIT
 
     engine = enqueue(sqlite_url, 3)
     w = start_worker(sqlite_url, "gpu_fault", "--until-empty", tmp=tmp_path)

@@ -14,7 +14,7 @@ import sys
 import psycopg
 import pytest
 
-from harness import models
+from harness.training import models
 from paths import SHARED
 
 NOWHERE = "/nonexistent/unit-tests-read-no-mirror"

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from harness.batching import token_budget_batches, train_batches
+from harness.training.batching import token_budget_batches, train_batches
 
 N, B, SEED = 100, 16, 7
 LENGTHS = np.random.default_rng(0).integers(5, 60, N)

@@ -11,8 +11,8 @@ import random
 import pytest
 import torch
 
-from harness import device as dev
-from harness import template
+from harness.runtime import device as dev
+from harness.training import template
 from harness.errors import PermanentJobError
 
 
@@ -41,7 +41,7 @@ def test_error_kinds():
 
 
 def test_checkpoint_resumes_on_another_gpu_with_fewer_visible(tmp_path, monkeypatch):
-    from harness.checkpoint import Checkpointer, TrainState
+    from harness.training.checkpoint import Checkpointer, TrainState
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the RNG states of all visible GPUs are not the job's")

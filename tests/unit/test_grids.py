@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import grids
+from harness.protocol import grids
 
 
 def test_the_transfer_grid_takes_a_smaller_stage_1():

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.loss import supervised_contrastive_loss
+from harness.training.loss import supervised_contrastive_loss
 
 
 def brute_force_scl(z: torch.Tensor, labels: torch.Tensor, tau: float, reduction: str) -> float:
@@ -91,7 +91,7 @@ def test_small_tau_stays_finite():
 def test_bf16_autocast_computes_in_float32(reduction):
     """Inside autocast `z @ z.T` would run in bfloat16 (loss 2.781250 against 2.784198 at τ = 0.1):
     loss and gradient under CPU bf16 autocast equal the float32 ones."""
-    from harness.loss import normalize
+    from harness.training.loss import normalize
 
     g = torch.Generator().manual_seed(7)
     features = torch.randn(16, 64, generator=g, requires_grad=True)

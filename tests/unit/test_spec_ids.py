@@ -8,8 +8,8 @@ import hashlib
 
 import pytest
 
-from harness import grids
-from harness.spec import PAPER_LAM, PAPER_TAU, JobSpec
+from harness.protocol import grids
+from harness.protocol.spec import PAPER_LAM, PAPER_TAU, JobSpec
 
 PINNED = {
     "265ce981864ade20": dict(task="sst2", n=20, seed=0, loss="ce", model="roberta-large", lr=1e-5,

@@ -1,0 +1,158 @@
+"""Named, versioned experimental designs that expand into job specs.
+
+A grid is data: the axes it crosses (tasks, N, noise temperatures, seeds, losses, batch sizes)
+and the hyper-parameters every job shares. Options override either, so `--tasks sst2 --seeds 3`
+narrows a design and `--model`/`--epochs` change what every job runs. Choices the paper leaves
+open (epochs, max length, the SCL reduction) are recorded in every spec, never hidden. The
+paper's own designs (its tasks, N, T, batch sizes, λ and τ) come from `harness.protocol.paper`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+
+from harness.protocol import paper
+from harness.errors import HarnessError
+from harness.protocol.spec import LOSSES, SMALL_MODEL, JobSpec
+
+# Tuning on validation (grid `tune`): seeds that no reported grid uses, the paper's λ and τ values
+# crossed, and learning rates for a 3-layer MiniLM that trains ~70 steps (N = 100, 10 epochs,
+# batch 16): RoBERTa-large's 1e-5 barely moves it, 3e-4 (the smoke grid's) learns in 6 epochs.
+TUNE_SEEDS = (100, 101)
+TUNE_LRS = (1e-4, 3e-4, 1e-3)
+TUNE_SCL = tuple(itertools.product((0.5, 0.9), (0.1, 0.3, 0.7)))  # (λ, τ)
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    version: int  # bump when the design changes, so old results stay distinguishable
+    description: str
+    tasks: tuple[str, ...]
+    ns: tuple[int | None, ...]  # None = the full training set
+    seeds: tuple[int, ...]
+    losses: tuple[str, ...] = LOSSES
+    noises: tuple[float, ...] = (0.0,)
+    batch_sizes: tuple[int, ...] = (paper.PAPER_BATCH_SIZE,)
+    base: dict = field(default_factory=dict)  # JobSpec fields shared by every job
+    lrs: tuple[float, ...] = ()  # learning rates crossed; empty: base's lr only
+    scl_settings: tuple[tuple[float, float], ...] = ()  # (λ, τ) crossed for CE+SCL; empty: base's
+
+    def axes(self) -> dict:
+        return dict(tasks=self.tasks, ns=self.ns, seeds=self.seeds, losses=self.losses,
+                    noises=self.noises, batch_sizes=self.batch_sizes)
+
+
+_PAPER = dict(lam=paper.PAPER_LAM, tau=paper.PAPER_TAU, model=paper.PAPER_MODEL, lr=1e-5, max_length=128)
+
+GRIDS: dict[str, Grid] = {g.name: g for g in [
+    Grid("fewshot", 1, "Table 2: few-shot SST-2, QNLI, MNLI at N = 20, 100, 1000, 10 samples each",
+         tasks=paper.FEWSHOT.tasks, ns=paper.FEWSHOT.ns, seeds=tuple(range(paper.PAPER_SEEDS)),
+         base=dict(_PAPER, epochs=10)),
+    Grid("noise", 1, "Table 3: back-translated training data at T = 0.3–0.9 (and clean), N = 100",
+         tasks=paper.NOISE.tasks, ns=paper.NOISE.ns, seeds=tuple(range(paper.PAPER_SEEDS)),
+         noises=paper.NOISE.noises, base=dict(_PAPER, epochs=10)),
+    Grid("glue", 1, "Table 4: full-data GLUE (validation sets), both losses",
+         tasks=paper.GLUE.tasks, ns=paper.GLUE.ns, seeds=(0, 1, 2),
+         base=dict(_PAPER, epochs=5)),
+    Grid("batch", 1, "Table 5: batch size 16, 64, 256 on full SST-2, CoLA, QNLI",
+         tasks=paper.BATCH.tasks, ns=paper.BATCH.ns, seeds=(0, 1, 2), batch_sizes=paper.BATCH.batch_sizes,
+         base=dict(_PAPER, model=paper.BATCH.model, epochs=5)),
+    Grid("transfer", 1, "Table 7: SST-2 model (stage 1) fine-tuned on related tasks with 20 "
+         "examples per class (stage 2), 10 samples, plus a from-pretrained baseline",
+         tasks=paper.TRANSFER.tasks, ns=paper.TRANSFER.ns, seeds=tuple(range(10)),
+         base=dict(_PAPER, epochs=10)),
+    Grid("tune", 1, "hyper-parameters on validation: N = 100, tuning seeds 100-101, CE over 3 "
+         "learning rates, CE+SCL over λ ∈ {0.5, 0.9} × τ ∈ {0.1, 0.3, 0.7} at each (small model)",
+         tasks=paper.FEWSHOT.tasks, ns=(100,), seeds=TUNE_SEEDS, lrs=TUNE_LRS,
+         scl_settings=TUNE_SCL,
+         base=dict(model=SMALL_MODEL, lr=TUNE_LRS[1], warmup_ratio=0.1, epochs=10, max_length=128)),
+    Grid("smoke", 1, "a minute-scale design for demos and tests: small model, SST-2, N = 20, 6 epochs",
+         tasks=("sst2",), ns=(20,), seeds=(0, 1, 2, 3),
+         # a 3-layer MiniLM needs a larger step than RoBERTa-large's 1e-5 to move in 6 epochs
+         base=dict(lam=paper.PAPER_LAM, tau=paper.PAPER_TAU, model=SMALL_MODEL, lr=3e-4,
+                   warmup_ratio=0.1, epochs=6, max_length=128)),
+]}
+
+
+def get_grid(name: str) -> Grid:
+    if name not in GRIDS:
+        raise HarnessError(f"unknown grid {name!r}; known grids: {', '.join(GRIDS)}")
+    return GRIDS[name]
+
+
+AXIS_NAMES = ("tasks", "ns", "seeds", "losses", "noises", "batch_sizes")
+# Options of the transfer grid's stage 1 only: train the SST-2 source model on a random sample of
+# this many examples (None: the full training set, as the paper) and for this many epochs.
+STAGE1_OPTIONS = ("stage1_n", "stage1_epochs")
+STAGE1_MAX_EPOCHS = 5  # stage 1 runs min(epochs, this) epochs unless stage1_epochs says otherwise
+
+
+def expand(grid: Grid, **overrides) -> list[tuple[JobSpec, str | None]]:
+    """The grid's jobs as (spec, depends_on job id or None), in a stable order.
+
+    overrides: any axis (tasks, ns, seeds, losses, noises, batch_sizes) or JobSpec field (model,
+    epochs, lam, tau, lr, ...); None values are ignored.
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    stage1 = {k: overrides.pop(k) for k in STAGE1_OPTIONS if k in overrides}
+    if stage1 and grid.name != "transfer":
+        raise HarnessError(f"--stage1-n / --stage1-epochs apply to the transfer grid only, not {grid.name!r}")
+    axes = grid.axes() | {k: tuple(overrides.pop(k)) for k in AXIS_NAMES if k in overrides}
+    spec_fields = {f.name for f in dataclasses.fields(JobSpec)}
+    unknown = set(overrides) - spec_fields
+    if unknown:
+        raise HarnessError(f"unknown grid option(s): {', '.join(sorted(unknown))}")
+    base = grid.base | overrides
+    for axis, values in axes.items():
+        if not values:
+            raise HarnessError(f"the {axis} axis of grid {grid.name!r} is empty")
+    if grid.name == "transfer":
+        return _expand_transfer(axes, base, **stage1)
+    # the grid's learning rates, unless --lr pins one (then base holds it)
+    lrs = [dict(lr=lr) for lr in grid.lrs] if grid.lrs and "lr" not in overrides else [{}]
+    settings = _scl_settings(grid, overrides)
+    out = []
+    for task, n, noise, bs, seed, lr, loss in itertools.product(
+            axes["tasks"], axes["ns"], axes["noises"], axes["batch_sizes"], axes["seeds"], lrs,
+            axes["losses"]):
+        for scl in (settings if loss != "ce" else [{}]):
+            out.append((JobSpec.make(**(base | dict(task=task, n=n, noise=noise, batch_size=bs,
+                                                    seed=seed, loss=loss) | lr | scl)), None))
+    return out
+
+
+def _scl_settings(grid: Grid, overrides: dict) -> list[dict]:
+    """The (λ, τ) settings of the grid's CE+SCL jobs: its crossed settings with --lam / --tau
+    pinning their value (duplicates dropped), or the base's own."""
+    if not grid.scl_settings:
+        return [{}]
+    pinned = [(overrides.get("lam", lam), overrides.get("tau", tau)) for lam, tau in grid.scl_settings]
+    return [dict(lam=lam, tau=tau) for lam, tau in dict.fromkeys(pinned)]
+
+
+def _expand_transfer(axes: dict, base: dict, stage1_n: int | None = None,
+                     stage1_epochs: int | None = None) -> list[tuple[JobSpec, str | None]]:
+    """Stage 1: full SST-2 per loss (seed 0), or a stage1_n sample of it (a CPU demo). Stage 2:
+    each target × sample seed × loss, starting from the stage-1 model of the same loss and trained
+    with that loss. Baseline: each target × sample seed from the pretrained model with CE."""
+    out: list[tuple[JobSpec, str | None]] = []
+    (n,) = axes["ns"][:1]
+    per_class = None if n is None else max(1, n // 2)
+    epochs1 = stage1_epochs or min(base.get("epochs", 10), STAGE1_MAX_EPOCHS)
+    stage1 = {}
+    for loss in axes["losses"]:
+        s1 = JobSpec.make(**(base | dict(task=paper.TRANSFER_SOURCE, n=stage1_n, seed=0, loss=loss,
+                                         epochs=epochs1)))
+        stage1[loss] = s1
+        out.append((s1, None))
+    for task, seed in itertools.product(axes["tasks"], axes["seeds"]):
+        for loss in axes["losses"]:
+            s2 = JobSpec.make(**(base | dict(task=task, n=n, per_class=per_class, seed=seed,
+                                             loss=loss, init_from=stage1[loss].job_id)))
+            out.append((s2, stage1[loss].job_id))
+        out.append((JobSpec.make(**(base | dict(task=task, n=n, per_class=per_class, seed=seed,
+                                                loss="ce"))), None))
+    return out
