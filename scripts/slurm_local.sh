@@ -14,6 +14,7 @@
 # touched (start fails instead). Every failure ends with the reason and the daemons' log tails.
 set -euo pipefail
 
+PATH=$PATH:/usr/sbin:/sbin  # the daemons
 CONF=${SLURM_CONF:-/etc/slurm/slurm.conf}
 MARK="# written by harness scripts/slurm_local.sh"
 STATE=/var/lib/slurm
@@ -139,10 +140,10 @@ stop_daemons() {
 
 status() {
     need
-    echo "$(sinfo -V), munge $(munged -V 2>&1 | awk '{print $2}')"
+    echo "$(sinfo -V), $(munged -V 2>&1 | awk '{print $1}')"
     munge_ok || { echo "munge: not answering"; return 1; }
     ctld_ok || { echo "slurmctld: not answering"; return 1; }
-    sinfo -N -o '%N %T %c CPUs %m MB'
+    sinfo -N -h -o 'node %N: %T, %c CPUs, %m MB'
     node_usable
 }
 
