@@ -3,7 +3,8 @@ slurmctld, slurmd, started by scripts/slurm_local.sh) runs the script as a job a
 fresh PostgreSQL database, the way the README's "Many machines" section submits it, and the queue
 must come through scancel and kill -9 with every job done exactly once.
 
-Jobs are the `slow` test runner (tests/integration/runners.py): a few seconds each, no model. A
+Jobs are the `gated` test runner (tests/integration/slurm_gate.py): no model; each waits at a gate
+until the test has cancelled one task and killed the other's worker, then takes a second. A
 machine without Slurm fails these tests (`.ci/run` installs it); they are never skipped."""
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from test_workers import enqueue, rows, start_worker, wait_for, worker_env
 SCRIPT = REPO / "scripts" / "slurm_array.sbatch"
 CLUSTER = REPO / "scripts" / "slurm_local.sh"
 JOBS = 6  # the grid: two array tasks share it
-JOB_SECONDS = "3"  # each job's length (the slow runner)
+JOB_SECONDS = "1"  # each job's length once the gate is open
 LEASE = "4"  # seconds: a killed worker's job is back in the queue this long after its last heartbeat
 IDLE_EXIT = "6"  # seconds without a job to claim before a task ends
 
@@ -83,13 +84,13 @@ def job_states(array: str) -> dict[str, str]:
 @pytest.mark.slurm
 def test_slurm_array_survives_scancel_and_kill_9_and_ends_when_the_queue_is_empty(slurm, pg_url, tmp_path):
     engine = enqueue(pg_url, JOBS)
-    runs = tmp_path / "runs"
-    env = worker_env(HARNESS_DB=pg_url, HARNESS_TEST_SLOW_SECONDS=JOB_SECONDS, HARNESS_IDLE_EXIT=IDLE_EXIT,
-                     HARNESS_RUNS_DIR=str(runs))
+    runs, gate = tmp_path / "runs", tmp_path / "gate"
+    env = worker_env(HARNESS_DB=pg_url, HARNESS_TEST_SLOW_SECONDS=JOB_SECONDS, HARNESS_TEST_GATE=str(gate),
+                     HARNESS_IDLE_EXIT=IDLE_EXIT, HARNESS_RUNS_DIR=str(runs))
     if Path(sys.prefix).resolve() != (REPO / ".venv").resolve():  # the script's default venv
         env["HARNESS_VENV"] = sys.prefix
     # submitted from a folder of its own, as the README does; the logs land there
-    array = sbatch("--array=0-1", "--cpus-per-task=1", str(SCRIPT), "--runner", "runners:slow",
+    array = sbatch("--array=0-1", "--cpus-per-task=1", str(SCRIPT), "--runner", "slurm_gate:gated",
                    "--lease-seconds", LEASE, cwd=tmp_path, env=env)
     logs = {t: tmp_path / f"harness-{array}_{t}.log" for t in ("0", "1")}
 
@@ -104,19 +105,17 @@ def test_slurm_array_survives_scancel_and_kill_9_and_ends_when_the_queue_is_empt
         return {task_of(pid): (job, pid) for job, pid in running(engine).items() if started(job, pid)}
 
     try:
-        # both tasks at work; scancel one of them mid-job: it hands its job back, once
+        # both tasks inside a job (held at the gate); scancel one: it hands its job back, once
         wait_for(lambda: {"0", "1"} <= working().keys(), timeout=90,
                  what=f"both array tasks inside a job (logs: {log('0')} {log('1')})")
-        cancelled_job, _ = working()["1"]
+        (cancelled_job, _), (killed_job, pid) = working()["1"], working()["0"]
         subprocess.run(["scancel", f"{array}_1"], check=True, timeout=30)
         wait_for(lambda: f"{array}_1" not in in_squeue(array), timeout=60, what="task 1 to end")
-        assert rows(engine, f"select outcome from attempts where job_id = '{cancelled_job}' order by id"
-                    )[0] == ("interrupted",)
+        assert rows(engine, f"select status from jobs where id = '{cancelled_job}'") == [("queued",)]
 
-        # kill -9 the other task's worker mid-job: the task starts a fresh one
-        wait_for(lambda: "0" in working(), timeout=60, what="task 0 inside a job")
-        killed_job, pid = working()["0"]
+        # kill -9 the other task's worker, still inside its job: the task starts a fresh one
         os.kill(pid, signal.SIGKILL)
+        gate.touch()
 
         # the array ends by itself once the queue stays empty
         wait_for(lambda: not in_squeue(array), timeout=120, what=f"the array to end (logs: {log('0')})")
@@ -128,6 +127,8 @@ def test_slurm_array_survives_scancel_and_kill_9_and_ends_when_the_queue_is_empt
     assert rows(engine, "select count(*), count(distinct job_id) from results") == [(JOBS, JOBS)]
     assert Counter(o for (o,) in rows(engine, "select outcome from attempts")) == {
         "done": JOBS, "interrupted": 1, "lost": 1}
+    assert rows(engine, f"select outcome from attempts where job_id = '{cancelled_job}' order by id") == [
+        ("interrupted",), ("done",)]
     assert rows(engine, f"select outcome from attempts where job_id = '{killed_job}' order by id") == [
         ("lost",), ("done",)]
     # task 0 finished both the cancelled task's job and its own killed worker's
