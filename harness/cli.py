@@ -204,6 +204,10 @@ def work(
     gpu: Optional[int] = typer.Option(None, "--gpu", help="CUDA device index; default: the CPU."),
     max_jobs: Optional[int] = typer.Option(None, "--max-jobs", min=1, help="Stop after this many jobs."),
     until_empty: bool = typer.Option(False, "--until-empty", help="Exit when nothing is left to claim."),
+    idle_exit: Optional[float] = typer.Option(
+        None, "--idle-exit", min=0.0, help="Exit once nothing could be claimed for this many "
+        "seconds (expired leases are taken back first); above --lease-seconds, a killed worker's "
+        "job is picked up before the last workers leave. Default: keep polling."),
     grid: Optional[str] = typer.Option(None, "--grid", help="Take only this grid's jobs."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Per-job artifacts folder."),
     lease_seconds: float = typer.Option(queue.LEASE_SECONDS, "--lease-seconds", min=1.0,
@@ -219,8 +223,9 @@ def work(
 
     Run one per GPU, on as many machines as share the database, or `--workers K` to share this
     machine's cores (or one GPU) between K. SIGINT/SIGTERM hand the current job back to the queue
-    and exit; a killed worker's job is re-run once its lease expires. A GPU fault hands the job
-    back and exits with status 3: start the worker again.
+    and exit (a repeated SIGTERM is the same request; a second SIGINT stops at once); a killed
+    worker's job is re-run once its lease expires. A GPU fault hands the job back and exits with
+    status 3: start the worker again.
     """
     from harness.runtime import threads
 
@@ -237,12 +242,14 @@ def work(
                 "--no-bar", *(["--gpu", str(gpu)] if gpu is not None else []),
                 *(["--max-jobs", str(max_jobs)] if max_jobs else []),
                 *(["--until-empty"] if until_empty else []), *(["--grid", grid] if grid else []),
+                *(["--idle-exit", str(idle_exit)] if idle_exit is not None else []),
                 *(["--quiet"] if quiet else []), *(["--db", db_url] if db_url else [])]
         raise typer.Exit(run_local_workers(workers, args))
     from harness.worker import Worker, WorkerOptions
 
-    opts = WorkerOptions(gpu=gpu, max_jobs=max_jobs, until_empty=until_empty, grid=grid,
-                         runs_dir=runs_dir, lease_seconds=lease_seconds, runner=runner, quiet=quiet)
+    opts = WorkerOptions(gpu=gpu, max_jobs=max_jobs, until_empty=until_empty, idle_exit=idle_exit,
+                         grid=grid, runs_dir=runs_dir, lease_seconds=lease_seconds, runner=runner,
+                         quiet=quiet)
     from harness.display import ProgressDisplay
 
     with ProgressDisplay(enabled=not quiet and not no_bar) as display:
@@ -253,7 +260,8 @@ def work(
         except DeviceFault as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(DEVICE_FAULT_EXIT)
-    typer.echo(f"worker {worker.name}: {done} done, {worker.failed} failed"
+    typer.echo(f"worker {worker.name}" + (f" (stopped by {worker.stopped_by})" if worker.stopped_by else "")
+               + f": {done} done, {worker.failed} failed"
                + (f", {worker.kept} results kept in their run folders (database unreachable)"
                   if worker.kept else ""), err=True)
 

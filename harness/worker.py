@@ -3,6 +3,8 @@
 The worker owns all database traffic for a job. While the runner trains, a heartbeat thread renews
 the lease and publishes progress; SIGINT/SIGTERM ask the runner to stop at its next step and the
 job is handed back to the queue, so a worker that stops cleanly never leaves a job `running`.
+A repeated SIGTERM is the same request (a scheduler's cancel reaches every process of a job, and a
+wrapper script may pass on its own copy); a second SIGINT (Ctrl-C again) stops at once.
 A GPU fault that leaves the CUDA context unusable hands the job back too (without using up an
 attempt) and stops the worker with DeviceFault, for its scheduler to start a fresh process.
 """
@@ -58,6 +60,7 @@ class WorkerOptions:
     gpu: int | None = None
     max_jobs: int | None = None
     until_empty: bool = False
+    idle_exit: float | None = None  # exit once nothing could be claimed for this long (seconds)
     grid: str | None = None
     runs_dir: Path = Path("runs")
     lease_seconds: float = queue.LEASE_SECONDS
@@ -162,24 +165,36 @@ class Worker:
         self.device = select_device(opts.gpu)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stop_requested = threading.Event()
+        self.stopped_by: str | None = None  # the signal that asked this worker to stop
         self.display = display
         self.done = self.failed = self.kept = 0  # kept: results left in their run folder
 
     # -- signals --------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
+        """SIGINT or SIGTERM: hand the current job back, then exit. A second SIGINT stops at once;
+        a repeated SIGTERM is the same request (Slurm's scancel signals every process of the job,
+        the batch script as well as the worker, and the script passes its copy on), so SIGTERM is
+        ignored from then on: ignored, not handled, so that one arriving while Python shuts down
+        (when handlers written in Python are reset) does not kill the process either."""
         def handler(signum, _frame):
-            if self.stop_requested.is_set():  # a second signal: stop now
+            if self.stop_requested.is_set():  # only SIGINT comes here twice: Ctrl-C again, stop now
                 raise KeyboardInterrupt
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            self.stopped_by = signal.Signals(signum).name
             self.stop_requested.set()
-            self._say(f"{signal.Signals(signum).name}: handing the current job back, then exiting "
-                      "(send again to stop at once)")
+            self._say(f"{self.stopped_by}: handing the current job back, then exiting "
+                      "(SIGINT, Ctrl-C, to stop at once)")
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
 
     # -- main loop ------------------------------------------------------------------------
     def run(self) -> int:
-        """Work until told to stop, the job limit is reached, or (until_empty) nothing is left."""
+        """Work until told to stop, the job limit is reached, or nothing could be claimed for
+        idle_exit seconds (until_empty: at once). Before leaving, expired leases of other workers
+        are taken back: a killed worker's job is work left."""
         last_requeue = 0.0
+        idle_limit = 0.0 if self.opts.until_empty else self.opts.idle_exit
+        idle_since = time.monotonic()
         while not self.stop_requested.is_set():
             if (self.opts.max_jobs is not None
                     and self.done + self.failed + self.kept >= self.opts.max_jobs):
@@ -192,17 +207,21 @@ class Worker:
                 device=_device_name(self.device), versions=_versions(), git_rev=_git_rev(),
                 lease_seconds=self.opts.lease_seconds))
             if claim is None:
-                # A killed worker's job whose lease has expired is work left: take it back first.
-                if self.opts.until_empty and not self._reach(lambda: queue.requeue_stale(self.engine)):
+                idle = time.monotonic() - idle_since
+                if idle_limit is not None and idle >= idle_limit:
+                    if self._reach(lambda: queue.requeue_stale(self.engine)):
+                        continue
+                    if idle_limit > 0:
+                        self._say(f"nothing to claim for {idle:.0f}s: exiting")
                     break
-                if self.opts.until_empty:
-                    continue
-                self.stop_requested.wait(POLL_SECONDS)
+                self.stop_requested.wait(POLL_SECONDS if idle_limit is None
+                                         else min(POLL_SECONDS, idle_limit - idle))
                 continue
             failed = self.failed
             self.run_one(claim)
             if self.failed > failed:  # what the failed job held is garbage now: give it back
                 free_memory(self.device)
+            idle_since = time.monotonic()
         return self.done
 
     def _housekeeping(self) -> None:
