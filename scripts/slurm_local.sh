@@ -2,6 +2,7 @@
 # A one-node Slurm cluster on this machine (munge, slurmctld, slurmd), to try
 # scripts/slurm_array.sbatch and for its test (tests/integration/test_slurm.py):
 #
+#   scripts/slurm_local.sh install   # Debian's packages, where missing (apt-get; needs root)
 #   scripts/slurm_local.sh start     # write the config if needed, start what is not running, wait until the node is idle
 #   scripts/slurm_local.sh status    # versions, controller, node; exit status 1 if not usable
 #   scripts/slurm_local.sh stop      # stop slurmd and slurmctld (munged stays: other programs may use it)
@@ -147,9 +148,21 @@ status() {
     node_usable
 }
 
+PACKAGES=(slurmctld slurmd slurm-client munge)
+install() {
+    if dpkg -s "${PACKAGES[@]}" >/dev/null 2>&1; then
+        return 0
+    fi
+    [ "$(id -u)" -eq 0 ] || die "installing Slurm needs root: apt-get install -y ${PACKAGES[*]}"
+    echo "slurm_local: Slurm is not installed; installing ${PACKAGES[*]}" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${PACKAGES[@]}" >/dev/null; } \
+        || die "could not install Slurm (apt-get install -y ${PACKAGES[*]})"
+}
+
 case "${1:-}" in
+    install) install ;;
     start) start ;;
     stop) need; stop_daemons; echo "slurm_local: slurmd and slurmctld stopped" ;;
     status) status ;;
-    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+    *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
 esac
