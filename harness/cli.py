@@ -143,7 +143,9 @@ def enqueue(
     noise: Optional[str] = typer.Option(None, help="Comma list of back-translation temperatures; 0 = clean."),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Comma list of batch sizes."),
     model: Optional[str] = typer.Option(None, help="Hub id or local folder of the encoder."),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (the epoch protocol: validation after each)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="A budget in optimizer steps instead of epochs (protocol v2): the data is passed over as often as the steps take."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="With --steps: validate every K steps and after the last (default: after the last only)."),
     lam: Optional[float] = typer.Option(None, "--lam", help="λ of (1−λ)·CE + λ·SCL, in [0, 1]."),
     tau: Optional[float] = typer.Option(None, "--tau", help="SCL temperature τ > 0."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (AdamW)."),
@@ -176,7 +178,8 @@ def enqueue(
     overrides = dict(
         tasks=_split(tasks), ns=_numbers(n, int, "--n", allow_full=True), seeds=_seeds(seeds),
         losses=_split(_lower(losses)), noises=_numbers(noise, float, "--noise"),
-        batch_sizes=_numbers(batch_size, int, "--batch-size"), model=model, epochs=epochs, lam=lam,
+        batch_sizes=_numbers(batch_size, int, "--batch-size"), model=model, epochs=epochs,
+        steps=steps, eval_every=eval_every, lam=lam,
         tau=tau, lr=lr, max_length=max_length, warmup_ratio=warmup_ratio,
         scl_reduction=_lower(scl_reduction), noise_mode=_lower(noise_mode),
         batching=_lower(batching), sampling=_lower(sampling), stage1_epochs=stage1_epochs,
@@ -396,6 +399,33 @@ def plot(
         typer.echo(f"skipped: {why}; none are in the database", err=True)
     for p in paths:
         typer.echo(str(p))
+
+
+@app.command()
+@fail_cleanly
+def convergence(
+    grid: str = typer.Option("convergence", "--grid", help="The study's grid (its jobs run with --steps and --eval-every)."),
+    tolerance: float = typer.Option(0.5, help="Points of validation accuracy below CE's best that count as converged."),
+    plot_dir: Optional[Path] = typer.Option(None, "--plot", help="Also draw the curves into this folder (convergence.png/.pdf)."),
+    db_url: Optional[str] = DbOpt,
+):
+    """Protocol v2's convergence study: the step budget each N needs, from the validation curves.
+
+    Run the study first: `harness enqueue --grid convergence && harness work --until-empty`
+    (108 long jobs: both small models, SST-2/QNLI/MNLI at N = 20, 100, 1000, both losses, 3 seeds).
+    """
+    from analysis.convergence import budget_per_n, budgets, render_budgets
+    from analysis.load import load_curves
+    from analysis.plots import plot_convergence
+
+    if not 0 < tolerance < 100:
+        raise HarnessError(f"--tolerance {tolerance}: give points of accuracy, e.g. 0.5")
+    curves = load_curves(db.open_db(db_url, readonly=True), grid)
+    table = budgets(curves, tolerance / 100)
+    typer.echo(render_budgets(table, tolerance / 100))
+    if plot_dir is not None and not curves.empty:
+        for path in plot_convergence(curves, plot_dir, budget_per_n(table) if not table.empty else None):
+            typer.echo(str(path))
 
 
 @app.command()

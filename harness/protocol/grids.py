@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from harness.protocol import paper
 from harness.errors import HarnessError
-from harness.protocol.spec import LOSSES, SMALL_MODEL, JobSpec
+from harness.protocol.spec import DEFAULT_MODEL, LOSSES, SMALL_MODEL, JobSpec
 
 # Tuning on validation (grid `tune`): seeds that no reported grid uses, the paper's λ and τ values
 # crossed, and learning rates for a 3-layer MiniLM that trains ~70 steps (N = 100, 10 epochs,
@@ -23,6 +23,16 @@ from harness.protocol.spec import LOSSES, SMALL_MODEL, JobSpec
 TUNE_SEEDS = (100, 101)
 TUNE_LRS = (1e-4, 3e-4, 1e-3)
 TUNE_SCL = tuple(itertools.product((0.5, 0.9), (0.1, 0.3, 0.7)))  # (λ, τ)
+
+# Protocol v2's convergence study (grid `convergence`, issue 21): both small models, a long budget
+# in optimizer steps with validation every STUDY_EVAL_EVERY steps, on seeds no table uses. Its
+# curves choose each N's step budget (analysis.convergence). The learning rate is the one the
+# v1 tuning chose most often (1e-4; the independent plain loop of issue 21 used it too), with the
+# usual 10% warm-up; the schedule decays linearly over the long budget.
+STUDY_MODELS = (SMALL_MODEL, "sentence-transformers/all-MiniLM-L6-v2")
+STUDY_SEEDS = (200, 201, 202)
+STUDY_STEPS = 1000
+STUDY_EVAL_EVERY = 25
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,7 @@ class Grid:
     base: dict = field(default_factory=dict)  # JobSpec fields shared by every job
     lrs: tuple[float, ...] = ()  # learning rates crossed; empty: base's lr only
     scl_settings: tuple[tuple[float, float], ...] = ()  # (λ, τ) crossed for CE+SCL; empty: base's
+    models: tuple[str, ...] = ()  # models crossed; empty: base's model (--model pins one)
 
     def axes(self) -> dict:
         return dict(tasks=self.tasks, ns=self.ns, seeds=self.seeds, losses=self.losses,
@@ -69,6 +80,12 @@ GRIDS: dict[str, Grid] = {g.name: g for g in [
          tasks=paper.FEWSHOT.tasks, ns=(100,), seeds=TUNE_SEEDS, lrs=TUNE_LRS,
          scl_settings=TUNE_SCL,
          base=dict(model=SMALL_MODEL, lr=TUNE_LRS[1], warmup_ratio=0.1, epochs=10, max_length=128)),
+    Grid("convergence", 1, "protocol v2's study: how many optimizer steps each N needs; SST-2, "
+         "QNLI, MNLI at N = 20, 100, 1000, both small models, 1000 steps validated every 25, "
+         "seeds 200-202",
+         tasks=paper.FEWSHOT.tasks, ns=paper.FEWSHOT.ns, seeds=STUDY_SEEDS, models=STUDY_MODELS,
+         base=dict(lam=paper.PAPER_LAM, tau=paper.PAPER_TAU, model=SMALL_MODEL, lr=1e-4,
+                   warmup_ratio=0.1, steps=STUDY_STEPS, eval_every=STUDY_EVAL_EVERY, max_length=128)),
     Grid("smoke", 1, "a minute-scale design for demos and tests: small model, SST-2, N = 20, 6 epochs",
          tasks=("sst2",), ns=(20,), seeds=(0, 1, 2, 3),
          # a 3-layer MiniLM needs a larger step than RoBERTa-large's 1e-5 to move in 6 epochs
@@ -105,7 +122,11 @@ def expand(grid: Grid, **overrides) -> list[tuple[JobSpec, str | None]]:
     unknown = set(overrides) - spec_fields
     if unknown:
         raise HarnessError(f"unknown grid option(s): {', '.join(sorted(unknown))}")
+    if "epochs" in overrides and (grid.base.get("steps") or overrides.get("steps")):
+        raise HarnessError(f"grid {grid.name!r} trains for a budget in optimizer steps: set --steps, "
+                           "not --epochs")
     base = grid.base | overrides
+    models = (base.get("model", DEFAULT_MODEL),) if "model" in overrides or not grid.models else grid.models
     for axis, values in axes.items():
         if not values:
             raise HarnessError(f"the {axis} axis of grid {grid.name!r} is empty")
@@ -115,12 +136,13 @@ def expand(grid: Grid, **overrides) -> list[tuple[JobSpec, str | None]]:
     lrs = [dict(lr=lr) for lr in grid.lrs] if grid.lrs and "lr" not in overrides else [{}]
     settings = _scl_settings(grid, overrides)
     out = []
-    for task, n, noise, bs, seed, lr, loss in itertools.product(
-            axes["tasks"], axes["ns"], axes["noises"], axes["batch_sizes"], axes["seeds"], lrs,
-            axes["losses"]):
+    for model, task, n, noise, bs, seed, lr, loss in itertools.product(
+            models, axes["tasks"], axes["ns"], axes["noises"], axes["batch_sizes"], axes["seeds"],
+            lrs, axes["losses"]):
         for scl in (settings if loss != "ce" else [{}]):
-            out.append((JobSpec.make(**(base | dict(task=task, n=n, noise=noise, batch_size=bs,
-                                                    seed=seed, loss=loss) | lr | scl)), None))
+            out.append((JobSpec.make(**(base | dict(model=model, task=task, n=n, noise=noise,
+                                                    batch_size=bs, seed=seed, loss=loss) | lr | scl)),
+                        None))
     return out
 
 

@@ -92,6 +92,7 @@ metrics = sa.Table(
     sa.Column("epoch", sa.Integer),
     sa.Column("name", sa.String(64), nullable=False),
     sa.Column("value", sa.Float),
+    sa.Column("step", sa.Integer),  # step-budget jobs (protocol v2): the step a validation ran after
 )
 
 results = sa.Table(
@@ -129,6 +130,9 @@ results = sa.Table(
     sa.Column("class_counts", sa.Text),  # JSON {"0": 9, "1": 11}: the training sample per class
     sa.Column("spec", sa.Text, nullable=False),  # the full JobSpec JSON
     sa.Column("finished_at", sa.DateTime, server_default=sa.func.current_timestamp()),
+    # Protocol v2: the budget in optimizer steps and the step of the selected weights (null: epochs)
+    sa.Column("steps", sa.Integer),
+    sa.Column("best_step", sa.Integer),
 )
 
 # Per-example test predictions of the selected epoch, for example-level significance tests.
