@@ -221,8 +221,11 @@ def test_report_asks_the_question_and_prints_the_choice_and_the_tuning_table(tun
     assert md.startswith("# Does CE+SCL help small pre-trained encoders the way the paper says it "
                          "helps RoBERTa-large?\n")
     tune = md[md.index("## Hyper-parameters chosen on validation"):md.index("## Table 2")]
-    assert f"| `{SMALL_MODEL}` | SST-2 | 0.0003 | 0.5 | 0.1 | 0.1 | 80.0 | 83.0 | 100, 101 |" in tune
-    assert f"| `{SMALL_MODEL}` | MNLI | " + " | ".join(["missing"] * 7) + " |" in tune
+    # lr 3e-4 lies inside its grid; λ 0.5 and τ 0.1 are the smallest tried: edges, said so
+    assert (f"| `{SMALL_MODEL}` | SST-2 | 0.0003 | 0.5 | 0.1 | 0.1 | 80.0 | 83.0 | 100, 101 | "
+            "*edge* λ 0.5 (smallest of 2); *edge* τ 0.1 (smallest of 3) |") in tune
+    assert f"| `{SMALL_MODEL}` | MNLI | " + " | ".join(["missing"] * 8) + " |" in tune
+    assert "2 of 2 choices lie on the edge of their grid" in tune and "only a bound" in tune
     assert "| CE | 70.0 [70.0, 70.0] | **80.0 [80.0, 80.0]** chosen | 73.5 [87.0, 60.0] |" in tune
     assert "| CE+SCL λ=0.5 τ=0.1 | 73.0 [73.0, 73.0] | **83.0 [83.0, 83.0]** chosen | 95.0 [95.0, 95.0] |" in tune
     assert tune.index("**SST-2**") < tune.index("**QNLI**")

@@ -106,3 +106,20 @@ def test_a_looser_tolerance_never_asks_for_more_steps():
 
 def test_no_study_says_how_to_run_it():
     assert "harness enqueue --grid convergence" in render_budgets(budgets(_curves({})))
+
+
+def test_edges_of_the_tuning_grid_are_named():
+    from types import SimpleNamespace
+
+    from analysis.tuning import edges
+
+    cands = [dict(loss="ce", lr=lr, lam=0.0, tau=None) for lr in (3e-5, 1e-4, 3e-4)]
+    cands += [dict(loss="ce+scl", lr=1e-4, lam=lam, tau=tau) for lam in (0.1, 0.5, 0.9) for tau in (0.05, 0.3)]
+    cands += [dict(loss="ce+scl", lr=3e-4, lam=0.99, tau=0.01)]  # another lr: not in λ, τ's grid
+    inside = SimpleNamespace(candidates=cands, lr=1e-4, lam=0.5, tau=0.3)
+    assert edges(inside) == ["τ 0.3 (largest of 2)"]
+    low = SimpleNamespace(candidates=cands, lr=3e-5, lam=0.9, tau=0.05)
+    # at lr 3e-5 no CE+SCL setting was tried: λ and τ have no grid there
+    assert edges(low) == ["lr 3e-05 (smallest of 3)"]
+    high = SimpleNamespace(candidates=cands, lr=1e-4, lam=0.9, tau=0.05)
+    assert edges(high) == ["λ 0.9 (largest of 3)", "τ 0.05 (smallest of 2)"]
