@@ -50,6 +50,9 @@ def render_tuning(choices: pd.DataFrame) -> str:
         return ("No tuning choice is stored: every value below is missing. Run the `tune` grid and "
                 "`harness tune select`; until then jobs ran with their grid's settings, named in each "
                 "table's 'Setting' line.\n\n" + _choice_table(choices, []))
+    if "grid" in choices and choices["grid"].nunique() > 1:  # protocol v1's and v2's, apart
+        return "\n\n".join(f"### Tuning grid `{g}`\n\n" + render_tuning(c.drop(columns="grid"))
+                             for g, c in choices.groupby("grid", sort=True))
     out.append(f"Rule: {choices['rule'].iloc[0]}. Scores are the validation {choices['metric'].iloc[0]}"
                " (×100) of each run's selected epoch, averaged over the tuning seeds (each seed's "
                "score in brackets); the test set played no part. Reported runs enqueued with `--tuned` "

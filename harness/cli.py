@@ -128,8 +128,11 @@ def _stage1_n(value: str | None) -> int | None:
 def grids_cmd():
     """List the named experimental designs and how many jobs each expands to."""
     for g in grids.GRIDS.values():
-        count = len(grids.expand(g))
-        typer.echo(f"{g.name:<9} v{g.version} {count:>4} jobs  {g.description}")
+        try:
+            count = f"{len(grids.expand(g)):>4} jobs"
+        except HarnessError:  # a v2 grid before the convergence study has chosen its budgets
+            count = "   ? jobs (step budgets not chosen yet: --steps)"
+        typer.echo(f"{g.name:<11} v{g.version} {count}  {g.description}")
 
 
 @app.command()
@@ -454,6 +457,7 @@ def bench(
 @fail_cleanly
 def tune_select(
     model: str = typer.Option(grids.GRIDS["tune"].base["model"], help="The model the tune grid ran."),
+    grid: str = typer.Option("tune", "--grid", help="The tuning grid: tune (protocol v1) or tune-v2."),
     tasks: Optional[str] = typer.Option(None, help="Comma list of tasks (default: every task tuned)."),
     db_url: Optional[str] = DbOpt,
 ):
@@ -462,7 +466,7 @@ def tune_select(
     from harness import tuning
 
     engine = db.open_db(db_url)
-    choices = tuning.select(engine, model=model, tasks=_split(tasks))  # refuses before writing
+    choices = tuning.select(engine, model=model, tasks=_split(tasks), grid=grid)  # refuses before writing
     tuning.store(engine, choices)
     for c in choices:
         typer.echo(f"{c.task:<6} {c.model}: lr {c.lr:g}, λ {c.lam:g}, τ {c.tau:g} (warm-up {c.warmup_ratio:g}); "
@@ -474,6 +478,7 @@ def tune_select(
 @fail_cleanly
 def tune_scl(
     model: str = typer.Option(grids.GRIDS["tune"].base["model"], help="The model the tune grid ran."),
+    grid: str = typer.Option("tune", "--grid", help="The tuning grid: tune (protocol v1) or tune-v2."),
     tasks: Optional[str] = typer.Option(None, help="Comma list of tasks (default: every task tuned)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be enqueued; write nothing."),
     db_url: Optional[str] = DbOpt,
@@ -483,13 +488,13 @@ def tune_scl(
     from harness import tuning
 
     engine = db.open_db(db_url)
-    specs = tuning.scl_step(engine, model=model, tasks=_split(tasks))  # refuses before writing
+    specs = tuning.scl_step(engine, model=model, tasks=_split(tasks), grid=grid)  # refuses before writing
     if dry_run:
         typer.echo(f"dry run: {len(specs)} CE+SCL tuning jobs at lr "
                    + ", ".join(sorted({f"{s.task} {s.lr:g}" for s in specs})) + "; nothing written")
         return
-    added, existing = queue.enqueue(engine, tuning.TUNE_GRID, specs)
-    typer.echo(f"grid tune: added {added} CE+SCL jobs, {existing} already existed")
+    added, existing = queue.enqueue(engine, grid, specs)
+    typer.echo(f"grid {grid}: added {added} CE+SCL jobs, {existing} already existed")
 
 
 @db_app.command("upgrade")

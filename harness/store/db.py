@@ -217,6 +217,8 @@ artifacts = sa.Table(
 # chosen again, with the numbers the choice rested on. `harness enqueue --tuned` reads it.
 tuning_choices = sa.Table(
     "tuning_choices", metadata,
+    # the tuning grid the choice came from: `tune` (protocol v1) or `tune-v2`
+    sa.Column("grid", sa.String(64), primary_key=True, server_default="tune"),
     sa.Column("task", sa.String(64), primary_key=True),
     sa.Column("model", sa.String(256), primary_key=True),
     sa.Column("lr", sa.Float, nullable=False),  # both losses (chosen on CE)
