@@ -161,3 +161,22 @@ def train_forwards(db) -> dict[str, int]:
         for name, n in conn.execute(query):
             counts[name or "full"] = counts.get(name or "full", 0) + n
     return counts
+
+
+def load_curves(db, grid: str | None = None, name: str = "accuracy") -> pd.DataFrame:
+    """Validation curves of step-budget jobs (protocol v2): one row per (job, step) with the job's
+    grid, model, task, n, loss, seed, lam, tau, lr and the validation `name` metric after that step.
+    Epoch-protocol jobs (metrics.step null) have no rows. grid: only that grid's jobs."""
+    engine = engine_of(db)
+    m, r = hdb.metrics, hdb.results
+    query = (sa.select(r.c.job_id, r.c.grid, r.c.model, r.c.task, r.c.n, r.c.loss, r.c.seed, r.c.lam,
+                       r.c.tau, r.c.lr, m.c.step, m.c.value.label(name))
+             .select_from(r.join(m, sa.and_(m.c.attempt_id == r.c.attempt_id, m.c.job_id == r.c.job_id)))
+             .where(m.c.split == "validation", m.c.name == name, m.c.step.is_not(None))
+             .order_by(r.c.job_id, m.c.step))
+    if grid is not None:
+        query = query.where(r.c.grid == grid)
+    with hdb.connect(engine) as conn:
+        df = pd.read_sql(query, conn)
+    df["n"] = pd.to_numeric(df["n"]).astype("Int64")
+    return df

@@ -186,3 +186,49 @@ def plot_tsne(db, out_dir, task: str = "sst2", n: int | None = 20, seed: int | N
              ha="center", fontsize=8)
     fig.tight_layout()
     return _save(fig, out_dir, f"tsne_{task}_{'full' if n is None else n}_seed{sd}_{_safe(mdl)}")
+
+
+def plot_convergence(curves: pd.DataFrame, out_dir, budgets: dict | None = None) -> list[Path]:
+    """Protocol v2's convergence study: validation accuracy against optimizer steps, one panel per
+    (task, N), a line per (model, loss) averaged over seeds with ± std shaded; a dashed line at each
+    N's chosen budget. curves: analysis.load.load_curves; budgets: {n: steps}."""
+    from analysis.convergence import mean_curves
+
+    if curves.empty:
+        return []
+    mean = mean_curves(curves)
+    tasks = [t for t in FEWSHOT.tasks if t in set(mean["task"])] or sorted(set(mean["task"]))
+    ns = sorted(set(mean["n"].dropna()))
+    models = sorted(set(mean["model"]))
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(len(tasks), len(ns), figsize=(3.6 * len(ns), 2.8 * len(tasks)), squeeze=False)
+    for i, task in enumerate(tasks):
+        for j, n in enumerate(ns):
+            ax = axes[i][j]
+            for k, model in enumerate(models):
+                for loss, color in COLORS.items():
+                    c = mean[(mean["task"] == task) & (mean["n"] == n) & (mean["model"] == model)
+                             & (mean["loss"] == loss)].sort_values("step")
+                    if c.empty:
+                        continue
+                    y, sd = c["mean"] * 100, c["std"].fillna(0) * 100
+                    ax.plot(c["step"], y, styles[k % len(styles)], color=color, lw=1.2,
+                            label=f"{model.split('/')[-1]} {LOSS_LABELS[loss]}")
+                    ax.fill_between(c["step"], y - sd, y + sd, color=color, alpha=0.12)
+            if budgets and n in budgets:
+                ax.axvline(budgets[n], color="0.3", ls="--", lw=0.8)
+            ax.set_title(f"{TASK_LABELS.get(task, task)}, N={n}", fontsize=9)
+            if i == len(tasks) - 1:
+                ax.set_xlabel("optimizer steps")
+            if j == 0:
+                ax.set_ylabel("validation accuracy (%)")
+            if not ax.lines:
+                _no_runs(ax)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7,
+                   bbox_to_anchor=(0.5, -0.04))
+    fig.suptitle("Convergence study: validation accuracy by step (mean ± std over seeds); "
+                 "dashed: the budget chosen for N")
+    fig.tight_layout()
+    return _save(fig, out_dir, "convergence")

@@ -13,6 +13,33 @@ from harness.protocol.paper import TASK_LABELS
 
 TUNED_TASKS = get_grid("tune").tasks  # a task of the tune grid without a choice is said missing
 MISSING = "missing"
+EDGE_NOTE = ("A choice marked *edge* is the smallest or largest value its grid tried: the best "
+             "setting may lie beyond the grid, so the tuning has not found an optimum in that "
+             "direction, only a bound. Extend the grid past it before trusting the choice (protocol "
+             "v2's tuning brackets each model's learning rate for this reason).")
+
+
+def edges(r) -> list[str]:
+    """The chosen values that sit on the edge of what was tried (with more than one value tried):
+    lr among CE's learning rates, λ and τ among CE+SCL's settings at the chosen learning rate.
+    E.g. ["lr 0.0001 (smallest of 3)", "λ 0.5 (smallest of 2)"]."""
+    cands = pd.DataFrame(r.candidates)
+    if cands.empty:
+        return []
+    scl = cands[(cands["loss"] != "ce") & (cands["lr"] == r.lr)]
+    tried = {"lr": (r.lr, cands.loc[cands["loss"] == "ce", "lr"]),
+             "λ": (r.lam, scl["lam"] if "lam" in scl else pd.Series(dtype=float)),
+             "τ": (r.tau, scl["tau"] if "tau" in scl else pd.Series(dtype=float))}
+    out = []
+    for name, (chosen, values) in tried.items():
+        values = sorted(set(values.dropna()))
+        if len(values) < 2 or chosen is None:
+            continue
+        if chosen == values[0]:
+            out.append(f"{name} {chosen:g} (smallest of {len(values)})")
+        elif chosen == values[-1]:
+            out.append(f"{name} {chosen:g} (largest of {len(values)})")
+    return out
 
 
 def render_tuning(choices: pd.DataFrame) -> str:
@@ -23,11 +50,16 @@ def render_tuning(choices: pd.DataFrame) -> str:
         return ("No tuning choice is stored: every value below is missing. Run the `tune` grid and "
                 "`harness tune select`; until then jobs ran with their grid's settings, named in each "
                 "table's 'Setting' line.\n\n" + _choice_table(choices, []))
+    if "grid" in choices and choices["grid"].nunique() > 1:  # protocol v1's and v2's, apart
+        return "\n\n".join(f"### Tuning grid `{g}`\n\n" + render_tuning(c.drop(columns="grid"))
+                             for g, c in choices.groupby("grid", sort=True))
     out.append(f"Rule: {choices['rule'].iloc[0]}. Scores are the validation {choices['metric'].iloc[0]}"
                " (×100) of each run's selected epoch, averaged over the tuning seeds (each seed's "
                "score in brackets); the test set played no part. Reported runs enqueued with `--tuned` "
                "use these values; the tuning seeds are not among the reported seeds.")
     out.append(_choice_table(choices, sorted(choices["model"].unique())))
+    on_edge = sum(bool(edges(r)) for r in choices.itertuples())
+    out.append(f"{on_edge} of {len(choices)} choices lie on the edge of their grid. " + EDGE_NOTE)
     order = {t: i for i, t in enumerate(TUNED_TASKS)}
     for r in sorted(choices.itertuples(), key=lambda r: (r.model, order.get(r.task, len(order)), r.task)):
         out.append(f"**{TASK_LABELS.get(r.task, r.task)}**, `{r.model}` (N = {r.n}, seeds "
@@ -37,8 +69,8 @@ def render_tuning(choices: pd.DataFrame) -> str:
 
 
 def _choice_table(choices: pd.DataFrame, models: list[str]) -> str:
-    head = ("| model | task | lr | λ | τ | warm-up | CE validation | CE+SCL validation | tuning seeds |\n"
-            "|---|---|---|---|---|---|---|---|---|")
+    head = ("| model | task | lr | λ | τ | warm-up | CE validation | CE+SCL validation | tuning seeds "
+            "| on the grid's edge |\n|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for model in models or ["(any)"]:
         have = {r.task: r for r in choices.itertuples() if r.model == model}
@@ -46,11 +78,11 @@ def _choice_table(choices: pd.DataFrame, models: list[str]) -> str:
             label = TASK_LABELS.get(task, task)
             r = have.get(task)
             if r is None:
-                rows.append(f"| `{model}` | {label} | " + " | ".join([MISSING] * 7) + " |")
+                rows.append(f"| `{model}` | {label} | " + " | ".join([MISSING] * 8) + " |")
                 continue
             rows.append(f"| `{model}` | {label} | {r.lr:g} | {r.lam:g} | {r.tau:g} | {r.warmup_ratio:g} | "
                         f"{100 * r.ce_val_score:.1f} | {100 * r.scl_val_score:.1f} | "
-                        f"{', '.join(map(str, r.seeds))} |")
+                        f"{', '.join(map(str, r.seeds))} | {'; '.join('*edge* ' + e for e in edges(r)) or 'no'} |")
     return head + "\n" + "\n".join(rows)
 
 

@@ -128,8 +128,11 @@ def _stage1_n(value: str | None) -> int | None:
 def grids_cmd():
     """List the named experimental designs and how many jobs each expands to."""
     for g in grids.GRIDS.values():
-        count = len(grids.expand(g))
-        typer.echo(f"{g.name:<9} v{g.version} {count:>4} jobs  {g.description}")
+        try:
+            count = f"{len(grids.expand(g)):>4} jobs"
+        except HarnessError:  # a v2 grid before the convergence study has chosen its budgets
+            count = "   ? jobs (step budgets not chosen yet: --steps)"
+        typer.echo(f"{g.name:<11} v{g.version} {count}  {g.description}")
 
 
 @app.command()
@@ -143,7 +146,9 @@ def enqueue(
     noise: Optional[str] = typer.Option(None, help="Comma list of back-translation temperatures; 0 = clean."),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Comma list of batch sizes."),
     model: Optional[str] = typer.Option(None, help="Hub id or local folder of the encoder."),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (the epoch protocol: validation after each)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="A budget in optimizer steps instead of epochs (protocol v2): the data is passed over as often as the steps take."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="With --steps: validate every K steps and after the last (default: after the last only)."),
     lam: Optional[float] = typer.Option(None, "--lam", help="λ of (1−λ)·CE + λ·SCL, in [0, 1]."),
     tau: Optional[float] = typer.Option(None, "--tau", help="SCL temperature τ > 0."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (AdamW)."),
@@ -176,7 +181,8 @@ def enqueue(
     overrides = dict(
         tasks=_split(tasks), ns=_numbers(n, int, "--n", allow_full=True), seeds=_seeds(seeds),
         losses=_split(_lower(losses)), noises=_numbers(noise, float, "--noise"),
-        batch_sizes=_numbers(batch_size, int, "--batch-size"), model=model, epochs=epochs, lam=lam,
+        batch_sizes=_numbers(batch_size, int, "--batch-size"), model=model, epochs=epochs,
+        steps=steps, eval_every=eval_every, lam=lam,
         tau=tau, lr=lr, max_length=max_length, warmup_ratio=warmup_ratio,
         scl_reduction=_lower(scl_reduction), noise_mode=_lower(noise_mode),
         batching=_lower(batching), sampling=_lower(sampling), stage1_epochs=stage1_epochs,
@@ -408,6 +414,33 @@ def plot(
 
 @app.command()
 @fail_cleanly
+def convergence(
+    grid: str = typer.Option("convergence", "--grid", help="The study's grid (its jobs run with --steps and --eval-every)."),
+    tolerance: float = typer.Option(0.5, help="Points of validation accuracy below CE's best that count as converged."),
+    plot_dir: Optional[Path] = typer.Option(None, "--plot", help="Also draw the curves into this folder (convergence.png/.pdf)."),
+    db_url: Optional[str] = DbOpt,
+):
+    """Protocol v2's convergence study: the step budget each N needs, from the validation curves.
+
+    Run the study first: `harness enqueue --grid convergence && harness work --until-empty`
+    (108 long jobs: both small models, SST-2/QNLI/MNLI at N = 20, 100, 1000, both losses, 3 seeds).
+    """
+    from analysis.convergence import budget_per_n, budgets, render_budgets
+    from analysis.load import load_curves
+    from analysis.plots import plot_convergence
+
+    if not 0 < tolerance < 100:
+        raise HarnessError(f"--tolerance {tolerance}: give points of accuracy, e.g. 0.5")
+    curves = load_curves(db.open_db(db_url, readonly=True), grid)
+    table = budgets(curves, tolerance / 100)
+    typer.echo(render_budgets(table, tolerance / 100))
+    if plot_dir is not None and not curves.empty:
+        for path in plot_convergence(curves, plot_dir, budget_per_n(table) if not table.empty else None):
+            typer.echo(str(path))
+
+
+@app.command()
+@fail_cleanly
 def bench(
     model: str = typer.Option("sentence-transformers/paraphrase-MiniLM-L3-v2", help="Hub id or local folder."),
     task: str = typer.Option("sst2"),
@@ -432,6 +465,7 @@ def bench(
 @fail_cleanly
 def tune_select(
     model: str = typer.Option(grids.GRIDS["tune"].base["model"], help="The model the tune grid ran."),
+    grid: str = typer.Option("tune", "--grid", help="The tuning grid: tune (protocol v1) or tune-v2."),
     tasks: Optional[str] = typer.Option(None, help="Comma list of tasks (default: every task tuned)."),
     db_url: Optional[str] = DbOpt,
 ):
@@ -440,7 +474,7 @@ def tune_select(
     from harness import tuning
 
     engine = db.open_db(db_url)
-    choices = tuning.select(engine, model=model, tasks=_split(tasks))  # refuses before writing
+    choices = tuning.select(engine, model=model, tasks=_split(tasks), grid=grid)  # refuses before writing
     tuning.store(engine, choices)
     for c in choices:
         typer.echo(f"{c.task:<6} {c.model}: lr {c.lr:g}, λ {c.lam:g}, τ {c.tau:g} (warm-up {c.warmup_ratio:g}); "
@@ -452,6 +486,7 @@ def tune_select(
 @fail_cleanly
 def tune_scl(
     model: str = typer.Option(grids.GRIDS["tune"].base["model"], help="The model the tune grid ran."),
+    grid: str = typer.Option("tune", "--grid", help="The tuning grid: tune (protocol v1) or tune-v2."),
     tasks: Optional[str] = typer.Option(None, help="Comma list of tasks (default: every task tuned)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be enqueued; write nothing."),
     db_url: Optional[str] = DbOpt,
@@ -461,13 +496,13 @@ def tune_scl(
     from harness import tuning
 
     engine = db.open_db(db_url)
-    specs = tuning.scl_step(engine, model=model, tasks=_split(tasks))  # refuses before writing
+    specs = tuning.scl_step(engine, model=model, tasks=_split(tasks), grid=grid)  # refuses before writing
     if dry_run:
         typer.echo(f"dry run: {len(specs)} CE+SCL tuning jobs at lr "
                    + ", ".join(sorted({f"{s.task} {s.lr:g}" for s in specs})) + "; nothing written")
         return
-    added, existing = queue.enqueue(engine, tuning.TUNE_GRID, specs)
-    typer.echo(f"grid tune: added {added} CE+SCL jobs, {existing} already existed")
+    added, existing = queue.enqueue(engine, grid, specs)
+    typer.echo(f"grid {grid}: added {added} CE+SCL jobs, {existing} already existed")
 
 
 @db_app.command("upgrade")

@@ -48,19 +48,22 @@ def plan_jobs(grid: grids.Grid, overrides: dict, *, check_models: bool = True,
 
 
 def _expand_tuned(grid: grids.Grid, overrides: dict, engine: Engine) -> list[tuple[JobSpec, str | None]]:
-    """The grid expanded once per distinct tuned setting, with the tasks that take it (all of
-    transfer's take SST-2's, so its stage-2 jobs keep their stage-1 dependencies)."""
+    """The grid expanded once per model and distinct tuned setting, with the tasks that take it
+    (all of transfer's take SST-2's, so its stage-2 jobs keep their stage-1 dependencies): each
+    model of a grid that crosses models takes its own choices."""
     pinned = [f"--{k.replace('_', '-')}" for k in tuning.TUNED_FIELDS if overrides.get(k) is not None]
     if pinned:
         raise HarnessError(f"--tuned sets {', '.join(tuning.TUNED_FIELDS)} from the stored choice: "
                            f"drop {', '.join(pinned)}")
     tasks = overrides.get("tasks") or grid.tasks
-    model = overrides.get("model") or grid.base.get("model", DEFAULT_MODEL)
-    per_task = tuning.tuned_fields(engine, grid.name, tasks, model)
-    by_setting: dict[tuple, list[str]] = {}
-    for task in tasks:
-        by_setting.setdefault(tuple(sorted(per_task[task].items())), []).append(task)
+    models = [overrides["model"]] if overrides.get("model") else (
+        list(grid.models) or [grid.base.get("model", DEFAULT_MODEL)])
     jobs = []
-    for setting, group in by_setting.items():
-        jobs += grids.expand(grid, **(overrides | dict(setting) | dict(tasks=group)))
+    for model in models:
+        per_task = tuning.tuned_fields(engine, grid.name, tasks, model)
+        by_setting: dict[tuple, list[str]] = {}
+        for task in tasks:
+            by_setting.setdefault(tuple(sorted(per_task[task].items())), []).append(task)
+        for setting, group in by_setting.items():
+            jobs += grids.expand(grid, **(overrides | dict(setting) | dict(tasks=group, model=model)))
     return jobs

@@ -16,6 +16,9 @@ have preferred another. Ties go to the smaller learning rate, then the smaller �
 The grid can also run in two steps where CPU time is short: `--losses ce` first, then `scl_step`
 (`harness tune scl`) enqueues CE+SCL at CE's learning rate alone (36 jobs instead of 108).
 `enqueue --tuned` reads the stored choice: `tuned_fields` gives the spec fields it sets.
+
+Choices are kept per tuning grid: `tune` (protocol v1) and `tune-v2` stand side by side, and each
+grid that `--tuned` applies to names the tuning grid it takes its choices from (`Grid.tuned_by`).
 """
 
 from __future__ import annotations
@@ -35,15 +38,16 @@ from harness.store.jobs import Status
 from harness.protocol.spec import SMALL_MODEL, JobSpec
 
 TUNE_GRID = "tune"
+_TUNING_GRIDS = tuple(sorted({g.tuned_by for g in grids.GRIDS.values() if g.tuned_by}))
 RULE = ("learning rate: CE's best mean validation score over the tuning seeds; λ, τ: CE+SCL's best "
         "mean validation score over the tuning seeds at that learning rate; ties to the smaller value")
 # What a candidate setting is: the fields the tune grid varies (the rest must be shared).
 VARIED = ("loss", "lr", "lam", "tau", "scl_reduction")
 # Spec fields that differ per job without making it another setting.
 PER_JOB = ("seed", "train_seed")
-# Grids whose jobs `enqueue --tuned` can set, and which task's choice each job takes: transfer
-# jobs (SST-2 stage 1, sentiment and subjectivity targets) all take SST-2's.
-TUNED_GRIDS = ("fewshot", "noise", "transfer")
+# Grids whose jobs `enqueue --tuned` can set (those naming a tuning grid), and which task's choice
+# each job takes: transfer jobs (SST-2 stage 1, sentiment and subjectivity targets) all take SST-2's.
+TUNED_GRIDS = tuple(name for name, g in grids.GRIDS.items() if g.tuned_by)
 TUNED_FIELDS = ("lr", "lam", "tau", "warmup_ratio")
 
 
@@ -86,6 +90,7 @@ class Choice:
     seeds: tuple[int, ...]
     candidates: tuple[Candidate, ...]
     base: dict  # spec fields every tuning job of the task shared
+    grid: str = TUNE_GRID  # the tuning grid it was chosen from
 
     def fields(self) -> dict:
         """The JobSpec fields a tuned job takes from this choice."""
@@ -94,63 +99,68 @@ class Choice:
 
 # ---- select -------------------------------------------------------------------------------
 
-def select(engine: Engine, *, model: str = SMALL_MODEL, tasks: list[str] | None = None) -> list[Choice]:
+def select(engine: Engine, *, model: str = SMALL_MODEL, tasks: list[str] | None = None,
+           grid: str = TUNE_GRID) -> list[Choice]:
     """The choice for each task (all tasks with tuning jobs of `model`, or `tasks`), from the
-    finished tune grid. Raises HarnessError, naming what is missing, unless every tuning job of
+    finished tuning grid. Raises HarnessError, naming what is missing, unless every tuning job of
     each task is done."""
-    by_task = _rows_by_task(engine, model, tasks)
-    return [_choose(task, model, by_task[task]) for task in sorted(by_task)]
+    by_task = _rows_by_task(engine, model, tasks, grid)
+    return [dataclasses.replace(_choose(task, model, by_task[task], grid), grid=grid)
+            for task in sorted(by_task)]
 
 
-def scl_step(engine: Engine, *, model: str = SMALL_MODEL, tasks: list[str] | None = None) -> list[JobSpec]:
+def scl_step(engine: Engine, *, model: str = SMALL_MODEL, tasks: list[str] | None = None,
+             grid: str = TUNE_GRID) -> list[JobSpec]:
     """Step 2 of a tuning run in two steps: per task, once all its CE tuning jobs are done, the
     CE+SCL jobs at CE's chosen learning rate: each (λ, τ) of the tune grid on each CE job's
     sample, every other field as that CE job had it. Raises HarnessError while CE is unfinished."""
     out = []
-    for task, rows in sorted(_rows_by_task(engine, model, tasks).items()):
+    for task, rows in sorted(_rows_by_task(engine, model, tasks, grid).items()):
         ce_rows = [r for r in rows if JobSpec.from_json(r["spec"]).loss == "ce"]
         if not ce_rows:
             raise HarnessError(f"tuning of {task} ({model}) has no CE runs to choose the learning rate from")
-        _check_complete(task, model, ce_rows)
+        _check_complete(task, model, ce_rows, grid)
         specs = {r["id"]: JobSpec.from_json(r["spec"]) for r in ce_rows}
         _shared_base(task, specs.values())
         (best, *_) = sorted(_candidates(ce_rows, specs), key=Candidate.rank_key)
         for spec in (specs[i] for i in best.job_ids):
-            for lam, tau in grids.get_grid(TUNE_GRID).scl_settings:
+            for lam, tau in grids.get_grid(grid).scl_settings:
                 out.append(JobSpec.make(**(dataclasses.asdict(spec) | dict(
                     loss="ce+scl", lam=lam, tau=tau, scl_reduction=None))))
     return out
 
 
-def _rows_by_task(engine: Engine, model: str, tasks: list[str] | None) -> dict[str, list[dict]]:
-    rows = _tuning_rows(engine, model, tasks)
+def _rows_by_task(engine: Engine, model: str, tasks: list[str] | None, grid: str) -> dict[str, list[dict]]:
+    if grid not in _TUNING_GRIDS:
+        raise HarnessError(f"{grid!r} is not a tuning grid; choose one of {', '.join(_TUNING_GRIDS)}")
+    rows = _tuning_rows(engine, model, tasks, grid)
     if not rows:
-        raise HarnessError(f"no tuning jobs for model {model}"
+        raise HarnessError(f"no tuning jobs of grid {grid} for model {model}"
                            + (f" and task(s) {', '.join(tasks)}" if tasks else "")
-                           + ": run `harness enqueue --grid tune` and `harness work --grid tune` first")
+                           + f": run `harness enqueue --grid {grid}` and `harness work --grid {grid}` first")
     by_task = defaultdict(list)
     for r in rows:
         by_task[r["task"]].append(r)
     missing = [t for t in (tasks or []) if t not in by_task]
     if missing:
         raise HarnessError(f"no tuning jobs for task(s) {', '.join(missing)} with model {model}: "
-                           "run `harness enqueue --grid tune` first")
+                           f"run `harness enqueue --grid {grid}` first")
     return by_task
 
 
-def _tuning_rows(engine: Engine, model: str, tasks: list[str] | None) -> list[dict]:
+def _tuning_rows(engine: Engine, model: str, tasks: list[str] | None, grid: str) -> list[dict]:
     j, r = db.jobs, db.results
     q = (sa.select(j.c.id, j.c.task, j.c.status, j.c.spec, r.c.val_score, r.c.metric)
          .select_from(j.outerjoin(r, r.c.job_id == j.c.id))
-         .where(j.c.grid == TUNE_GRID, j.c.model == model))
+         .where(j.c.grid == grid, j.c.model == model))
     if tasks:
         q = q.where(j.c.task.in_(tasks))
     with db.connect(engine) as conn:
         return [dict(m) for m in conn.execute(q.order_by(j.c.seq)).mappings()]
 
 
-def _choose(task: str, model: str, rows: list[dict]) -> Choice:
-    _check_complete(task, model, rows)
+def _choose(task: str, model: str, rows: list[dict], grid: str) -> Choice:
+    _check_complete(task, model, rows, grid)
     specs = {r["id"]: JobSpec.from_json(r["spec"]) for r in rows}
     base = _shared_base(task, specs.values())
     seeds = sorted({s.seed for s in specs.values()})
@@ -168,7 +178,7 @@ def _choose(task: str, model: str, rows: list[dict]) -> Choice:
     scl = sorted((c for c in cands if c.loss == "ce+scl" and c.lr == lr), key=Candidate.rank_key)
     if not scl:
         raise HarnessError(f"tuning of {task} ({model}) has no CE+SCL runs at CE's learning rate "
-                           f"{lr:g} to choose λ and τ from: `harness enqueue --grid tune --tasks {task} "
+                           f"{lr:g} to choose λ and τ from: `harness enqueue --grid {grid} --tasks {task} "
                            f"--model {model} --losses ce+scl --lr {lr:g}`, then select again")
     metrics = {r["metric"] for r in rows}
     return Choice(task=task, model=model, lr=lr, lam=scl[0].lam, tau=scl[0].tau,
@@ -178,7 +188,7 @@ def _choose(task: str, model: str, rows: list[dict]) -> Choice:
                   base=base)
 
 
-def _check_complete(task: str, model: str, rows: list[dict]) -> None:
+def _check_complete(task: str, model: str, rows: list[dict], grid: str = TUNE_GRID) -> None:
     counts = defaultdict(int)
     for r in rows:
         counts[r["status"]] += 1
@@ -186,9 +196,9 @@ def _check_complete(task: str, model: str, rows: list[dict]) -> None:
     if done == len(rows) and all(r["val_score"] is not None for r in rows):
         return
     rest = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()) if k != Status.DONE)
-    hint = ("`harness retry --grid tune` re-queues failed and cancelled jobs"
+    hint = (f"`harness retry --grid {grid}` re-queues failed and cancelled jobs"
             if counts[Status.FAILED] or counts[Status.CANCELLED] else
-            "let the workers finish (`harness work --grid tune --until-empty`)")
+            f"let the workers finish (`harness work --grid {grid} --until-empty`)")
     if done == len(rows):
         rest, hint = "some without a validation score", "check `harness status`"
     raise HarnessError(f"tuning of {task} ({model}) is incomplete: {done} of {len(rows)} "
@@ -222,23 +232,23 @@ def _candidates(rows: list[dict], specs: dict[str, JobSpec]) -> list[Candidate]:
 # ---- store and read -----------------------------------------------------------------------
 
 def store(engine: Engine, choices: list[Choice]) -> None:
-    """Write the choices, replacing earlier ones for the same (task, model), in one transaction."""
+    """Write the choices, replacing earlier ones for the same (grid, task, model), in one transaction."""
     t = db.tuning_choices
     with db.connect(engine) as conn, conn.begin():
         for c in choices:
-            conn.execute(sa.delete(t).where(t.c.task == c.task, t.c.model == c.model))
+            conn.execute(sa.delete(t).where(t.c.grid == c.grid, t.c.task == c.task, t.c.model == c.model))
             conn.execute(sa.insert(t).values(
-                task=c.task, model=c.model, lr=c.lr, lam=c.lam, tau=c.tau,
+                grid=c.grid, task=c.task, model=c.model, lr=c.lr, lam=c.lam, tau=c.tau,
                 warmup_ratio=c.warmup_ratio, metric=c.metric, ce_val_score=c.ce_val_score,
                 scl_val_score=c.scl_val_score, n=c.n, seeds=json.dumps(list(c.seeds)), rule=RULE,
                 candidates=json.dumps([x.record() for x in c.candidates]),
                 base=json.dumps(c.base, sort_keys=True)))
 
 
-def stored(engine: Engine, model: str | None = None) -> dict[tuple[str, str], dict]:
-    """Stored choices by (task, model): the tuned spec fields."""
+def stored(engine: Engine, model: str | None = None, grid: str = TUNE_GRID) -> dict[tuple[str, str], dict]:
+    """Stored choices of a tuning grid by (task, model): the tuned spec fields."""
     t = db.tuning_choices
-    q = sa.select(t.c.task, t.c.model, *(t.c[k] for k in TUNED_FIELDS))
+    q = sa.select(t.c.task, t.c.model, *(t.c[k] for k in TUNED_FIELDS)).where(t.c.grid == grid)
     if model is not None:
         q = q.where(t.c.model == model)
     with db.connect(engine) as conn:
@@ -253,7 +263,8 @@ def tuned_fields(engine: Engine, grid: str, tasks, model: str) -> dict[str, dict
     """
     if grid not in TUNED_GRIDS:
         raise HarnessError(f"--tuned applies to the {', '.join(TUNED_GRIDS)} grids, not {grid!r}")
-    choices = stored(engine, model)
+    tuning = grids.get_grid(grid).tuned_by
+    choices = stored(engine, model, tuning)
     out = {}
     for task in tasks:
         source = "sst2" if grid == "transfer" else task

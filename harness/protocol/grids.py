@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from harness.protocol import paper
 from harness.errors import HarnessError
-from harness.protocol.spec import LOSSES, SMALL_MODEL, JobSpec
+from harness.protocol.spec import DEFAULT_MODEL, LOSSES, SMALL_MODEL, JobSpec
 
 # Tuning on validation (grid `tune`): seeds that no reported grid uses, the paper's λ and τ values
 # crossed, and learning rates for a 3-layer MiniLM that trains ~70 steps (N = 100, 10 epochs,
@@ -23,6 +23,30 @@ from harness.protocol.spec import LOSSES, SMALL_MODEL, JobSpec
 TUNE_SEEDS = (100, 101)
 TUNE_LRS = (1e-4, 3e-4, 1e-3)
 TUNE_SCL = tuple(itertools.product((0.5, 0.9), (0.1, 0.3, 0.7)))  # (λ, τ)
+
+# Protocol v2's convergence study (grid `convergence`, issue 21): both small models, a long budget
+# in optimizer steps with validation every STUDY_EVAL_EVERY steps, on seeds no table uses. Its
+# curves choose each N's step budget (analysis.convergence). The learning rate is the one the
+# v1 tuning chose most often (1e-4; the independent plain loop of issue 21 used it too), with the
+# usual 10% warm-up; the schedule decays linearly over the long budget.
+STUDY_MODELS = (SMALL_MODEL, "sentence-transformers/all-MiniLM-L6-v2")
+STUDY_SEEDS = (200, 201, 202)
+STUDY_STEPS = 1000
+STUDY_EVAL_EVERY = 25
+
+# Protocol v2's grids (issue 21): each N trains for a budget in optimizer steps chosen by the
+# convergence study (`harness convergence`: the first step within 0.5 points of CE's best, the
+# largest over models and tasks), validating every V2_EVAL_EVERY steps. Empty until the study has
+# run: until then a v2 grid needs --steps. Tuning v2 brackets every learning rate v1 chose (1e-4
+# for the 3-layer model, the smallest v1 tried; 3e-4 and 1e-4 for the 6-layer one) and widens λ
+# and τ, on three tuning seeds.
+V2_BUDGETS: dict[int, int] = {}
+V2_EVAL_EVERY = STUDY_EVAL_EVERY
+TUNE2_SEEDS = (100, 101, 102)
+TUNE2_LRS = (3e-5, 1e-4, 3e-4, 1e-3)
+TUNE2_SCL = tuple(itertools.product((0.1, 0.3, 0.5, 0.7, 0.9), (0.05, 0.1, 0.3, 0.5, 0.7)))  # (λ, τ)
+_V2 = dict(lam=paper.PAPER_LAM, tau=paper.PAPER_TAU, model=SMALL_MODEL, lr=1e-4, warmup_ratio=0.1,
+           eval_every=V2_EVAL_EVERY, max_length=128)
 
 
 @dataclass(frozen=True)
@@ -39,6 +63,10 @@ class Grid:
     base: dict = field(default_factory=dict)  # JobSpec fields shared by every job
     lrs: tuple[float, ...] = ()  # learning rates crossed; empty: base's lr only
     scl_settings: tuple[tuple[float, float], ...] = ()  # (λ, τ) crossed for CE+SCL; empty: base's
+    models: tuple[str, ...] = ()  # models crossed; empty: base's model (--model pins one)
+    tuned_by: str | None = None  # the tuning grid whose choices `enqueue --tuned` takes
+    # Protocol v2: N -> budget in optimizer steps (None: the epoch protocol; empty: not chosen yet)
+    step_budgets: dict | None = None
 
     def axes(self) -> dict:
         return dict(tasks=self.tasks, ns=self.ns, seeds=self.seeds, losses=self.losses,
@@ -50,10 +78,10 @@ _PAPER = dict(lam=paper.PAPER_LAM, tau=paper.PAPER_TAU, model=paper.PAPER_MODEL,
 GRIDS: dict[str, Grid] = {g.name: g for g in [
     Grid("fewshot", 1, "Table 2: few-shot SST-2, QNLI, MNLI at N = 20, 100, 1000, 10 samples each",
          tasks=paper.FEWSHOT.tasks, ns=paper.FEWSHOT.ns, seeds=tuple(range(paper.PAPER_SEEDS)),
-         base=dict(_PAPER, epochs=10)),
+         base=dict(_PAPER, epochs=10), tuned_by="tune"),
     Grid("noise", 1, "Table 3: back-translated training data at T = 0.3–0.9 (and clean), N = 100",
          tasks=paper.NOISE.tasks, ns=paper.NOISE.ns, seeds=tuple(range(paper.PAPER_SEEDS)),
-         noises=paper.NOISE.noises, base=dict(_PAPER, epochs=10)),
+         noises=paper.NOISE.noises, base=dict(_PAPER, epochs=10), tuned_by="tune"),
     Grid("glue", 1, "Table 4: full-data GLUE (validation sets), both losses",
          tasks=paper.GLUE.tasks, ns=paper.GLUE.ns, seeds=(0, 1, 2),
          base=dict(_PAPER, epochs=5)),
@@ -63,12 +91,27 @@ GRIDS: dict[str, Grid] = {g.name: g for g in [
     Grid("transfer", 1, "Table 7: SST-2 model (stage 1) fine-tuned on related tasks with 20 "
          "examples per class (stage 2), 10 samples, plus a from-pretrained baseline",
          tasks=paper.TRANSFER.tasks, ns=paper.TRANSFER.ns, seeds=tuple(range(10)),
-         base=dict(_PAPER, epochs=10)),
+         base=dict(_PAPER, epochs=10), tuned_by="tune"),
     Grid("tune", 1, "hyper-parameters on validation: N = 100, tuning seeds 100-101, CE over 3 "
          "learning rates, CE+SCL over λ ∈ {0.5, 0.9} × τ ∈ {0.1, 0.3, 0.7} at each (small model)",
          tasks=paper.FEWSHOT.tasks, ns=(100,), seeds=TUNE_SEEDS, lrs=TUNE_LRS,
          scl_settings=TUNE_SCL,
          base=dict(model=SMALL_MODEL, lr=TUNE_LRS[1], warmup_ratio=0.1, epochs=10, max_length=128)),
+    Grid("convergence", 1, "protocol v2's study: how many optimizer steps each N needs; SST-2, "
+         "QNLI, MNLI at N = 20, 100, 1000, both small models, 1000 steps validated every 25, "
+         "seeds 200-202",
+         tasks=paper.FEWSHOT.tasks, ns=paper.FEWSHOT.ns, seeds=STUDY_SEEDS, models=STUDY_MODELS,
+         base=dict(lam=paper.PAPER_LAM, tau=paper.PAPER_TAU, model=SMALL_MODEL, lr=1e-4,
+                   warmup_ratio=0.1, steps=STUDY_STEPS, eval_every=STUDY_EVAL_EVERY, max_length=128)),
+    Grid("tune-v2", 2, "protocol v2's tuning: N = 100 at its step budget, tuning seeds 100-102, "
+         "CE over 4 learning rates, CE+SCL over λ ∈ {0.1, …, 0.9} × τ ∈ {0.05, …, 0.7} at each, "
+         "both small models (two steps: `--losses ce`, then `harness tune scl --grid tune-v2`)",
+         tasks=paper.FEWSHOT.tasks, ns=(100,), seeds=TUNE2_SEEDS, lrs=TUNE2_LRS, scl_settings=TUNE2_SCL,
+         models=STUDY_MODELS, base=_V2, step_budgets=V2_BUDGETS),
+    Grid("fewshot-v2", 2, "Table 2 under protocol v2: each N trains for its step budget, "
+         "validated every 25 steps; both small models, 10 samples each",
+         tasks=paper.FEWSHOT.tasks, ns=paper.FEWSHOT.ns, seeds=tuple(range(paper.PAPER_SEEDS)),
+         models=STUDY_MODELS, base=_V2, tuned_by="tune-v2", step_budgets=V2_BUDGETS),
     Grid("smoke", 1, "a minute-scale design for demos and tests: small model, SST-2, N = 20, 6 epochs",
          tasks=("sst2",), ns=(20,), seeds=(0, 1, 2, 3),
          # a 3-layer MiniLM needs a larger step than RoBERTa-large's 1e-5 to move in 6 epochs
@@ -105,7 +148,12 @@ def expand(grid: Grid, **overrides) -> list[tuple[JobSpec, str | None]]:
     unknown = set(overrides) - spec_fields
     if unknown:
         raise HarnessError(f"unknown grid option(s): {', '.join(sorted(unknown))}")
+    if "epochs" in overrides and (grid.base.get("steps") or overrides.get("steps")
+                                  or grid.step_budgets is not None):
+        raise HarnessError(f"grid {grid.name!r} trains for a budget in optimizer steps: set --steps, "
+                           "not --epochs")
     base = grid.base | overrides
+    models = (base.get("model", DEFAULT_MODEL),) if "model" in overrides or not grid.models else grid.models
     for axis, values in axes.items():
         if not values:
             raise HarnessError(f"the {axis} axis of grid {grid.name!r} is empty")
@@ -115,12 +163,31 @@ def expand(grid: Grid, **overrides) -> list[tuple[JobSpec, str | None]]:
     lrs = [dict(lr=lr) for lr in grid.lrs] if grid.lrs and "lr" not in overrides else [{}]
     settings = _scl_settings(grid, overrides)
     out = []
-    for task, n, noise, bs, seed, lr, loss in itertools.product(
-            axes["tasks"], axes["ns"], axes["noises"], axes["batch_sizes"], axes["seeds"], lrs,
-            axes["losses"]):
+    budget = _step_budgets(grid, base, axes["ns"], "steps" in overrides)
+    for model, task, n, noise, bs, seed, lr, loss in itertools.product(
+            models, axes["tasks"], axes["ns"], axes["noises"], axes["batch_sizes"], axes["seeds"],
+            lrs, axes["losses"]):
         for scl in (settings if loss != "ce" else [{}]):
-            out.append((JobSpec.make(**(base | dict(task=task, n=n, noise=noise, batch_size=bs,
-                                                    seed=seed, loss=loss) | lr | scl)), None))
+            out.append((JobSpec.make(**(base | budget[n] | dict(model=model, task=task, n=n, noise=noise,
+                                                                batch_size=bs, seed=seed, loss=loss)
+                                        | lr | scl)), None))
+    return out
+
+
+def _step_budgets(grid: Grid, base: dict, ns, pinned: bool) -> dict:
+    """Per N, the step-budget fields a grid's jobs take: protocol v2's budget for N (unless --steps
+    pinned one for every N), validating every eval_every steps or after the last if the budget is
+    shorter. Nothing for an epoch-protocol grid."""
+    if grid.step_budgets is None and not base.get("steps"):
+        return {n: {} for n in ns}
+    out = {}
+    for n in ns:
+        steps = base.get("steps") if pinned or grid.step_budgets is None else grid.step_budgets.get(n)
+        if steps is None:
+            raise HarnessError(f"grid {grid.name!r} has no step budget for N = {n} yet: the convergence "
+                               "study chooses it (`harness enqueue --grid convergence`, then `harness "
+                               "convergence`); until then give one with --steps")
+        out[n] = dict(steps=steps, eval_every=min(base.get("eval_every") or steps, steps))
     return out
 
 

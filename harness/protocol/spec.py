@@ -25,7 +25,7 @@ HASH_CHARS = 16  # hex characters of sha256 kept as the job id
 MAX_INT = 2**31 - 1  # the database's integer columns (PostgreSQL INTEGER) hold no more
 INT_FIELDS = {"seed": "--seeds", "n": "--n", "batch_size": "--batch-size", "epochs": "--epochs",
               "max_length": "--max-length", "val_size": "val size", "train_seed": "train seed",
-              "per_class": "per class"}
+              "per_class": "per class", "steps": "--steps", "eval_every": "--eval-every"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,10 @@ class JobSpec:
     per_class: int | None = None  # sample n as this many examples per class (transfer: 20)
     batching: str = "fixed"  # fixed (fairseq, the paper's code) | reshuffle (Trainer) | length
     sampling: str = "uniform"  # uniform ("N examples sampled") | stratified (equal per class)
+    # Protocol v2: a budget in optimizer steps instead of epochs, validating every eval_every
+    # steps and at the last one (None: the epoch protocol, validating after every epoch).
+    steps: int | None = None
+    eval_every: int | None = None
 
     # ---- identity -------------------------------------------------------------------------
     def canonical(self) -> dict:
@@ -104,6 +108,8 @@ class JobSpec:
             changes.update(train_seed=None)
         if spec.per_class is not None:
             changes.update(sampling="stratified")
+        if spec.steps is not None:  # the budget is in steps: epochs are whatever the steps take
+            changes.update(epochs=1, eval_every=spec.eval_every or spec.steps)
         if spec.noise == 0:
             changes.update(noise_mode=None, noise_backend=None)
         else:
@@ -166,6 +172,15 @@ class JobSpec:
             raise HarnessError(f"seeds must be ≥ 0, got {self.seed}")
         if self.per_class is not None and self.per_class <= 0:
             raise HarnessError(f"examples per class must be positive, got {self.per_class}")
+        for name, v in (("--steps", self.steps), ("--eval-every", self.eval_every)):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+                raise HarnessError(f"{name} must be a positive whole number of optimizer steps, got {v!r}")
+        if self.eval_every is not None and self.steps is None:
+            raise HarnessError("--eval-every needs a budget in steps (--steps): epoch-budget jobs "
+                               "validate after every epoch")
+        if self.eval_every is not None and self.steps is not None and self.eval_every > self.steps:
+            raise HarnessError(f"--eval-every {self.eval_every} is more than the budget of "
+                               f"{self.steps} steps")
 
 
 def _finite(value: float, name: str) -> None:

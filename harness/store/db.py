@@ -92,6 +92,7 @@ metrics = sa.Table(
     sa.Column("epoch", sa.Integer),
     sa.Column("name", sa.String(64), nullable=False),
     sa.Column("value", sa.Float),
+    sa.Column("step", sa.Integer),  # step-budget jobs (protocol v2): the step a validation ran after
 )
 
 results = sa.Table(
@@ -129,6 +130,9 @@ results = sa.Table(
     sa.Column("class_counts", sa.Text),  # JSON {"0": 9, "1": 11}: the training sample per class
     sa.Column("spec", sa.Text, nullable=False),  # the full JobSpec JSON
     sa.Column("finished_at", sa.DateTime, server_default=sa.func.current_timestamp()),
+    # Protocol v2: the budget in optimizer steps and the step of the selected weights (null: epochs)
+    sa.Column("steps", sa.Integer),
+    sa.Column("best_step", sa.Integer),
 )
 
 # Per-example test predictions of the selected epoch, for example-level significance tests.
@@ -213,6 +217,8 @@ artifacts = sa.Table(
 # chosen again, with the numbers the choice rested on. `harness enqueue --tuned` reads it.
 tuning_choices = sa.Table(
     "tuning_choices", metadata,
+    # the tuning grid the choice came from: `tune` (protocol v1) or `tune-v2`
+    sa.Column("grid", sa.String(64), primary_key=True, server_default="tune"),
     sa.Column("task", sa.String(64), primary_key=True),
     sa.Column("model", sa.String(256), primary_key=True),
     sa.Column("lr", sa.Float, nullable=False),  # both losses (chosen on CE)

@@ -55,15 +55,16 @@ def write_result(conn: Connection, c: Claim, result: RunResult, wall_seconds: fl
         model=s.model, batch_size=s.batch_size, lr=s.lr, epochs=s.epochs,
         metric=result.metric, val_score=result.val_score, test_score=result.test_score,
         val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy,
-        best_epoch=result.best_epoch, n_train=result.n_train, n_test=result.n_test,
+        best_epoch=result.best_epoch, steps=s.steps, best_step=result.best_step,
+        n_train=result.n_train, n_test=result.n_test,
         train_seconds=result.train_seconds, scl_batch_size=result.scl_batch_size,
         wall_seconds=wall_seconds, batching=s.batching, sampling=result.sampling or s.sampling,
         class_counts=None if result.class_counts is None else json.dumps(result.class_counts),
         spec=c.spec_json))
     if result.metrics:
         conn.execute(_INSERT_METRIC, [
-            dict(attempt_id=c.attempt_id, job_id=c.job_id, split=split, epoch=epoch, name=name,
-                 value=float(value)) for split, epoch, name, value in result.metrics])
+            dict(attempt_id=c.attempt_id, job_id=c.job_id, split=m[0], epoch=m[1], name=m[2],
+                 value=float(m[3]), step=m[4] if len(m) > 4 else None) for m in result.metrics])
     if result.predictions:
         conn.execute(_INSERT_PREDICTIONS, dict(job_id=c.job_id, attempt_id=c.attempt_id,
                                                **pack_predictions(result.predictions)))

@@ -28,6 +28,7 @@ class TrainState:
     epoch: int = 0  # epochs completed
     best_score: float = -math.inf
     best_epoch: int = 0
+    best_step: int | None = None  # the optimizer step of best_epoch's weights (a step budget's)
     best_accuracy: float | None = None
     best_weights: dict | None = None
     metrics: list = field(default_factory=list)

@@ -142,7 +142,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     device = torch.device(ctx.device)
     seed = spec.effective_train_seed
     setup_started = time.perf_counter()
-    ctx.progress(Progress("prepare", epochs=spec.epochs))
+    ctx.progress(Progress("prepare", epochs=spec.epochs))  # (a step budget's passes: known below)
 
     # ---- data and tokens ----------------------------------------------------------------
     data = prepare_data(spec, data_dir, task)
@@ -175,16 +175,31 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     # ---- train ------------------------------------------------------------------------------
     scl_batch_size = None if task.is_regression else min(spec.batch_size, len(train))
     keep_model = ctx.save_model_dir is not None
+    def _validate(state: TrainState, model, epoch: int, step: int, loss: float) -> None:
+        """The selection pass: validation rows only, never test rows; keeps the best weights."""
+        ctx.progress(Progress("eval", epoch, plan.epochs, step, plan.total_steps, loss))
+        val_started = time.perf_counter()
+        logits, _ = predict(model, enc_val, device, autocast, phase="validation", mode=eval_mode)
+        scores = task_metrics(task, data.validation.labels, logits)
+        at = (step,) if plan.by_steps else ()  # step-budget jobs key their validation rows by step too
+        state.metrics.append(("validation", epoch, "seconds", time.perf_counter() - val_started, *at))
+        state.metrics += [("validation", epoch, k, v, *at) for k, v in scores.items() if k != "score"]
+        _keep_if_best(state, epoch, scores, model, step)
+
     started = time.perf_counter()
     # Phase times (split "seconds" rows, like training's): the campaign benchmark reads them.
     state.metrics.append(("setup", None, "seconds", started - setup_started))
     with _memory_errors(spec, device):  # a batch that does not fit fails the job, with that reason
         step = state.epoch * plan.steps_per_epoch
-        for epoch in range(state.epoch + 1, spec.epochs + 1):
+        epoch = state.epoch
+        while step < plan.total_steps:
+            epoch += 1
             epoch_started = time.perf_counter()
-            sums = torch.zeros(3, dtype=torch.float64)
+            sums, seen = torch.zeros(3, dtype=torch.float64), 0
             # the epoch's batches: a function of (seed, epoch), so resumable and shared by CE/CE+SCL
             for positions in train_batches(enc_train.lengths, spec.batch_size, spec.batching, seed, epoch):
+                if step == plan.total_steps:  # a step budget can end inside an epoch
+                    break
                 if ctx.should_stop():
                     raise JobInterrupted(f"stop requested at epoch {epoch} step {step + 1}")
                 batch = collate(enc_train, positions, device)
@@ -193,32 +208,30 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
                                    where=f"epoch {epoch} step {step + 1}", packed=packed)
                 step += 1
                 sums += parts * len(positions)
+                seen += len(positions)
                 elapsed = time.perf_counter() - started
                 done_here = step - resumed_from * plan.steps_per_epoch
-                ctx.progress(Progress("train", epoch, spec.epochs, step, plan.total_steps, float(parts[0]),
+                ctx.progress(Progress("train", epoch, plan.epochs, step, plan.total_steps, float(parts[0]),
                                       elapsed / done_here * (plan.total_steps - step)))
-            means = (sums / len(train)).tolist()
-            epoch_train_seconds = time.perf_counter() - epoch_started  # without its validation
+                if plan.validates_after_step(step):
+                    _validate(state, model, epoch, step, float(parts[0]))
+            means = (sums / max(seen, 1)).tolist()
+            epoch_train_seconds = time.perf_counter() - epoch_started  # validations included below
             for name, value in zip(("loss", "ce", "scl"), means):
                 state.metrics.append(("train", epoch, name, value))
+            if plan.validates_after_epoch:
+                epoch_train_seconds = time.perf_counter() - epoch_started  # without its validation
+                _validate(state, model, epoch, step, means[0])
             state.metrics.append(("train", epoch, "seconds", epoch_train_seconds))
-
-            # Validation every epoch selects the weights that are tested.
-            ctx.progress(Progress("eval", epoch, spec.epochs, step, plan.total_steps, means[0]))
-            val_started = time.perf_counter()
-            logits, _ = predict(model, enc_val, device, autocast, phase="validation", mode=eval_mode)
-            scores = task_metrics(task, data.validation.labels, logits)
-            state.metrics.append(("validation", epoch, "seconds", time.perf_counter() - val_started))
-            state.metrics += [("validation", epoch, k, v) for k, v in scores.items() if k != "score"]
-            _keep_if_best(state, epoch, scores, model)
             state.epoch = epoch
             state.seconds += time.perf_counter() - epoch_started
-            if epoch < spec.epochs and _checkpoint_due(checkpoint, spec, keep_model, epoch_train_seconds):
+            if (plan.validates_after_epoch and epoch < spec.epochs
+                    and _checkpoint_due(checkpoint, spec, keep_model, epoch_train_seconds)):
                 ckpt.save(state, model, optimizer, scheduler, device)
 
         # ---- test the selected epoch once ------------------------------------------------------
         test_started = time.perf_counter()
-        ctx.progress(Progress("eval", state.best_epoch, spec.epochs, step, plan.total_steps))
+        ctx.progress(Progress("eval", state.best_epoch, plan.epochs, step, plan.total_steps))
         model.load_state_dict(state.best_weights)
         logits, embeddings = predict(model, enc_test, device, autocast, with_embeddings=True, phase="test",
                                      mode=eval_mode)
@@ -242,7 +255,8 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     return RunResult(
         metric=task.metric, val_score=state.best_score, test_score=test["score"],
         val_accuracy=state.best_accuracy, test_accuracy=test.get("accuracy"),
-        best_epoch=state.best_epoch, n_train=len(train), n_test=len(data.test),
+        best_epoch=state.best_epoch, best_step=state.best_step if plan.by_steps else None,
+        n_train=len(train), n_test=len(data.test),
         train_seconds=state.seconds, scl_batch_size=scl_batch_size, metrics=state.metrics,
         predictions=[(int(i), float(y), float(p)) for i, y, p in
                      zip(data.test.idx, data.test.labels, predictions(task, logits))],
@@ -256,16 +270,42 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
 @dataclasses.dataclass(frozen=True)
 class StepPlan:
     """A job's optimizer steps: one per training batch, the first warmup_steps of them warming up
-    the linear schedule."""
+    the linear schedule. The epoch protocol runs `epochs` passes and validates after each; a step
+    budget (spec.steps, protocol v2) runs exactly that many steps, passing over the data as often
+    as they take (the last pass may stop inside an epoch), and validates every `eval_every` steps
+    and after the last."""
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
+    epochs: int  # passes over the data (the last one partial under a step budget)
+    eval_every: int | None = None  # None: after every epoch
 
     @classmethod
     def of(cls, spec: JobSpec, n_train: int) -> StepPlan:
         steps_per_epoch = math.ceil(n_train / spec.batch_size)
+        if spec.steps is not None:
+            total, every = spec.steps, spec.eval_every or spec.steps
+            return cls(steps_per_epoch, total, int(spec.warmup_ratio * total),
+                       math.ceil(total / steps_per_epoch), every)
         total_steps = steps_per_epoch * spec.epochs
-        return cls(steps_per_epoch, total_steps, int(spec.warmup_ratio * total_steps))
+        return cls(steps_per_epoch, total_steps, int(spec.warmup_ratio * total_steps), spec.epochs)
+
+    @property
+    def by_steps(self) -> bool:
+        return self.eval_every is not None
+
+    @property
+    def validates_after_epoch(self) -> bool:
+        return not self.by_steps
+
+    def validates_after_step(self, step: int) -> bool:
+        return self.by_steps and (step % self.eval_every == 0 or step == self.total_steps)
+
+    def validation_steps(self) -> list[int]:
+        """The optimizer steps after which a step-budget job validates."""
+        if not self.by_steps:
+            return [e * self.steps_per_epoch for e in range(1, self.epochs + 1)]
+        return sorted({*range(self.eval_every, self.total_steps + 1, self.eval_every), self.total_steps})
 
     def linear_schedule(self, optimizer):
         """Linear warm-up to the peak learning rate over warmup_steps, then linear decay to 0."""
@@ -290,11 +330,11 @@ def _start_from_stored_model(model, spec: JobSpec, ctx: RunContext) -> str | Non
     return artifacts.load_into(model, Path(ctx.init_model_dir))
 
 
-def _keep_if_best(state: TrainState, epoch: int, scores: dict, model) -> None:
-    """Keep this epoch's weights if its validation score is the best so far: strictly better only,
-    so ties keep the earlier epoch."""
+def _keep_if_best(state: TrainState, epoch: int, scores: dict, model, step: int | None = None) -> None:
+    """Keep these weights if their validation score is the best so far: strictly better only, so
+    ties keep the earlier evaluation (epoch, or step under a step budget)."""
     if scores["score"] > state.best_score or state.best_weights is None:
-        state.best_score, state.best_epoch = scores["score"], epoch
+        state.best_score, state.best_epoch, state.best_step = scores["score"], epoch, step
         state.best_accuracy = scores.get("accuracy")
         # on the host: a second copy of the model on the GPU would take a job's headroom
         state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -334,7 +374,8 @@ def _resolved_config(spec: JobSpec, ctx: RunContext, task: TaskSpec, data: JobDa
             "class_counts": data.class_counts(task), "protocol_seed": PROTOCOL_SEED,
             "data_source": data.source, "model_path": model_path,
             "checkpoint_policy": checkpoint, "resumed_from_epoch": resumed_from,
-            "selection": "best validation score, ties → earlier epoch",
+            "selection": ("best validation score, ties → earlier step" if plan.by_steps
+                          else "best validation score, ties → earlier epoch"),
             "embeddings": "test-set final-layer [CLS], not normalised, float16",
             "scl_batch_size": scl_batch_size, "gradient_accumulation": 1,
             "scl_batch": "the examples of one forward batch (no accumulation, no memory bank)",

@@ -57,7 +57,7 @@ class RunResult:
     test_score: float  # metric on test at the selected epoch
     val_accuracy: float | None
     test_accuracy: float | None
-    best_epoch: int
+    best_epoch: int  # the epoch of the selected weights
     n_train: int
     n_test: int
     # Seconds spent training and evaluating: every epoch's training and validation, and the one
@@ -65,7 +65,8 @@ class RunResult:
     # checkpoint counts its earlier attempts' epochs too (TrainState.seconds): the job's time.
     train_seconds: float
     scl_batch_size: int | None = None  # examples the SCL term sees per step (largest forward batch)
-    metrics: list[tuple[str, int | None, str, float]] = field(default_factory=list)  # split, epoch, name, value
+    # split, epoch, name, value[, step]: step-budget jobs key their validation rows by step too
+    metrics: list[tuple] = field(default_factory=list)
     predictions: list[tuple[int, float, float]] = field(default_factory=list)  # example idx, label, prediction
     embeddings: np.ndarray | None = None  # float16, (n_test, hidden): test-set [CLS] vectors
     embedding_examples: list[int] = field(default_factory=list)
@@ -76,6 +77,7 @@ class RunResult:
     config: dict[str, Any] = field(default_factory=dict)  # resolved configuration (versions excluded)
     noise_set: NoiseSet | None = None  # the back-translated training set used
     artifact: Artifact | None = None  # the saved model (ctx.save_model_dir)
+    best_step: int | None = None  # a step budget's selected optimizer step (None: epoch protocol)
 
 
 class Runner(Protocol):

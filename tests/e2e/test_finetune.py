@@ -92,6 +92,34 @@ def test_interrupt_and_resume(tmp_path):
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+def test_a_step_budget_that_ends_at_epoch_ends_is_the_epoch_protocol(tmp_path):
+    """Protocol v2 with a budget of two passes, validating after each (N = 24, batch 8: 3 steps a
+    pass), trains and selects exactly as the two-epoch job: same curve, same test predictions."""
+    epochs = run(spec(epochs=2, **FAST), tmp_path / "epochs")
+    steps = run(spec(steps=6, eval_every=3, **FAST), tmp_path / "steps")
+    curve = lambda r: [(m[1], m[3]) for m in r.metrics if m[:3:2] == ("validation", "accuracy")]  # noqa: E731
+    assert curve(steps) == curve(epochs) and len(curve(steps)) == 2
+    assert [m[4] for m in steps.metrics if m[:3:2] == ("validation", "accuracy")] == [3, 6]
+    assert (steps.val_score, steps.test_score, steps.predictions) == (
+        epochs.val_score, epochs.test_score, epochs.predictions)
+    assert steps.best_step == 3 * epochs.best_epoch and epochs.best_step is None
+
+
+def test_a_step_budget_stops_inside_a_pass_and_validates_every_k_steps(tmp_path):
+    seen = []
+    r = run(spec(steps=7, eval_every=3, **FAST), tmp_path, progress=seen.append)
+    trained = [p.step for p in seen if p.phase == "train"]
+    assert trained == list(range(1, 8))  # 7 steps: two passes and one step of the third
+    val = {m[4]: m[3] for m in r.metrics if m[:3:2] == ("validation", "accuracy")}
+    assert sorted(val) == [3, 6, 7]
+    best = max(val.values())
+    assert r.best_step == min(s for s, v in val.items() if v == best)  # ties: the earlier step
+    assert r.val_score == pytest.approx(best)
+    assert r.config["total_steps"] == 7 and r.config["epochs"] == 3 and r.config["eval_every"] == 3
+    assert r.config["selection"] == "best validation score, ties → earlier step"
+    assert [m[1] for m in r.metrics if m[:3:2] == ("train", "loss")] == [1, 2, 3]
+
+
 def test_non_finite_loss_fails_the_job(tmp_path):
     with pytest.raises(PermanentJobError, match=r"non-finite loss at epoch \d+ step \d+"):
         run(spec(lr=1e30, epochs=3, **FAST), tmp_path)

@@ -132,7 +132,7 @@ def test_select_refuses_incomplete_tuning_and_writes_nothing(tmp_path, leave, fa
 
 def test_select_errors(tmp_path, tuned_db):
     _, engine = tuned_db
-    with pytest.raises(HarnessError, match="no tuning jobs for model other"):
+    with pytest.raises(HarnessError, match="no tuning jobs of grid tune for model other"):
         tuning.select(engine, model="other")
     with pytest.raises(HarnessError, match="no tuning jobs for task.s. rte"):
         tuning.select(engine, tasks=["sst2", "rte"])
@@ -221,8 +221,11 @@ def test_report_asks_the_question_and_prints_the_choice_and_the_tuning_table(tun
     assert md.startswith("# Does CE+SCL help small pre-trained encoders the way the paper says it "
                          "helps RoBERTa-large?\n")
     tune = md[md.index("## Hyper-parameters chosen on validation"):md.index("## Table 2")]
-    assert f"| `{SMALL_MODEL}` | SST-2 | 0.0003 | 0.5 | 0.1 | 0.1 | 80.0 | 83.0 | 100, 101 |" in tune
-    assert f"| `{SMALL_MODEL}` | MNLI | " + " | ".join(["missing"] * 7) + " |" in tune
+    # lr 3e-4 lies inside its grid; λ 0.5 and τ 0.1 are the smallest tried: edges, said so
+    assert (f"| `{SMALL_MODEL}` | SST-2 | 0.0003 | 0.5 | 0.1 | 0.1 | 80.0 | 83.0 | 100, 101 | "
+            "*edge* λ 0.5 (smallest of 2); *edge* τ 0.1 (smallest of 3) |") in tune
+    assert f"| `{SMALL_MODEL}` | MNLI | " + " | ".join(["missing"] * 8) + " |" in tune
+    assert "2 of 2 choices lie on the edge of their grid" in tune and "only a bound" in tune
     assert "| CE | 70.0 [70.0, 70.0] | **80.0 [80.0, 80.0]** chosen | 73.5 [87.0, 60.0] |" in tune
     assert "| CE+SCL λ=0.5 τ=0.1 | 73.0 [73.0, 73.0] | **83.0 [83.0, 83.0]** chosen | 95.0 [95.0, 95.0] |" in tune
     assert tune.index("**SST-2**") < tune.index("**QNLI**")
@@ -266,3 +269,68 @@ def test_two_step_tuning_ce_first_then_scl_at_its_learning_rate(tmp_path):
     choices = tuning.select(engine)
     assert [(c.task, c.lr, c.lam, c.tau, len(c.candidates)) for c in choices] == \
         [("qnli", 3e-4, 0.5, 0.1, 9), ("sst2", 3e-4, 0.5, 0.1, 9)]
+
+
+def v2_score(spec) -> float:
+    """Protocol v2's tuning, with a known best per model: CE peaks at lr 3e-5 for the small model
+    (below anything v1 tried) and at 3e-4 for the 6-layer one; CE+SCL at λ 0.3, τ 0.05."""
+    best_lr = 3e-5 if spec.model == SMALL_MODEL else 3e-4
+    v = 0.7 - 0.05 * abs(grids.TUNE2_LRS.index(spec.lr) - grids.TUNE2_LRS.index(best_lr))
+    if spec.loss == "ce+scl":
+        v += 0.02 * (spec.lam == 0.3) + 0.01 * (spec.tau == 0.05)
+    return v
+
+
+def test_protocol_v2_tuning_stands_beside_v1s_and_each_model_takes_its_own_choice(tuned_db, tmp_path):
+    path, engine = tuned_db
+    url = f"sqlite:///{path}"
+    tuning.store(engine, tuning.select(engine, tasks=["sst2"]))  # v1's choice: lr 3e-4
+    # v2 in two steps, both models, at a budget given by hand (the study has not run here)
+    r = invoke("enqueue", "--grid", "tune-v2", "--tasks", "sst2", "--losses", "ce", "--steps", "40",
+               "--db", url)
+    assert r.exit_code == 0 and "added 24 jobs" in r.stdout, r.output  # 4 lrs × 3 seeds × 2 models
+
+    def finish_all():
+        while (c := queue.claim(engine, "w")) is not None:
+            v = v2_score(c.spec)
+            queue.finish(engine, c, RunResult(metric="accuracy", val_score=v, test_score=0.5,
+                                              val_accuracy=v, test_accuracy=0.5, best_epoch=1,
+                                              n_train=100, n_test=10, train_seconds=0.0, best_step=40))
+    finish_all()
+    for model in grids.STUDY_MODELS:
+        r = invoke("tune", "scl", "--grid", "tune-v2", "--model", model, "--db", url)
+        assert r.exit_code == 0 and "grid tune-v2: added 75 CE+SCL jobs" in r.stdout, r.output  # 25 × 3 seeds
+    finish_all()
+    for model in grids.STUDY_MODELS:
+        assert invoke("tune", "select", "--grid", "tune-v2", "--model", model, "--db", url).exit_code == 0
+    v1 = tuning.stored(engine)
+    v2 = {**tuning.stored(engine, grid="tune-v2")}
+    assert v1[("sst2", SMALL_MODEL)]["lr"] == 3e-4  # v1's choice is kept as it was
+    assert v2[("sst2", SMALL_MODEL)] == dict(lr=3e-5, lam=0.3, tau=0.05, warmup_ratio=0.1)
+    assert v2[("sst2", grids.STUDY_MODELS[1])]["lr"] == 3e-4
+    # fewshot-v2 --tuned: each model's jobs take that model's v2 choice
+    r = invoke("enqueue", "--grid", "fewshot-v2", "--tuned", "--tasks", "sst2", "--n", "20",
+               "--seeds", "2", "--steps", "40", "--dry-run", "--db", url)
+    assert r.exit_code == 0 and "has 8 jobs" in r.stdout, r.output
+    specs = [json.loads(line.split("  ", 1)[1]) for line in r.stdout.splitlines() if line[:1].isalnum() and "{" in line]
+    assert {(s["model"], s["lr"]) for s in specs} == {(SMALL_MODEL, 3e-5), (grids.STUDY_MODELS[1], 3e-4)}
+    # the v2 choices are the report's second tuning section, v1's stay in the first
+    md = (tmp_path / "rep").mkdir() or invoke("report", "--all", "--out", str(tmp_path / "rep"), "--db", url)
+    assert md.exit_code == 0, md.output
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert text.index("### Tuning grid `tune`") < text.index("### Tuning grid `tune-v2`")
+    assert "*edge* lr 3e-05 (smallest of 4)" in text
+
+
+def test_a_v1_choice_is_kept_under_its_grid_when_the_database_is_upgraded(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = db.make_engine(url)
+    db.upgrade(engine, "0005")
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "insert into tuning_choices (task, model, lr, lam, tau, warmup_ratio, metric, ce_val_score, "
+            "scl_val_score, n, seeds, rule, candidates, base) values ('sst2', 'm', 0.0001, 0.5, 0.1, "
+            "0.1, 'accuracy', 0.7, 0.71, 100, '[100, 101]', 'r', '[]', '{}')"))
+    db.upgrade(engine)
+    assert tuning.stored(engine) == {("sst2", "m"): dict(lr=1e-4, lam=0.5, tau=0.1, warmup_ratio=0.1)}
+    assert tuning.stored(engine, grid="tune-v2") == {}
