@@ -62,12 +62,14 @@ class Layout:
 
 # The grid whose runs chose the hyper-parameters on validation (harness.tuning): their test
 # scores are never reported; the report shows their validation scores in the tuning table.
-TUNING_GRID = "tune"
+# Runs that choose the protocol, never reported as its results: the tuning grids (their seeds
+# choose lr, λ, τ) and protocol v2's convergence study (its curves choose the step budgets).
+STUDY_GRIDS = ("tune", "tune-v2", "convergence")
 
 
 def reported(df: pd.DataFrame) -> pd.Series:
-    """Runs a table or figure may report: all but the tuning runs."""
-    return df["grid"] != TUNING_GRID
+    """Runs a table or figure may report: all but the tuning and convergence-study runs."""
+    return ~df["grid"].isin(STUDY_GRIDS)
 
 
 def _clean(df: pd.DataFrame) -> pd.Series:

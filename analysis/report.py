@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from analysis import stats
+from analysis.convergence import budget_per_n, render_budgets, study
 from analysis.layouts import TABLES
 from analysis.load import engine_of, load_embeddings, load_results, load_tuning, train_forwards
 from analysis.model_size import render_model_size
 from analysis.noise import noise_summary, render_noise_summary
-from analysis.plots import plot_noise, plot_tsne, plot_variance
+from analysis.plots import plot_convergence, plot_noise, plot_tsne, plot_variance
 from analysis.render import render
 from analysis.tables import ALPHA, build_table
 from analysis.tuning import render_tuning
@@ -64,6 +65,8 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
     md += [f"- **{paper.CLAIMS[k]}** {v}" for k, v in _claims(built, engine, df).items()]
     md += ["## Does the gain depend on the model? (Table 2)", render_model_size(built[2], df)]
     md += ["## Hyper-parameters chosen on validation", render_tuning(load_tuning(engine))]
+    md += ["## Protocol v2: how long to train (the convergence study)",
+           *_convergence(engine, out / "figures" if figures else None)]
     for n in TABLES:
         md.append(f"## Table {n}")
         md.append(render(built[n], "markdown"))
@@ -85,6 +88,24 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
     path.write_text(text)
     (out / "report.html").write_text(_html(text))
     return path
+
+
+def _convergence(engine, figs: Path | None) -> list[str]:
+    """The study's budget table with its rule, and its curves (a figure) where the study has run."""
+    curves, table = study(engine)
+    text = [CONVERGENCE_INTRO, render_budgets(table)]
+    if figs is not None and not curves.empty:
+        png = [p for p in plot_convergence(curves, figs, budget_per_n(table)) if p.suffix == ".png"]
+        text += [f"![{p.stem}](figures/{p.name})" for p in png]
+    return text
+
+
+CONVERGENCE_INTRO = (
+    "Protocol v1 trained every few-shot job for 10 epochs (20 optimizer steps at N = 20), which an "
+    "independent plain loop showed to be too few. Protocol v2 trains each N for a budget in "
+    "optimizer steps, validating every 25 steps and keeping the best step's weights. The budgets "
+    "come from the `convergence` grid: long runs (1000 steps) of both small models, both losses, "
+    "on seeds no table uses; CE's curves choose the budget, CE+SCL's are shown beside them.")
 
 
 FORWARDS = {"packed": "packed", "full": "the model's full pass"}  # RunResult.config["train_forward"]

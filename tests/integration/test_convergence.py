@@ -57,6 +57,12 @@ def test_the_study_stores_curves_and_the_command_reads_the_budgets(tmp_path):
     # each N takes the slowest cell: the 6-layer model's plateau
     assert "N = 20: 200 steps, N = 100: 400 steps, N = 1000: 800 steps" in r.output
     assert (tmp_path / "fig" / "convergence.png").stat().st_size > 10_000
+    # the report's protocol section: the rule, the budgets and the figure
+    from analysis.report import _convergence
+
+    section = "\n".join(_convergence(engine, tmp_path / "report" / "figures"))
+    assert "within 0.5 points" in section and "N = 1000: 800 steps" in section
+    assert "![convergence](figures/convergence.png)" in section
 
 
 def test_without_a_study_the_command_says_how_to_run_one(tmp_path):
@@ -64,3 +70,22 @@ def test_without_a_study_the_command_says_how_to_run_one(tmp_path):
     db.open_db(url, create=True)
     r = CliRunner().invoke(app, ["convergence", "--db", url])
     assert r.exit_code == 0 and "harness enqueue --grid convergence" in r.output
+
+
+def test_the_study_runs_are_never_reported_in_the_tables(tmp_path):
+    """The study trains SST-2, QNLI and MNLI at Table 2's N: its runs choose the protocol and must
+    not be pooled with the runs the table reports."""
+    from analysis import build_table, load_results
+
+    engine = db.open_db(f"sqlite:///{tmp_path / 'results.db'}", create=True)
+    jobs = grids.expand(grids.get_grid("convergence"), tasks=["sst2"], ns=[20])
+    queue.enqueue(engine, "convergence", [s for s, _ in jobs])
+    while (c := queue.claim(engine, "w")) is not None:
+        queue.finish(engine, c, result(c.spec))
+    from analysis import plot_variance, render
+    from analysis.layouts import reported
+
+    df = load_results(engine)
+    assert len(df) == len(jobs) and not reported(df).any()
+    assert plot_variance(df, tmp_path / "figures") == []  # no panel draws them
+    assert "No results in the database for Table 2" in render(build_table(df, 2, db=engine), "markdown")
