@@ -196,6 +196,8 @@ def enqueue(
                                     depends={s.job_id: d for s, d in jobs if d})
     typer.echo(f"grid {grid}: added {added} jobs, {existing} already existed "
                f"({engine.url.render_as_string(hide_password=True)})")
+    if existing:  # the same spec over edited data is the same job: say when its result is stale
+        _warn_changed_data(engine, job_ids=[s.job_id for s, _ in jobs])
 
 
 @app.command()
@@ -297,16 +299,36 @@ def cancel(grid: Optional[str] = typer.Option(None, "--grid"), job: Optional[lis
 @app.command()
 @fail_cleanly
 def retry(grid: Optional[str] = typer.Option(None, "--grid"), job: Optional[list[str]] = typer.Option(None, "--job", help="Job id or unique prefix (repeatable)."),
+          data_changed: bool = typer.Option(False, "--data-changed", help="Instead: run again the done jobs (all, or of --grid / --job) trained on other data than the mirror holds now; each result is replaced when its new run finishes."),
           db_url: Optional[str] = DbOpt):
-    """Put failed and cancelled jobs back in the queue with fresh attempts."""
-    engine, ids = _jobs_engine(grid, job, db_url)
+    """Put failed and cancelled jobs back in the queue with fresh attempts (or, with
+    --data-changed, done jobs whose data files changed since they ran)."""
+    from harness.store import provenance
+
+    engine, ids = _jobs_engine(grid, job, db_url, any_job=data_changed)
+    if data_changed:
+        changes = provenance.changed_data(engine, job_ids=ids, grid=grid)
+        typer.echo(f"re-queued {provenance.requeue(engine, changes)} done jobs whose data changed")
+        return
     typer.echo(f"re-queued {queue.retry(engine, job_ids=ids, grid=grid)} jobs")
+    _warn_changed_data(engine, job_ids=ids, grid=grid)
 
 
-def _jobs_engine(grid: str | None, job: list[str] | None, db_url: str | None):
+def _warn_changed_data(engine, **which) -> None:
+    """One line on stderr when finished jobs (those named by `which`, or all) were trained on
+    other data than the mirror holds now (harness.store.provenance)."""
+    from harness.store import provenance
+
+    changes = provenance.changed_data(engine, **which)
+    if changes:
+        typer.echo(f"warning: {provenance.describe(changes)}", err=True)
+
+
+def _jobs_engine(grid: str | None, job: list[str] | None, db_url: str | None, any_job: bool = False):
     """The database of cancel/retry and the whole ids of --job (ids or unique prefixes), after
-    checking that the grid and every job named exist: a typo says so instead of "0 jobs"."""
-    if not grid and not job:
+    checking that the grid and every job named exist: a typo says so instead of "0 jobs".
+    any_job: neither --grid nor --job is needed (all jobs)."""
+    if not grid and not job and not any_job:
         raise HarnessError("say which jobs: --grid G or --job ID (repeatable)")
     engine = db.open_db(db_url)
     if grid and grid not in queue.grids_in(engine):
@@ -333,14 +355,17 @@ def report(
     import analysis
 
     if all_:
-        path = analysis.write_report(db.open_db(db_url, readonly=True), out, aggregation=_choice(aggregation, tuple(analysis.AGGREGATIONS), "--aggregation"))
+        engine = db.open_db(db_url, readonly=True)
+        path = analysis.write_report(engine, out, aggregation=_choice(aggregation, tuple(analysis.AGGREGATIONS), "--aggregation"))
         typer.echo(f"report written to {path} (and {path.with_suffix('.html')})")
+        _warn_changed_data(engine)
         return
     if table is None:
         raise HarnessError("say which table: --table 2|3|4|5|7, or --all --out DIR for everything")
     _choice(table, analysis.TABLES, "--table")
     _choice(fmt, analysis.FORMATS, "--format")
     engine = db.open_db(db_url, readonly=True)
+    _warn_changed_data(engine)
     t = analysis.build_table(analysis.load_results(engine), table,
                              aggregation=_choice(aggregation, tuple(analysis.AGGREGATIONS), "--aggregation"),
                              model=model, db=engine)
