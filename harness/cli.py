@@ -17,6 +17,7 @@ import typer
 from harness.store import db, queue
 from harness.protocol import grids
 from harness.errors import HarnessError
+from harness.protocol.spec import MAX_NOISE, MIN_TAU
 
 app = typer.Typer(help=__doc__.split("\n\n")[0] + "\n\nStart with `harness grids`, then "
                   "`harness enqueue --grid smoke` and `harness work --until-empty`.",
@@ -140,12 +141,12 @@ def enqueue(
     n: Optional[str] = typer.Option(None, "--n", help="Comma list of training-set sizes; 'full' = all."),
     seeds: Optional[str] = typer.Option(None, help="Count (5), list (0,3,7) or range (2-6)."),
     losses: Optional[str] = typer.Option(None, help="Comma list of ce, ce+scl."),
-    noise: Optional[str] = typer.Option(None, help="Comma list of back-translation temperatures; 0 = clean."),
+    noise: Optional[str] = typer.Option(None, help=f"Comma list of back-translation temperatures T: 0 = clean, else 0 < T ≤ {MAX_NOISE} (the paper's: 0.3–0.9)."),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Comma list of batch sizes."),
     model: Optional[str] = typer.Option(None, help="Hub id or local folder of the encoder."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs."),
     lam: Optional[float] = typer.Option(None, "--lam", help="λ of (1−λ)·CE + λ·SCL, in [0, 1]."),
-    tau: Optional[float] = typer.Option(None, "--tau", help="SCL temperature τ > 0."),
+    tau: Optional[float] = typer.Option(None, "--tau", help=f"SCL temperature τ ≥ {MIN_TAU} (the paper's: 0.1–0.9)."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (AdamW)."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Max tokens per example."),
     warmup_ratio: Optional[float] = typer.Option(None, "--warmup-ratio", help="Linear warm-up share of steps."),

@@ -136,6 +136,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
         raise ValueError(f"checkpoint must be one of {CHECKPOINT_POLICIES}")
     if train_forward not in TRAIN_FORWARDS:
         raise ValueError(f"train_forward must be one of {TRAIN_FORWARDS}")
+    spec.validate_fields()  # a job queued before a bound existed (τ, T) fails with its reason
     task = get_task(spec.task)
     if spec.uses_scl and task.is_regression:
         raise PermanentJobError(f"CE+SCL is undefined for the regression task {task.name}")
