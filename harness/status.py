@@ -97,5 +97,5 @@ def job_detail(engine: Engine, job: str) -> dict:
 def _data_facts(config: str | None) -> dict | None:
     """What a finished attempt trained on: its data's fingerprint and each split's digest, and
     how many examples of each split were cut to max_length (None: not recorded)."""
-    facts = {k: v for k, v in (json.loads(config) if config else {}).items() if k in DATA_FACTS}
+    facts = {k: v for k, v in ((json.loads(config) if config else None) or {}).items() if k in DATA_FACTS}
     return facts or None

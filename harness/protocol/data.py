@@ -153,7 +153,7 @@ def _load_split(task: TaskSpec, split: str, source: str, stamp: tuple = ()):
         check_rows(task, columns, where)
         if "idx" in ds.column_names:
             check_ids(ds["idx"], where, lambda i: f"row {i}")
-        digest = f"hub:{ds._fingerprint}"
+        digest = f"hub:{getattr(ds, '_fingerprint', None) or 'unknown'}"  # the Hub copy's version
     else:
         path = Path(source) / task.name / f"{split}.jsonl"
         if not path.is_file():
