@@ -17,6 +17,7 @@ import typer
 from harness.store import db, queue
 from harness.protocol import grids
 from harness.errors import HarnessError
+from harness.protocol.spec import MAX_NOISE, MIN_TAU
 
 app = typer.Typer(help=__doc__.split("\n\n")[0] + "\n\nStart with `harness grids`, then "
                   "`harness enqueue --grid smoke` and `harness work --until-empty`.",
@@ -143,14 +144,14 @@ def enqueue(
     n: Optional[str] = typer.Option(None, "--n", help="Comma list of training-set sizes; 'full' = all."),
     seeds: Optional[str] = typer.Option(None, help="Count (5), list (0,3,7) or range (2-6)."),
     losses: Optional[str] = typer.Option(None, help="Comma list of ce, ce+scl."),
-    noise: Optional[str] = typer.Option(None, help="Comma list of back-translation temperatures; 0 = clean."),
+    noise: Optional[str] = typer.Option(None, help=f"Comma list of back-translation temperatures T: 0 = clean, else 0 < T ≤ {MAX_NOISE} (the paper's: 0.3–0.9)."),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Comma list of batch sizes."),
     model: Optional[str] = typer.Option(None, help="Hub id or local folder of the encoder."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (the epoch protocol: validation after each)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="A budget in optimizer steps instead of epochs (protocol v2): the data is passed over as often as the steps take."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="With --steps: validate every K steps and after the last (default: after the last only)."),
     lam: Optional[float] = typer.Option(None, "--lam", help="λ of (1−λ)·CE + λ·SCL, in [0, 1]."),
-    tau: Optional[float] = typer.Option(None, "--tau", help="SCL temperature τ > 0."),
+    tau: Optional[float] = typer.Option(None, "--tau", help=f"SCL temperature τ ≥ {MIN_TAU} (the paper's: 0.1–0.9)."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (AdamW)."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Max tokens per example."),
     warmup_ratio: Optional[float] = typer.Option(None, "--warmup-ratio", help="Linear warm-up share of steps."),
@@ -202,6 +203,8 @@ def enqueue(
                                     depends={s.job_id: d for s, d in jobs if d})
     typer.echo(f"grid {grid}: added {added} jobs, {existing} already existed "
                f"({engine.url.render_as_string(hide_password=True)})")
+    if existing:  # the same spec over edited data is the same job: say when its result is stale
+        _warn_changed_data(engine, job_ids=[s.job_id for s, _ in jobs])
 
 
 @app.command()
@@ -311,16 +314,36 @@ def cancel(grid: Optional[str] = typer.Option(None, "--grid"), job: Optional[lis
 @app.command()
 @fail_cleanly
 def retry(grid: Optional[str] = typer.Option(None, "--grid"), job: Optional[list[str]] = typer.Option(None, "--job", help="Job id or unique prefix (repeatable)."),
+          data_changed: bool = typer.Option(False, "--data-changed", help="Instead: run again the done jobs (all, or of --grid / --job) trained on other data than the mirror holds now; each result is replaced when its new run finishes."),
           db_url: Optional[str] = DbOpt):
-    """Put failed and cancelled jobs back in the queue with fresh attempts."""
-    engine, ids = _jobs_engine(grid, job, db_url)
+    """Put failed and cancelled jobs back in the queue with fresh attempts (or, with
+    --data-changed, done jobs whose data files changed since they ran)."""
+    from harness.store import provenance
+
+    engine, ids = _jobs_engine(grid, job, db_url, any_job=data_changed)
+    if data_changed:
+        changes = provenance.changed_data(engine, job_ids=ids, grid=grid)
+        typer.echo(f"re-queued {provenance.requeue(engine, changes)} done jobs whose data changed")
+        return
     typer.echo(f"re-queued {queue.retry(engine, job_ids=ids, grid=grid)} jobs")
+    _warn_changed_data(engine, job_ids=ids, grid=grid)
 
 
-def _jobs_engine(grid: str | None, job: list[str] | None, db_url: str | None):
+def _warn_changed_data(engine, **which) -> None:
+    """One line on stderr when finished jobs (those named by `which`, or all) were trained on
+    other data than the mirror holds now (harness.store.provenance)."""
+    from harness.store import provenance
+
+    changes = provenance.changed_data(engine, **which)
+    if changes:
+        typer.echo(f"warning: {provenance.describe(changes)}", err=True)
+
+
+def _jobs_engine(grid: str | None, job: list[str] | None, db_url: str | None, any_job: bool = False):
     """The database of cancel/retry and the whole ids of --job (ids or unique prefixes), after
-    checking that the grid and every job named exist: a typo says so instead of "0 jobs"."""
-    if not grid and not job:
+    checking that the grid and every job named exist: a typo says so instead of "0 jobs".
+    any_job: neither --grid nor --job is needed (all jobs)."""
+    if not grid and not job and not any_job:
         raise HarnessError("say which jobs: --grid G or --job ID (repeatable)")
     engine = db.open_db(db_url)
     if grid and grid not in queue.grids_in(engine):
@@ -347,14 +370,17 @@ def report(
     import analysis
 
     if all_:
-        path = analysis.write_report(db.open_db(db_url, readonly=True), out, aggregation=_choice(aggregation, tuple(analysis.AGGREGATIONS), "--aggregation"))
+        engine = db.open_db(db_url, readonly=True)
+        path = analysis.write_report(engine, out, aggregation=_choice(aggregation, tuple(analysis.AGGREGATIONS), "--aggregation"))
         typer.echo(f"report written to {path} (and {path.with_suffix('.html')})")
+        _warn_changed_data(engine)
         return
     if table is None:
         raise HarnessError("say which table: --table 2|3|4|5|7, or --all --out DIR for everything")
     _choice(table, analysis.TABLES, "--table")
     _choice(fmt, analysis.FORMATS, "--format")
     engine = db.open_db(db_url, readonly=True)
+    _warn_changed_data(engine)
     t = analysis.build_table(analysis.load_results(engine), table,
                              aggregation=_choice(aggregation, tuple(analysis.AGGREGATIONS), "--aggregation"),
                              model=model, db=engine)

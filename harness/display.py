@@ -111,6 +111,18 @@ def render_job(d: dict) -> None:
     for r in d["history"]:
         out.append(f"\n--- attempt {r['attempt']} (id {r['attempt_id']}) on {r['worker']} "
                    f"[{r['device'] or '-'}]: {r['outcome']}, {r['started_at']} → {r['ended_at'] or '…'}")
+        if r.get("data"):
+            out.append(_data_line(r["data"], d["spec"].get("max_length")))
         if r["error"]:
             out.append(r["error"].rstrip())
+    if d.get("data_now"):
+        out.append(f"\nthe mirror now holds other data (fingerprint {d['data_now']}): "
+                   f"`harness retry --data-changed --job {d['job_id']}` runs it again")
     print("\n".join(out))
+
+
+def _data_line(facts: dict, max_length: int | None) -> str:
+    cut = facts.get("truncated") or {}
+    return (f"data: fingerprint {facts.get('data_fingerprint', '-')}"
+            + (f"; examples longer than max_length {max_length} tokens, cut: "
+               + ", ".join(f"{split} {k}" for split, k in cut.items()) if cut else ""))

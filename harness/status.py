@@ -32,8 +32,10 @@ _JOB = sa.select(jobs.c.id, jobs.c.grid, jobs.c.status, jobs.c.attempts, jobs.c.
                  jobs.c.worker, jobs.c.progress, jobs.c.error, jobs.c.spec,
                  _LEASE_LEFT).where(jobs.c.id == sa.bindparam("job"))
 _ATTEMPTS = (sa.select(attempts.c.id, attempts.c.attempt, attempts.c.worker, attempts.c.device,
-                       attempts.c.outcome, attempts.c.started_at, attempts.c.ended_at, attempts.c.error)
+                       attempts.c.outcome, attempts.c.started_at, attempts.c.ended_at, attempts.c.error,
+                       attempts.c.config)
              .where(attempts.c.job_id == sa.bindparam("job")).order_by(attempts.c.id))
+DATA_FACTS = ("data_fingerprint", "data_files", "truncated")  # from a finished attempt's config
 
 
 def queue_status(engine: Engine) -> dict:
@@ -78,10 +80,22 @@ def job_detail(engine: Engine, job: str) -> dict:
     with db.connect(engine) as conn:
         row = conn.execute(_JOB, {"job": job_id}).one()
         history = [dict(attempt_id=r[0], attempt=r[1], worker=r[2], device=r[3], outcome=r[4],
-                        started_at=str(r[5]), ended_at=None if r[6] is None else str(r[6]), error=r[7])
+                        started_at=str(r[5]), ended_at=None if r[6] is None else str(r[6]), error=r[7],
+                        data=_data_facts(r[8]))
                    for r in conn.execute(_ATTEMPTS, {"job": job_id})]
+    from harness.store import provenance
+
+    changed = provenance.changed_data(engine, job_ids=[job_id])
     lease = None if row[9] is None else round(row[9], 1)
     return dict(job_id=row[0], grid=row[1], status=row[2], attempts=row[3], max_attempts=row[4],
                 worker=row[5], progress=json.loads(row[6]) if row[6] else None, error=row[7],
                 spec=json.loads(row[8]), lease_left_seconds=lease,
-                stale=row[2] == Status.RUNNING and lease is not None and lease < 0, history=history)
+                stale=row[2] == Status.RUNNING and lease is not None and lease < 0, history=history,
+                data_now=changed[0].now if changed else None)
+
+
+def _data_facts(config: str | None) -> dict | None:
+    """What a finished attempt trained on: its data's fingerprint and each split's digest, and
+    how many examples of each split were cut to max_length (None: not recorded)."""
+    facts = {k: v for k, v in ((json.loads(config) if config else None) or {}).items() if k in DATA_FACTS}
+    return facts or None

@@ -4,7 +4,9 @@ Source. By default splits come from the Hugging Face Hub through
 `datasets.load_dataset(hub_path, hub_config, split=...)`. With `HARNESS_DATA_DIR` set (or a
 `data_dir` argument) they come from the local mirror `<dir>/<task>/<split>.jsonl`, also loaded with
 `datasets`, so nothing after loading knows the difference. Rows without an `idx` column get their
-row number as idx.
+row number as idx. Every row is checked first (harness.protocol.rows: non-empty texts, a label the
+task can take, an idx no other row of the split has), and each split's content digest is kept for
+the job's data fingerprint (harness.protocol.fingerprint).
 
 Protocol (the same for every run of a task: all splits below use the fixed PROTOCOL_SEED, never
 the job's seed, and are stratified by label; STS-B by its label rounded to an integer):
@@ -33,7 +35,6 @@ per_class) = the whole pool. Each job records its sample's class counts.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ import numpy as np
 
 from harness.errors import DataError, HarnessError
 from harness.protocol.mirrors import HUB, mirror
+from harness.protocol.rows import MISSING, check_ids, check_rows, read_jsonl
 from harness.protocol.spec import JobSpec
 from harness.protocol.tasks import HUB_ROWS, TaskSpec, get_task
 
@@ -79,6 +81,7 @@ class ProtocolSplits:
     validation: Examples
     pool: Examples  # the training pool the job samples from
     source: str  # "hub" or the local folder
+    files: dict[str, str]  # each split read -> its content digest (harness.protocol.fingerprint)
 
 
 # ---- source -------------------------------------------------------------------------------
@@ -104,7 +107,7 @@ def load_split(task: str | TaskSpec, split: str, data_dir: str | Path | None = N
     read again when the file changes)."""
     task = _as_task(task)
     source = _source_name(resolve_data_dir(data_dir))
-    return _load_split(task, split, source, _stamp(task.name, source))
+    return _load_split(task, split, source, _stamp(task.name, source))[0]
 
 
 def _as_task(task: str | TaskSpec) -> TaskSpec:
@@ -123,8 +126,18 @@ def _stamp(task_name: str, source: str) -> tuple:
                         for p in folder.glob("*.jsonl") for st in [p.stat()]))
 
 
+def source_splits(task: TaskSpec) -> tuple[str, ...]:
+    """The splits of the task that the protocol reads: the evaluation split, and the training
+    split where it is another one."""
+    if task.train_split is not None and task.train_split != task.eval_split:
+        return (task.eval_split, task.train_split)
+    return (task.eval_split,)
+
+
 @lru_cache(maxsize=32)
 def _load_split(task: TaskSpec, split: str, source: str, stamp: tuple = ()):
+    """(the split as a `datasets.Dataset`, what identifies its content): the sha256 of the
+    mirror's file as read, or "hub:" and the Hub copy's `datasets` fingerprint."""
     import datasets
 
     if source == "hub":
@@ -136,12 +149,16 @@ def _load_split(task: TaskSpec, split: str, source: str, stamp: tuple = ()):
                                f"{DATA_DIR_ENV} to a local mirror") from exc
         columns = {c: ds[c] if c in ds.column_names else [MISSING] * len(ds)
                    for c in (*task.text_columns, "label")}
-        check_rows(task, columns, lambda i: f"{task.hub_path} split {split} row {i}")
+        where = lambda i: f"{task.hub_path} split {split} row {i}"  # noqa: E731
+        check_rows(task, columns, where)
+        if "idx" in ds.column_names:
+            check_ids(ds["idx"], where, lambda i: f"row {i}")
+        digest = f"hub:{getattr(ds, '_fingerprint', None) or 'unknown'}"  # the Hub copy's version
     else:
         path = Path(source) / task.name / f"{split}.jsonl"
         if not path.is_file():
             raise HarnessError(f"the local mirror has no {path}")
-        columns, lines = _read_jsonl(path, (*task.text_columns, "label", "idx"))
+        columns, lines, digest = read_jsonl(path, (*task.text_columns, "label", "idx"))
         check_rows(task, columns, lambda i: f"{path}:{lines[i]}")
         if all(v is MISSING for v in columns["idx"]):
             del columns["idx"]
@@ -151,75 +168,16 @@ def _load_split(task: TaskSpec, split: str, source: str, stamp: tuple = ()):
                     raise DataError(f"{path}:{lines[i]}: the row has no idx, while other rows have one")
                 if not isinstance(v, int) or isinstance(v, bool):
                     raise DataError(f"{path}:{lines[i]}: idx {v!r} is not a whole number")
+            check_ids(columns["idx"], lambda i: f"{path}:{lines[i]}", lambda i: f"line {lines[i]}")
         ds = datasets.Dataset.from_dict(columns)
     if "idx" not in ds.column_names:
         ds = ds.add_column("idx", list(range(len(ds))))
-    return ds
+    return ds, digest
 
 
-MISSING = object()  # a column a row lacks
-
-
-def _read_jsonl(path: Path, names: tuple[str, ...]) -> tuple[dict[str, list], list[int]]:
-    """The named columns of a JSON-lines file (MISSING where a row lacks one) and each row's line
-    number. Blank lines are skipped; a line that is not a JSON object is a DataError."""
-    columns: dict[str, list] = {n: [] for n in names}
-    lines: list[int] = []
-    with open(path, encoding="utf-8", errors="strict") as f:
-        try:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-                for n in names:
-                    columns[n].append(row.get(n, MISSING))
-                lines.append(number)
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}:{len(lines) + 1}: not UTF-8 text ({exc.reason})") from None
-    return columns, lines
-
-
-def check_rows(task: TaskSpec, columns: dict[str, list], where) -> None:
-    """Every row has its text columns as strings and a label the task can take (a class number
-    0..num_labels-1, or a finite score for regression). Raises DataError naming where(i)."""
-    for name in task.text_columns:
-        for i, v in enumerate(columns[name]):
-            if not isinstance(v, str):
-                what = ("has no" if v is MISSING else "has a null" if v is None
-                        else f"has a non-text ({type(v).__name__} {v!r})")
-                raise DataError(f"{where(i)}: the row {what} {name!r} column")
-    for i, v in enumerate(columns["label"]):
-        problem = _label_problem(task, v)
-        if problem:
-            raise DataError(f"{where(i)}: {problem}")
-
-
-def _label_problem(task: TaskSpec, v) -> str | None:
-    if v is MISSING:
-        return "the row has no label"
-    if v is None:
-        return "the label is null"
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return f"label {v!r} is a {type(v).__name__}, not a number"
-    if not math.isfinite(v):
-        return f"label {v!r} is not a finite number"
-    if task.is_regression:
-        return None
-    classes = f"the classes 0–{task.num_labels - 1} of {task.name}"
-    if v != int(v):
-        return f"label {v!r} is not a whole class number ({classes})"
-    if not 0 <= v < task.num_labels:
-        return f"label {v!r} is outside {classes}"
-    return None
-
-
-def _examples(task: TaskSpec, split: str, source: str) -> Examples:
-    ds = _load_split(task, split, source, _stamp(task.name, source))
+def _examples(task: TaskSpec, split: str, source: str, files: dict[str, str]) -> Examples:
+    """The split's rows; its content digest goes into `files` (split -> digest)."""
+    ds, files[split] = _load_split(task, split, source, _stamp(task.name, source))
     columns = [ds[c] for c in task.text_columns]
     labels = np.asarray(ds["label"], dtype=np.float32 if task.is_regression else np.int64)
     return Examples(split, np.arange(len(ds), dtype=np.int64), np.asarray(ds["idx"], dtype=np.int64),
@@ -255,21 +213,22 @@ def protocol_splits(task: str | TaskSpec, val_size: int = 500,
 
 @lru_cache(maxsize=64)
 def _protocol_splits(task: TaskSpec, val_size: int, source: str, stamp: tuple = ()) -> ProtocolSplits:
-    evaluation = _examples(task, task.eval_split, source)
+    files: dict[str, str] = {}
+    evaluation = _examples(task, task.eval_split, source, files)
     rng = np.random.default_rng([PROTOCOL_SEED, len(evaluation)])
     order = _stratified_order(_strata(task, evaluation.labels), rng)
     n_test = math.ceil(len(order) / 2)
     test, rest = order[:n_test], order[n_test:]
     if task.train_split is not None and task.train_split != task.eval_split:
         validation = rest[:min(val_size, len(rest))]
-        pool = _examples(task, task.train_split, source)
+        pool = _examples(task, task.train_split, source, files)
     else:  # one split holds everything: carve a validation reserve and a training pool from it
         reserve = _val_reserve(len(order))
         validation = rest[:min(val_size, reserve)]
         pool = evaluation.take(np.sort(rest[reserve:]))
     # Sorted positions: the protocol fixes which rows, not an order the training would depend on.
     return ProtocolSplits(evaluation.take(np.sort(test)), evaluation.take(np.sort(validation)),
-                          pool, source)
+                          pool, source, files)
 
 
 def _val_reserve(rows: int) -> int:

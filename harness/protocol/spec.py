@@ -22,6 +22,16 @@ NOISE_MODES = ("augment", "replace")  # noisy copies added to the originals, or 
 DEFAULT_MODEL = PAPER_MODEL  # what a job fine-tunes unless told otherwise
 SMALL_MODEL = "sentence-transformers/paraphrase-MiniLM-L3-v2"  # runs on a CPU in minutes
 HASH_CHARS = 16  # hex characters of sha256 kept as the job id
+# Back-translation temperature T: 0 (clean) or 0 < T ≤ MAX_NOISE. The paper ran 0.3–0.9; up to 1.5
+# the pt<->en round trip still gives sentences (SST-2, 16 sentences of ~91 characters: mean edit
+# distance 23 at T = 0.9, 29 at 1.2, 40 at 1.5), at 2.0 word salad (70: "deforesting soundf f wear
+# film" for "unflinchingly dark and desperate"), which is not a paraphrase with a known label.
+MAX_NOISE = 1.5
+# SCL temperature τ ≥ MIN_TAU. The SCL term of an anchor is at most 2/τ + ln(B − 1) (cosine
+# similarities lie in [−1, 1]), its gradient of order 1/τ: at 0.01 a few hundred, while τ = 1e-30
+# stored a training loss of 1.1e29 (and 1/τ² overflows Adam's float32 second moment below ~1e-19).
+# Below 0.01 the softmax is a hard max anyway; the paper's τ are 0.1–0.9.
+MIN_TAU = 0.01
 MAX_INT = 2**31 - 1  # the database's integer columns (PostgreSQL INTEGER) hold no more
 INT_FIELDS = {"seed": "--seeds", "n": "--n", "batch_size": "--batch-size", "epochs": "--epochs",
               "max_length": "--max-length", "val_size": "val size", "train_seed": "train seed",
@@ -144,16 +154,19 @@ class JobSpec:
             raise HarnessError(f"unknown sampling {self.sampling!r}; choose one of {', '.join(SAMPLINGS)}")
         if self.tau is not None:
             _finite(self.tau, "τ (--tau)")
-            if self.tau <= 0:
-                raise HarnessError(f"τ (--tau) must be > 0, got {self.tau}")
+            if self.tau < MIN_TAU:
+                raise HarnessError(f"τ (--tau) must be ≥ {MIN_TAU} (the paper's are 0.1–0.9; a smaller "
+                                   f"τ makes the SCL term and its gradient of order 1/τ), got {self.tau:g}")
         if self.scl_reduction is not None and self.scl_reduction not in SCL_REDUCTIONS:
             raise HarnessError(f"unknown SCL reduction {self.scl_reduction!r}; "
                                f"choose one of {', '.join(SCL_REDUCTIONS)}")
         if self.n is not None and self.n <= 0:
             raise HarnessError(f"N (--n) must be a positive number of examples, got {self.n}")
         _finite(self.noise, "noise temperature (--noise)")
-        if self.noise < 0:
-            raise HarnessError(f"noise temperature (--noise) must be ≥ 0 (0 = clean), got {self.noise}")
+        if not 0 <= self.noise <= MAX_NOISE:
+            raise HarnessError(f"noise temperature (--noise) must be 0 (clean) or 0 < T ≤ {MAX_NOISE} "
+                               f"(the paper's are 0.3–0.9; above {MAX_NOISE} back-translation samples "
+                               f"word salad, not paraphrases), got {self.noise:g}")
         if self.noise_mode is not None and self.noise_mode not in NOISE_MODES:
             raise HarnessError(f"unknown noise mode {self.noise_mode!r}; "
                                f"choose one of {', '.join(NOISE_MODES)}")

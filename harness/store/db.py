@@ -19,7 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
-from harness.store import migrations
+from harness.store import disk, migrations
 from harness.errors import DatabaseFileError, DatabaseUnavailable, HarnessError
 
 DEFAULT_URL = "sqlite:///results.db"
@@ -261,6 +261,9 @@ def make_engine(url: str | None = None, *, readonly: bool = False) -> Engine:
         path = None
         if parsed.database and parsed.database != ":memory:":
             path = Path(parsed.database).expanduser().resolve()
+            if path.is_dir():
+                raise HarnessError(f"the database {parsed.database!r} is a folder, not a file: give a "
+                                   f"file, e.g. sqlite:///{Path(parsed.database) / 'results.db'}")
             if not path.parent.is_dir():
                 raise HarnessError(f"cannot create the database {parsed.database!r}: "
                                    f"folder {path.parent} does not exist")
@@ -286,15 +289,16 @@ def make_engine(url: str | None = None, *, readonly: bool = False) -> Engine:
 def _sqlite_readonly(path: Path, args: dict) -> sqlite3.Connection:
     """A read-only connection that changes nothing on disk. mode=ro first (it sees other
     processes' writes); if that cannot even read (a WAL file in a folder we cannot write, where
-    no -shm file can be made), immutable=1, which reads the file as it stands."""
-    uri = f"file:{quote(str(path))}"
-    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, **args)
-    try:
-        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-        return conn
-    except sqlite3.OperationalError:
-        conn.close()
-        return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False, **args)
+    no -shm file can be made), or on a full disk (where it would leave an empty -shm behind), the
+    file as it stands (harness.store.disk.readonly_connection)."""
+    if disk.full(path) is None:
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, check_same_thread=False, **args)
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+    return disk.readonly_connection(path, args)
 
 
 def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record) -> None:
@@ -369,7 +373,8 @@ def _sqlite_advice(message: str, where) -> str:
         return " (was it truncated or emptied while in use?)"
     if "readonly" in message:
         return " (read-only or immutable: check its permissions and `lsattr`)"
-    return ""
+    space = isinstance(where, Path) and disk.full(where)
+    return f" ({space})" if space else ""
 
 
 def _server_lost(ctx):
@@ -403,6 +408,9 @@ def revision(conn) -> str | None:
 def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str]:
     """Bring the schema up to `target` (a revision; the newest by default), in one transaction.
     Returns (revision before, revision after)."""
+    path = _sqlite_path(engine)
+    if path is not None and (problem := _unwritable(path)):  # before SQLite leaves files beside it
+        raise DatabaseFileError(f"cannot write the database {path}: {problem}")
     with connect(engine) as conn, conn.begin():
         revision(conn)  # refuse another program's database before touching the file
     if engine.dialect.name == "sqlite":
@@ -476,12 +484,21 @@ def open_db(url: str | None = None, *, create: bool = False, readonly: bool = Fa
     return engine
 
 
+def _sqlite_path(engine: Engine) -> Path | None:
+    """The file of a SQLite database (None: another database, or in memory)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(database).expanduser().resolve()
+
+
 def _shown(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
 def _unwritable(path: Path) -> str | None:
-    """Why this process could not write the SQLite file (and its -wal/-shm beside it), or None."""
+    """Why this process could not write the SQLite file (and its -wal/-shm beside it): its
+    permissions, its folder's, or a full disk; or None."""
     if path.exists():
         try:
             with open(path, "r+b"):  # the real test: permissions, read-only mounts, `chattr +i`
@@ -490,7 +507,7 @@ def _unwritable(path: Path) -> str | None:
             return f"{exc.strerror.lower()} (read-only or immutable file?)"
     if not os.access(path.parent, os.W_OK | os.X_OK):
         return f"its folder {path.parent} is not writable (SQLite keeps its journal there)"
-    return None
+    return disk.full(path)
 
 
 def connect(engine: Engine):

@@ -13,20 +13,15 @@ from sqlalchemy.engine import Engine
 
 from harness.training import artifacts
 from harness.store import db, queue
-from harness.store.jobs import Outcome, Status
+from harness.store.jobs import Outcome
 
 jobs, stored = db.jobs, db.artifacts
 _p = sa.bindparam
-_NULL = sa.null()
 
 # Built once, at import (see harness.store.queue).
 _HAS_DEPENDENTS = sa.select(jobs.c.id).where(jobs.c.depends_on == _p("job")).limit(1)
 _STORED_MODEL = sa.select(stored.c.path, stored.c.sha256).where(
     stored.c.job_id == _p("job"), stored.c.kind == artifacts.MODEL)
-# Only a job that is still done moves, so many dependents noticing at once re-queue it once.
-_REDO = sa.update(jobs).where(jobs.c.id == _p("job"), jobs.c.status == Status.DONE.value).values(
-    status=Status.QUEUED.value, attempts=0, error=_p("why"), lease_expires=_NULL, attempt_id=_NULL,
-    worker=_NULL, progress=_NULL, updated_at=sa.func.current_timestamp())
 
 
 def has_dependents(engine: Engine, job_id: str) -> bool:
@@ -50,9 +45,6 @@ def deferrals(engine: Engine, job_id: str) -> int:
 def redo(engine: Engine, job_id: str, reason: str) -> bool:
     """Put a done job back in the queue with a fresh set of attempts (its stored model is gone).
 
-    Only a job that is still done moves, so when many dependents notice at once it is re-queued
-    once; its result rows stay until the new run replaces them (harness.store.results.write_result).
-    True if this call re-queued it."""
-    with db.connect(engine) as conn, conn.begin():
-        why = f"re-queued: {reason}"[:queue.ERROR_CHARS]
-        return conn.execute(_REDO, {"job": job_id, "why": why}).rowcount == 1
+    Only a job that is still done moves (queue.redo), so when many dependents notice at once it
+    is re-queued once. True if this call re-queued it."""
+    return queue.redo(engine, [job_id], reason) == 1

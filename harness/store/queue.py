@@ -1,6 +1,6 @@
 """The job queue: the lifecycle of a job over the `jobs` and `attempts` tables (one `attempts` row
 per attempt), as a handful of verbs: enqueue, claim, heartbeat, finish, fail, release, requeue_stale,
-cancel, retry; and grids_in, count_attempts to read it.
+cancel, retry, redo; and grids_in, count_attempts to read it.
 
 Every verb is one short transaction. Time for leases is always the database's clock
 (harness.store.dialects.db_now), so that workers on machines whose clocks disagree still agree on which
@@ -109,6 +109,11 @@ _GRIDS = sa.select(jobs.c.grid).distinct()
 _CANCEL = sa.update(jobs).values(status=Status.CANCELLED.value, updated_at=_STAMP)
 _RETRY = sa.update(jobs).values(status=Status.QUEUED.value, attempts=0, error=_NULL, updated_at=_STAMP)
 _MAX_SEQ = sa.select(sa.func.coalesce(sa.func.max(jobs.c.seq), 0))
+# Only jobs that are still done move, so many callers noticing at once re-queue a job once.
+_REDO = sa.update(jobs).where(jobs.c.id.in_(_p("jobs", expanding=True)),
+                              jobs.c.status == Status.DONE.value).values(
+    status=Status.QUEUED.value, attempts=0, error=_p("why"), lease_expires=_NULL, attempt_id=_NULL,
+    worker=_NULL, progress=_NULL, updated_at=_STAMP)
 
 
 # ---- enqueue ------------------------------------------------------------------------------
@@ -307,6 +312,18 @@ def retry(engine: Engine, *, job_ids: list[str] | None = None, grid: str | None 
     """Put failed and cancelled jobs back in the queue with a fresh set of attempts."""
     return _set_status(engine, _RETRY, [Status.FAILED, Status.CANCELLED], job_ids, grid)
 
+
+
+def redo(engine: Engine, job_ids: list[str], reason: str) -> int:
+    """Put done jobs back in the queue with a fresh set of attempts, saying why in their error
+    line (their model is gone, their data changed). Their result rows stay until the new run
+    replaces them (harness.store.results.write_result). Returns how many this call re-queued."""
+    why = f"re-queued: {reason}"[:ERROR_CHARS]
+    done = 0
+    with db.connect(engine) as conn, conn.begin():
+        for i in range(0, len(job_ids), INSERT_CHUNK):
+            done += conn.execute(_REDO, {"jobs": job_ids[i:i + INSERT_CHUNK], "why": why}).rowcount
+    return done
 
 
 def _set_status(engine: Engine, update: sa.Update, from_: list[Status], job_ids, grid) -> int:

@@ -38,6 +38,7 @@ class Encoded:
     token_type_ids: list[np.ndarray] | None  # BERT-style pair models only
     lengths: np.ndarray  # int64 [n]
     pad_id: int
+    truncated: int = 0  # examples longer than max_length tokens, cut to it (recorded per split)
 
 
 def text_key(texts: tuple[str, ...]) -> bytes:
@@ -79,7 +80,20 @@ def encode(tokenizer, tokenizer_id: str, task: str, examples: Examples, max_leng
         entries = [table[k] for k in keys]
     ids = [e[0] for e in entries]
     types = None if not entries or entries[0][1] is None else [e[1] for e in entries]
-    return Encoded(ids, types, np.array([len(x) for x in ids], dtype=np.int64), tokenizer.pad_token_id)
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    return Encoded(ids, types, lengths, tokenizer.pad_token_id,
+                   count_truncated(tokenizer, examples, lengths, max_length))
+
+
+def count_truncated(tokenizer, examples: Examples, lengths: np.ndarray, max_length: int) -> int:
+    """How many examples have more than max_length tokens. Only those whose (truncated) ids fill
+    max_length can, so only they are tokenised again, whole: few or none in most splits."""
+    full = np.flatnonzero(lengths >= max_length)
+    if not len(full):
+        return 0
+    columns = list(zip(*(examples.texts[i] for i in full)))
+    out = tokenizer(*columns, truncation=False, verbose=False)  # verbose: no length warning
+    return sum(len(x) > max_length for x in out["input_ids"])
 
 
 def _cache_file(cache_dir: Path | None, key: tuple) -> Path | None:

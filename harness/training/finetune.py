@@ -136,6 +136,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
         raise ValueError(f"checkpoint must be one of {CHECKPOINT_POLICIES}")
     if train_forward not in TRAIN_FORWARDS:
         raise ValueError(f"train_forward must be one of {TRAIN_FORWARDS}")
+    spec.validate_fields()  # a job queued before a bound existed (τ, T) fails with its reason
     task = get_task(spec.task)
     if spec.uses_scl and task.is_regression:
         raise PermanentJobError(f"CE+SCL is undefined for the regression task {task.name}")
@@ -154,6 +155,8 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     tok = functools.partial(encode, pre.tokenizer, pre.tokenizer_id, task.name, max_length=spec.max_length,
                             cache_dir=ctx.cache_dir)
     enc_train, enc_val, enc_test = tok(train), tok(data.validation), tok(data.test)
+    # examples cut to max_length, per split: recorded (metrics and config), never silent
+    truncated = {"train": enc_train.truncated, "validation": enc_val.truncated, "test": enc_test.truncated}
     label_dtype = torch.float32 if task.is_regression else torch.long
     train_labels = torch.as_tensor(train.labels, dtype=label_dtype)
 
@@ -239,6 +242,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     state.metrics += [("test", state.best_epoch, k, v) for k, v in test.items() if k != "score"]
     if scl_batch_size is not None:
         state.metrics.append(("train", None, "scl_batch_size", scl_batch_size))
+    state.metrics += [(split, None, "truncated", k) for split, k in truncated.items()]
     state.seconds += time.perf_counter() - test_started
     state.metrics.append(("test", state.best_epoch, "seconds", time.perf_counter() - test_started))
     artifact = None
@@ -251,7 +255,8 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     config = _resolved_config(spec, ctx, task, data, n_train=len(train), device=device, plan=plan,
                               is_fused=is_fused, eval_mode=eval_mode, packed=packed, model_path=pre.path,
                               checkpoint=checkpoint, resumed_from=resumed_from,
-                              scl_batch_size=scl_batch_size, init_head=init_head, artifact=artifact)
+                              scl_batch_size=scl_batch_size, init_head=init_head, artifact=artifact,
+                              truncated=truncated)
     return RunResult(
         metric=task.metric, val_score=state.best_score, test_score=test["score"],
         val_accuracy=state.best_accuracy, test_accuracy=test.get("accuracy"),
@@ -353,7 +358,8 @@ def _checkpoint_due(policy: str, spec: JobSpec, keep_model: bool, epoch_train_se
 def _resolved_config(spec: JobSpec, ctx: RunContext, task: TaskSpec, data: JobData, *, n_train: int,
                      device: torch.device, plan: StepPlan, is_fused: bool, eval_mode: str, packed: bool,
                      model_path: str, checkpoint: str, resumed_from: int, scl_batch_size: int | None,
-                     init_head: str | None, artifact: artifacts.Artifact | None) -> dict:
+                     init_head: str | None, artifact: artifacts.Artifact | None,
+                     truncated: dict[str, int]) -> dict:
     """The job's configuration as it ran (RunResult.config): the spec, then every choice made
     while running it, with the data, model files and transfer source it used."""
     return {**spec.canonical(),
@@ -372,7 +378,8 @@ def _resolved_config(spec: JobSpec, ctx: RunContext, task: TaskSpec, data: JobDa
             "n_train": n_train, "n_validation": len(data.validation), "n_test": len(data.test),
             "train_pool": data.pool_size, "sampling": data.sampling,
             "class_counts": data.class_counts(task), "protocol_seed": PROTOCOL_SEED,
-            "data_source": data.source, "model_path": model_path,
+            "data_source": data.source, "data_fingerprint": data.fingerprint,
+            "data_files": data.files, "truncated": truncated, "model_path": model_path,
             "checkpoint_policy": checkpoint, "resumed_from_epoch": resumed_from,
             "selection": ("best validation score, ties → earlier step" if plan.by_steps
                           else "best validation score, ties → earlier epoch"),

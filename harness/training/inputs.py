@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.protocol.data import Examples, check_task, protocol_splits, sample_size, sample_train
+from harness.protocol.fingerprint import combine
 from harness.protocol.spec import JobSpec
 from harness.protocol.tasks import TaskSpec, get_task
 
@@ -21,6 +22,12 @@ class JobData:
     source: str
     sampling: str  # uniform | stratified | full
     pool_size: int
+    files: dict[str, str]  # each split read -> its content digest (harness.protocol.fingerprint)
+
+    @property
+    def fingerprint(self) -> str:
+        """What the job trained on: recorded with its result, compared with the mirror later."""
+        return combine(self.files)
 
     def class_counts(self, task: TaskSpec) -> dict[str, int] | None:
         """Training examples per class (None for regression): {"0": 9, "1": 11}."""
@@ -40,4 +47,5 @@ def prepare_data(spec: JobSpec, data_dir: str | Path | None = None,
     train = sample_train(splits.pool, sample_size(spec, task), spec.seed, spec.per_class, task,
                          spec.sampling)
     sampling = "full" if spec.n is None and spec.per_class is None else spec.sampling
-    return JobData(train, splits.validation, splits.test, splits.source, sampling, len(splits.pool))
+    return JobData(train, splits.validation, splits.test, splits.source, sampling, len(splits.pool),
+                   splits.files)

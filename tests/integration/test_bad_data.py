@@ -49,6 +49,10 @@ BAD_ROWS = {
     "numeric text": (json.dumps({**ROW, "sentence": 42}), "non-text"),
     "missing idx among rows that have one": (json.dumps({"sentence": "a fine film", "label": 1}), "no idx"),
     "fractional idx": (json.dumps({**ROW, "idx": 4.5}), "idx 4.5 is not a whole number"),
+    "empty text": (json.dumps({**ROW, "sentence": ""}), "the row's 'sentence' text is empty"),
+    "all-whitespace text": (json.dumps({**ROW, "sentence": " \t "}), "'sentence' text is empty"),
+    # line 3 of the real file holds idx 2
+    "duplicated idx": (json.dumps({**ROW, "idx": 2}), "idx 2 is already the idx of line 3"),
 }
 
 
@@ -61,6 +65,28 @@ def test_bad_training_row_names_file_line_and_problem(case, tmp_path):
     message = str(err.value)
     assert message.startswith(f"{path}:{BAD_LINE}: ") and expected in message, message
     assert "\n" not in message
+
+
+def test_a_byte_that_is_not_utf8_is_reported_on_its_physical_line(tmp_path):
+    """Blank lines count (an editor shows them), and the bad byte lies well past the first 8 KB,
+    where a text-mode reader, decoding ahead, used to report an earlier line."""
+    root, path = small_mirror(tmp_path)
+    rows = (DATA_DIR / "sst2" / "train.jsonl").read_bytes().splitlines()[:400]
+    lines = rows[:10] + [b"", b"  "] + rows[10:]  # two blank lines: lines 11 and 12
+    bad = 330
+    lines[bad - 1] = lines[bad - 1].replace(b'"label"', b'"lab\xe9l"')  # Latin-1 é, not UTF-8
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert len(b"\n".join(lines[:bad - 1])) > 3 * 8192
+    with pytest.raises(DataError) as err:
+        prepare_data(JobSpec.make(task="sst2", n=10, seed=0), root)
+    assert str(err.value).startswith(f"{path}:{bad}: not UTF-8 text (byte 0xe9 at byte "), err.value
+
+
+def test_a_repeated_idx_in_an_evaluation_split_is_refused(tmp_path):
+    root, path = small_mirror(tmp_path, split="validation", line=700,
+                              text=json.dumps({**ROW, "idx": 6}))
+    with pytest.raises(DataError, match=rf"^{path}:700: idx 6 is already the idx of line 7$"):
+        prepare_data(JobSpec.make(task="sst2", n=10, seed=0), root)
 
 
 @pytest.mark.parametrize("split", ["validation"])

@@ -5,6 +5,7 @@ with a new grid version and a note in the report, and then these pins change in 
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 
@@ -78,3 +79,22 @@ def test_grid_task_option_is_case_insensitive():
     a = {s.job_id for s, _ in grids.expand(grids.get_grid("smoke"), tasks=["SST-2"])}
     b = {s.job_id for s, _ in grids.expand(grids.get_grid("smoke"), tasks=["sst2"])}
     assert a == b and len(a) == 8
+
+
+@pytest.mark.parametrize("fields,refused", [
+    (dict(loss="ce+scl", tau=0.01), None),
+    (dict(loss="ce+scl", tau=0.0099), "τ (--tau) must be ≥ 0.01"),
+    (dict(loss="ce+scl", tau=1e-30), "τ (--tau) must be ≥ 0.01"),
+    (dict(noise=1.5), None),
+    (dict(noise=1.5001), "must be 0 (clean) or 0 < T ≤ 1.5"),
+    (dict(noise=2.0), "must be 0 (clean) or 0 < T ≤ 1.5"),
+    (dict(noise=-0.1), "must be 0 (clean) or 0 < T ≤ 1.5"),
+])
+def test_tau_and_noise_bounds_are_inclusive_and_say_what_is_allowed(fields, refused):
+    from harness.errors import HarnessError
+
+    if refused is None:
+        JobSpec.make(task="sst2", n=20, seed=0, **fields)
+        return
+    with pytest.raises(HarnessError, match=re.escape(refused)):
+        JobSpec.make(task="sst2", n=20, seed=0, **fields)
