@@ -18,7 +18,7 @@ from harness.store import db as hdb
 
 # JobSpec fields that the results table has no column for; load_results adds them from results.spec.
 SPEC_EXTRA = ("init_from", "per_class", "noise_mode", "max_length", "warmup_ratio", "weight_decay",
-              "val_size", "train_seed")
+              "val_size", "train_seed", "steps")  # steps: a step budget (None: the epochs budget)
 IN_CHUNK = 500  # job ids per IN (...) clause
 
 
@@ -64,7 +64,7 @@ def load_results(db) -> pd.DataFrame:
     df["batching"] = df["batching"].fillna("length")
     df["sampling"] = df["sampling"].fillna(df["per_class"].map(
         lambda k: "uniform" if pd.isna(k) else "stratified"))
-    for key in ("per_class", "max_length", "val_size", "train_seed", "n"):
+    for key in ("per_class", "max_length", "val_size", "train_seed", "steps", "n"):
         df[key] = pd.to_numeric(df[key]).astype("Int64")
     for key in ("warmup_ratio", "weight_decay"):
         df[key] = pd.to_numeric(df[key], errors="coerce").astype(float)
