@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 HUB = "hub"
-CLONE = Path(__file__).resolve().parents[1]  # the repository root of an editable install
+CLONE = Path(__file__).resolve().parents[2]  # the repository root (harness/protocol/ is two below)
 BESIDE_CLONE = {"HARNESS_DATA_DIR": CLONE.parent / "shared" / "data",
                 "HARNESS_MODEL_DIR": CLONE.parent / "shared" / "models"}
 
