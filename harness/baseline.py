@@ -215,12 +215,15 @@ def _check_examples(stored: StoredJob, data) -> None:
         differ = len(set(got) ^ set(stored.train_examples))
         raise HarnessError(f"job {stored.job_id} trained on other examples than the data give now "
                            f"({differ} ids differ from its train_examples): the data set changed since it ran")
-    n_test = stored.result["n_test"]
     ids = None if stored.test_predictions is None else stored.test_predictions[0]
-    if (n_test is not None and n_test != len(data.test)) or (
-            ids is not None and not np.array_equal(np.sort(ids), np.sort(data.test.idx))):
+    n_test = stored.result["n_test"]
+    if ids is not None:
+        differ = len(set(ids.tolist()) ^ set(data.test.idx.tolist()))
+    else:  # no stored predictions: the count is all there is to check
+        differ = 0 if n_test is None else abs(n_test - len(data.test))
+    if differ:
         raise HarnessError(f"job {stored.job_id} was tested on other examples than the data give now "
-                           f"({n_test} stored, {len(data.test)} now): the data set changed since it ran")
+                           f"({differ} test examples differ): the data set changed since it ran")
 
 
 def _ours(stored: StoredJob) -> Side:

@@ -68,15 +68,19 @@ def test_what_cannot_be_compared_is_refused_in_one_line(finished):
              (["--job", "ffffffff"], "no job 'ffffffff' in this database"),
              (["--job", SPEC.job_id, "--epochs", "2", "--steps", "4"], "give --epochs or --steps, not both"),
              (["--job", SPEC.job_id, "--epochs", "2", "--eval-every", "2"], "--eval-every goes with a step budget")]
-    # a database whose train_examples are not what the data give for the job's spec
-    changed = tmp / "changed.db"
-    shutil.copy(tmp / "results.db", changed)
-    engine = db.make_engine(f"sqlite:///{changed}")
-    with engine.begin() as conn:
-        conn.execute(sa.update(db.train_examples).where(db.train_examples.c.job_id == SPEC.job_id)
-                     .values(examples=json.dumps(list(range(20)))))
-    engine.dispose()
-    cases.append((["--job", SPEC.job_id, "--db", f"sqlite:///{changed}"], "trained on other examples than the data give now"))
+    # databases whose records of the job are not what the data give for its spec
+    for name, change, message in [
+            ("train.db", [sa.update(db.train_examples).values(examples=json.dumps(list(range(20))))],
+             "trained on other examples than the data give now"),
+            ("test.db", [sa.delete(db.test_predictions), sa.update(db.results).values(n_test=400)],
+             "tested on other examples than the data give now (36 test examples differ)")]:
+        shutil.copy(tmp / "results.db", tmp / name)
+        engine = db.make_engine(f"sqlite:///{tmp / name}")
+        with engine.begin() as conn:
+            for statement in change:
+                conn.execute(statement)
+        engine.dispose()
+        cases.append((["--job", SPEC.job_id, "--db", f"sqlite:///{tmp / name}"], message))
     for args, message in cases:
         out = baseline(*args, *([] if "--db" in args else ["--db", url]))
         assert out.exit_code == 2, out.output
