@@ -64,7 +64,7 @@ def load_results(db) -> pd.DataFrame:
     df["batching"] = df["batching"].fillna("length")
     df["sampling"] = df["sampling"].fillna(df["per_class"].map(
         lambda k: "uniform" if pd.isna(k) else "stratified"))
-    for key in ("per_class", "max_length", "val_size", "train_seed", "n"):
+    for key in ("per_class", "max_length", "val_size", "train_seed", "steps", "best_step", "n"):
         df[key] = pd.to_numeric(df[key]).astype("Int64")
     for key in ("warmup_ratio", "weight_decay"):
         df[key] = pd.to_numeric(df[key], errors="coerce").astype(float)

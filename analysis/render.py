@@ -10,7 +10,7 @@ import math
 import pandas as pd
 
 from analysis.stats import format_p
-from analysis.tables import AGGREGATIONS, BASELINE, CE, SCL
+from analysis.tables import AGGREGATIONS, BASELINE, CE, CUT_SHORT_MARK, SCL
 
 FORMATS = ("terminal", "markdown", "latex", "csv", "json")
 DASH = "—"
@@ -60,6 +60,8 @@ def cell_text(cell, aggregation: str) -> str:
     if cell.n_runs == 0:
         return MISSING + (f" [0 of {cell.n_expected} seeds]" if cell.n_expected else "")
     s = _num(cell.mean) + (f" ± {_num(cell.std)}" if cell.std is not None else "")
+    if cell.cut_short:
+        s += f" {CUT_SHORT_MARK}"
     bits = [f"{cell.n_used} of {cell.n_runs}" if aggregation == "top3" else f"n={cell.n_runs}"]
     if cell.n_expected and cell.n_runs < cell.n_expected:
         bits.append(f"{cell.n_runs} of {cell.n_expected} seeds")
@@ -230,7 +232,8 @@ def cell_records(table) -> pd.DataFrame:
              "group": c.group, "row": c.row.label, "col": c.col, "loss": c.loss, "n_runs": c.n_runs,
              "n_used": c.n_used, "n_expected": c.n_expected, "mean": c.mean, "std": c.std,
              "paper_mean": c.paper_mean, "paper_std": c.paper_std, "diff": c.diff,
-             "flags": "; ".join(c.flags), "text": cell_text(c, table.aggregation)}
+             "flags": "; ".join(c.flags), "tie_decided": c.tie_decided, "n_last": c.n_last,
+             "n_known_last": c.n_known, "cut_short": c.cut_short, "text": cell_text(c, table.aggregation)}
         t = tests.get((c.section, c.group, c.row, c.col))
         if t is not None:
             r.update(_test_record(t))
@@ -278,7 +281,8 @@ def to_dict(table) -> dict:
 
 
 _CELL_KEYS = ("table", "aggregation", "section", "group", "row", "col", "loss", "n_runs", "n_used",
-              "n_expected", "mean", "std", "paper_mean", "paper_std", "diff", "flags", "text")
+              "n_expected", "mean", "std", "paper_mean", "paper_std", "diff", "flags", "tie_decided", "n_last",
+              "n_known_last", "cut_short", "text")
 
 
 def _clean(x):

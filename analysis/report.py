@@ -18,7 +18,8 @@ from analysis.model_size import render_model_size
 from analysis.noise import noise_summary, render_noise_summary
 from analysis.plots import plot_convergence, plot_noise, plot_tsne, plot_variance
 from analysis.render import render
-from analysis.tables import ALPHA, build_table
+from analysis.selection import CUT_SHORT_SHARE
+from analysis.tables import ALPHA, CUT_SHORT_MARK, TOP_K, build_table
 from analysis.tuning import render_tuning
 from harness.protocol import paper
 
@@ -61,6 +62,7 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
           "example-level test is a paired bootstrap over the stored test predictions; it holds the "
           "trained models fixed, so it ignores seed-to-seed variance and is far more liberal than "
           "the seed-level tests.",
+          _selection_rules(),
           "## Claims of the paper"]
     md += [f"- **{paper.CLAIMS[k]}** {v}" for k, v in _claims(built, engine, df).items()]
     md += ["## Does the gain depend on the model? (Table 2)", render_model_size(built[2], df)]
@@ -106,6 +108,19 @@ CONVERGENCE_INTRO = (
     "optimizer steps, validating every 25 steps and keeping the best step's weights. The budgets "
     "come from the `convergence` grid: long runs (1000 steps) of both small models, both losses, "
     "on seeds no table uses; CE's curves choose the budget, CE+SCL's are shown beside them.")
+
+
+def _selection_rules() -> str:
+    """The top-3 rule without seed tie-breaks, and the cut-short warning (analysis.selection)."""
+    return ("Top 3 and ties: the paper's number is the mean ± std of the test scores of a cell's "
+            f"{TOP_K} runs with the best validation scores. Runs tied in validation score at the "
+            f"boundary of the top {TOP_K} count alike, never broken by seed: the mean averages over every "
+            "equally likely choice of the tied runs for the free slots, the std is the average std "
+            "over those choices; such cells say 'k tied for m slots', and each table's notes say "
+            f"how many cells ties decided. {CUT_SHORT_MARK} marks a cell where more than "
+            f"{CUT_SHORT_SHARE:.0%} of the runs selected the last checkpoint they evaluated (the "
+            "last epoch of an epoch budget, the last step of a step budget): validation may still "
+            "have been improving when training stopped, so the budget may be too short there.")
 
 
 FORWARDS = {"packed": "packed", "full": "the model's full pass"}  # RunResult.config["train_forward"]

@@ -13,16 +13,19 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from analysis import stats
+from analysis import selection, stats
 from analysis.layouts import FULL_TRAIN_ROWS, LAYOUTS, Layout
 from harness.protocol.paper import LOSS_LABELS, TASK_LABELS
 
 AGGREGATIONS = {
-    "top3": "mean ± std of the test scores of the top 3 runs by validation score (the paper's number)",
+    "top3": "mean ± std of the test scores of the top 3 runs by validation score (the paper's number); "
+            "runs tied in validation score at the boundary of the top 3 count alike: the figure is the average "
+            "over every equally likely choice of them, never a tie-break by seed",
     "mean": "mean ± std of the test scores over all runs",
 }
 TOP_K = 3
 ALPHA = 0.05
+CUT_SHORT_MARK = "†"  # beside a cell where training may have been cut short (Cell.cut_short)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,15 @@ class Cell:
     paper_std: float | None = None
     flags: list[str] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
+    n_last: int = 0  # runs whose selected checkpoint was the last one they evaluated
+    n_known: int = 0  # runs for which that is known (selection.selected_last)
+    tie_decided: bool = False  # runs tied at the top-3 boundary outnumbered its free slots
+
+    @property
+    def cut_short(self) -> bool:
+        """More than selection.CUT_SHORT_SHARE of the runs selected their last checkpoint:
+        training may have stopped while validation was still improving."""
+        return selection.cut_short(self.n_last, self.n_known)
 
     @property
     def loss(self) -> str:
@@ -156,7 +168,8 @@ def build_table(df: pd.DataFrame, table: int, aggregation: str = "top3", model: 
     sub = lay.select(df)
     if model is not None:
         sub = sub[sub["model"] == model]
-    sub = sub[sub["value"].notna()]
+    sub = sub[sub["value"].notna()].copy()
+    sub["_last"] = selection.selected_last(sub)
     scale = 100.0 if len(sub) and sub["value"].abs().max() <= 1.0 else 1.0
     sub, sections = _sections(sub, lay)
     notes = [f"Each cell: {AGGREGATIONS[aggregation]}; [k of m]: k runs behind the number out of m "
@@ -168,6 +181,7 @@ def build_table(df: pd.DataFrame, table: int, aggregation: str = "top3", model: 
         notes += lay.describe(df, sub)
     if len({s.model for s in sections}) > 1:
         notes.append("Several models are in the database: one section per model.")
+    # The order the tests' resampling sees (the top 3 never depends on it: analysis.selection).
     sub = sub.sort_values(["val_score", "seed"], ascending=[False, True], na_position="last", kind="stable")
     runs = {k: g for k, g in sub.groupby(["_section", "_group", "_row", "_col"], sort=False)}
     cells, tests, trends = [], [], []
@@ -188,10 +202,26 @@ def build_table(df: pd.DataFrame, table: int, aggregation: str = "top3", model: 
                     trend = _trend(lay, runs, sec, g, row, scale, n_resamples, rng)
                     if trend is not None:
                         trends.append(trend)
+    notes += _selection_notes(cells, aggregation)
     if db is not None:
         _example_tests(tests, db, n_resamples, rng)
     _adjust(tests, trends, {s.label: s.model for s in sections})
     return Table(table, lay.title, aggregation, lay, sections, cells, tests, scale, notes, trends)
+
+
+def _selection_notes(cells: list[Cell], aggregation: str) -> list[str]:
+    """How often ties decided a top-3 cell, and the legend of the cut-short mark (†)."""
+    have = [c for c in cells if c.n_runs]
+    notes = []
+    if aggregation == "top3":
+        notes.append(f"Ties at the top-3 boundary decided {sum(c.tie_decided for c in have)} of "
+                     f"{len(have)} cells ('k tied for m slots'): there the number averages over "
+                     "every equally likely choice of the tied runs.")
+    notes.append(f"{CUT_SHORT_MARK} {sum(c.cut_short for c in have)} of {len(have)} cells: more than "
+                 f"{selection.CUT_SHORT_SHARE:.0%} of the cell's runs selected the last checkpoint they "
+                 "evaluated (the last epoch, or the last step of a step budget), so training may have "
+                 "been cut short.")
+    return notes
 
 
 def _adjust(tests: list[CellTest], trends: list[TrendTest], model_of: dict[str, str]) -> None:
@@ -271,16 +301,18 @@ def _members(lay: Layout, c) -> list:
 def _cell(lay, runs, sec, g, row, c, aggregation, scale) -> Cell:
     parts = [runs.get((sec.label, g, row, m)) for m in _members(lay, c)]
     present = [p for p in parts if p is not None]
-    used = [p if aggregation == "mean" else p.head(TOP_K) for p in present]
-    vals = np.concatenate([u["value"].to_numpy() for u in used]) * scale if used else np.empty(0)
+    agg = selection.aggregate([(p["val_score"].to_numpy(float), p["value"].to_numpy(float) * scale)
+                               for p in present], None if aggregation == "mean" else TOP_K)
     n_runs = sum(len(p) for p in present)
+    last = pd.concat([p["_last"] for p in present]) if present else pd.Series(dtype="boolean")
     ref = lay.paper(g, c, row.loss) if row != BASELINE else None
-    cell = Cell(sec.label, g, row, c, n_runs, vals.size,
-                None if c in lay.derived else lay.expected,
-                float(vals.mean()) if vals.size else None,
-                float(vals.std(ddof=1)) if vals.size > 1 else None,
+    cell = Cell(sec.label, g, row, c, n_runs, agg.n_used,
+                None if c in lay.derived else lay.expected, agg.mean, agg.std,
                 ref[0] if ref else None, ref[1] if ref else None,
-                job_ids=[j for p in present for j in p["job_id"].tolist()])
+                job_ids=[j for p in present for j in p["job_id"].tolist()],
+                n_last=int(last.sum()), n_known=int(last.notna().sum()), tie_decided=agg.tie_decided)
+    if agg.tie_decided:
+        cell.flags.append(f"{agg.tied} tied for {agg.slots} slot{'s' if agg.slots > 1 else ''}")
     if lay.cell_flags is not None and present:
         cell.flags += lay.cell_flags(pd.concat(present))
     if c in lay.derived and len(present) < len(parts):

@@ -10,7 +10,6 @@ process) and warm.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.hf_trainer import accelerate_device, trainer_arguments, trainer_dataset
 from harness.training.batching import collate, encode, length_grouped_batches
 from harness.protocol.data import sample_train
 from harness.training.inputs import prepare_data
@@ -72,16 +72,13 @@ def _our_loop(spec: JobSpec, enc, labels: torch.Tensor, steps: int, device: torc
 
 def _trainer(spec: JobSpec, examples, tokenizer, steps: int, device: torch.device) -> float:
     """Seconds for `steps` steps of a plain Trainer (default settings, dynamic padding)."""
-    import datasets
     from transformers import DataCollatorWithPadding, Trainer
 
     task = get_task(spec.task)
-    columns = list(zip(*examples.texts))
-    encoded = tokenizer(*columns, truncation=True, max_length=spec.max_length)
-    ds = datasets.Dataset.from_dict({**encoded, "labels": examples.labels.tolist()})
+    ds = trainer_dataset(examples, tokenizer, spec.max_length)
     seed_everything(BENCH_SEED)
     model = build_model(spec.model, task.num_labels, BENCH_SEED, device)
-    with tempfile.TemporaryDirectory() as out, _accelerate_device(device):
+    with tempfile.TemporaryDirectory() as out, accelerate_device(device):
         args = trainer_arguments(
             device, output_dir=out, per_device_train_batch_size=spec.batch_size, learning_rate=spec.lr,
             weight_decay=spec.weight_decay, max_steps=steps + WARMUP_STEPS, report_to=[],
@@ -102,45 +99,6 @@ def _trainer(spec: JobSpec, examples, tokenizer, steps: int, device: torch.devic
         short.train()
         warm = time.perf_counter() - started
     return max(total - warm, 1e-9)
-
-
-def trainer_arguments(device: torch.device, **kwargs):
-    """TrainingArguments pinned to `device`. Left alone, the Trainer takes cuda:0 (and makes it the
-    current device) and spreads over every visible GPU with DataParallel, whatever --gpu says."""
-    from transformers import TrainingArguments
-
-    class PinnedArguments(TrainingArguments):
-        def _pinned_setup(self) -> None:
-            if "_setup_devices" not in self.__dict__:  # the Trainer needs its distributed state
-                self._setup_devices  # (a cached property) ... which makes cuda:0 current
-                if device.type == "cuda":
-                    torch.cuda.set_device(device)
-
-        @property
-        def device(self) -> torch.device:
-            self._pinned_setup()
-            return device
-
-        @property
-        def n_gpu(self) -> int:
-            self._pinned_setup()
-            return int(device.type == "cuda")
-
-    return PinnedArguments(**kwargs)
-
-
-@contextlib.contextmanager
-def _accelerate_device(device: torch.device):
-    """The Trainer's Accelerator places batches on accelerate's device: pin that one too."""
-    before = os.environ.get("ACCELERATE_TORCH_DEVICE")
-    os.environ["ACCELERATE_TORCH_DEVICE"] = str(device)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("ACCELERATE_TORCH_DEVICE")
-        else:
-            os.environ["ACCELERATE_TORCH_DEVICE"] = before
 
 
 def _sync(device: torch.device) -> None:

@@ -487,6 +487,31 @@ def bench(
     typer.echo(format_bench(r))
 
 
+@app.command()
+@fail_cleanly
+def baseline(
+    job: str = typer.Option(..., "--job", help="A finished job: its id or a unique prefix."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Train this many epochs, validating every epoch (default: the job's own budget)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Train this many optimizer steps instead."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", min=1, help="With --steps: validate every K steps (default: once per epoch's worth of steps)."),
+    gpu: Optional[int] = typer.Option(None, "--gpu", help="CUDA device; default: the CPU."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    db_url: Optional[str] = DbOpt,
+):
+    """Train a finished job's examples again with a plain Hugging Face Trainer and a standard
+    recipe, validate and test on the same examples, and print both side by side."""
+    from harness.runtime import threads
+
+    threads.prepare_process()  # as a worker runs: passive OpenMP waits (read when torch loads) ...
+    from harness.baseline import format_comparison, run_baseline
+    from harness.worker import select_device
+
+    threads.apply_threads()  # ... and no more threads than cores, so the times compare
+    engine = db.open_db(db_url, readonly=True)
+    c = run_baseline(engine, job, epochs=epochs, steps=steps, eval_every=eval_every, device=select_device(gpu))
+    typer.echo(json.dumps(c.to_dict(), indent=1, ensure_ascii=False) if as_json else format_comparison(c))
+
+
 @tune_app.command("select")
 @fail_cleanly
 def tune_select(

@@ -108,6 +108,30 @@ def test_report_finds_the_known_effect(effect_db, tmp_path):
     assert "<table>" in (tmp_path / "report.html").read_text()
 
 
+def test_cut_short_cells_and_ties_from_a_database_into_the_report(tmp_path):
+    df = synthetic_results([dict(task="sst2", n=20)], rng=21)
+    ce = df[df["loss"] == "ce"].sort_values("val_score", ascending=False)
+    df.loc[ce.index[:5], "best_epoch"] = 10  # 5 of 10 CE runs selected their last epoch
+    df.loc[ce.index[3], "val_score"] = ce["val_score"].iloc[2]  # a tie at the top-3 boundary
+    # two step-budget runs (steps set) whose selected step is not stored: not judged
+    scl = df.index[df["loss"] == "ce+scl"][:2]
+    df.loc[scl, "spec"] = [json.dumps({**json.loads(s), "steps": 200}) for s in df.loc[scl, "spec"]]
+    df["steps"] = pd.Series(pd.NA, index=df.index, dtype="Int64")
+    df.loc[scl, "steps"] = 200
+    engine = make_db(tmp_path / "r.db", df, predictions=False)
+    got = load_results(engine)
+    assert got.set_index("job_id").loc[df.loc[scl, "job_id"], "steps"].tolist() == [200, 200]
+    t = build_table(got, 2, n_resamples=FAST)
+    sec = t.sections[0].label
+    a, b = t.cell(sec, 20, "CE", "sst2"), t.cell(sec, 20, "CE+SCL", "sst2")
+    assert (a.n_last, a.n_known, a.cut_short, a.tie_decided) == (5, 10, True, True)
+    assert (b.n_last, b.n_known, b.cut_short, b.tie_decided) == (0, 8, False, False)
+    text = write_report(engine, tmp_path / "rep", n_resamples=FAST, figures=False).read_text()
+    assert "Top 3 and ties:" in text and "† marks a cell where more than 33% of the runs" in text
+    assert f"{a.mean:.1f} ± {a.std:.1f} † [3 of 10; 2 tied for 1 slot]" in text
+    assert "Ties at the top-3 boundary decided 1 of 2 cells" in text and "† 1 of 2 cells" in text
+
+
 def test_report_finds_no_effect_when_there_is_none(tmp_path):
     df = synthetic_results(grid(2), effect=0.0, n_test=400, rng=12)
     engine = make_db(tmp_path / "null.db", df)

@@ -135,7 +135,7 @@ def test_a_build_that_cannot_be_replayed_is_refused():
 
 
 def test_trainer_baseline_is_pinned_to_the_selected_gpu(tmp_path, monkeypatch):
-    from harness.bench import trainer_arguments
+    from harness.hf_trainer import trainer_arguments
 
     current = []
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)

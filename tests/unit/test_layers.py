@@ -15,7 +15,7 @@ REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml"
 
 # What each layer may import from harness/ and analysis/ besides itself. A layer is a package or a
 # single module; the longest matching name decides. The top (cli, worker, status, display, enqueue,
-# tuning, bench) may import anything.
+# tuning, bench, hf_trainer, baseline) may import anything.
 ERRORS = "harness.errors"
 ALLOWED: dict[str, set[str]] = {
     "harness.errors": set(),
@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
                  "harness.protocol.grids"},
 }
 TOP = {"harness.cli", "harness.worker", "harness.status", "harness.display", "harness.enqueue",
-       "harness.tuning", "harness.bench", "harness"}
+       "harness.tuning", "harness.bench", "harness.hf_trainer", "harness.baseline", "harness"}
 
 
 def _module_name(path: Path) -> str:

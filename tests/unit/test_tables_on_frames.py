@@ -1,6 +1,8 @@
 """analysis tables built from synthetic results frames in memory: cells, sections, notes, tests and
 renderings of the paper's tables (on databases, and the report: tests/integration/test_tables.py)."""
 
+from io import StringIO
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -142,3 +144,64 @@ def test_table7_names_the_data_and_the_stage_1_actually_used():
     assert sum("Stage 1" in n and "random sample of 2,000 of its 67,349" in n for n in t.notes) == 2
     assert any(n.startswith("Yelp-2: 200 test examples from a 1,000-row sample") for n in t.notes)
     assert any(n.startswith("Amazon-2*: 200 test examples") and "not the official" in n for n in t.notes)
+
+
+def _sst2_n20(rng=1) -> pd.DataFrame:
+    return synthetic_results([dict(task="sst2", n=20)], rng=rng)  # every run: best epoch 3 of 10
+
+
+def test_cells_whose_runs_stop_at_their_last_epoch_are_marked():
+    df = _sst2_n20()
+    ce, scl = df.index[df["loss"] == "ce"], df.index[df["loss"] == "ce+scl"]
+    df.loc[ce[:4], "best_epoch"] = 10  # 4 of 10 at the last epoch: marked
+    df.loc[scl[:3], "best_epoch"] = 10  # 3 of 10: not more than a third
+    t = build_table(df, 2, n_resamples=FAST)
+    sec = t.sections[0].label
+    a, b = t.cell(sec, 20, "CE", "sst2"), t.cell(sec, 20, "CE+SCL", "sst2")
+    assert (a.n_last, a.n_known, a.cut_short) == (4, 10, True)
+    assert (b.n_last, b.n_known, b.cut_short) == (3, 10, False)
+    assert any(n.startswith("† 1 of 2 cells: more than 33% of the cell's runs") for n in t.notes)
+    for fmt in ("terminal", "markdown"):
+        text = render(t, fmt)
+        assert text.count(" † [") == 1 and f"{a.mean:.1f} ± {a.std:.1f} † [3 of 10]" in text
+    recs = pd.read_csv(StringIO(render(t, "csv")))
+    recs = recs[(recs["col"] == "sst2") & (recs["group"] == 20)].set_index("row")
+    assert recs.loc[["CE", "CE+SCL"], "cut_short"].tolist() == [True, False]
+
+
+def test_step_budgets_are_judged_by_their_last_step():
+    df = _sst2_n20()
+    df["best_epoch"] = 10  # an epoch count means nothing under a step budget
+    df["steps"] = pd.array([200] * len(df), dtype="Int64")
+    df["best_step"] = pd.array([200 if i < 5 else 120 for i in df["seed"]], dtype="Int64")
+    df.loc[df["loss"] == "ce+scl", "best_step"] = 120
+    t = build_table(df, 2, n_resamples=FAST)
+    sec = t.sections[0].label
+    assert t.cell(sec, 20, "CE", "sst2").n_last == 5 and t.cell(sec, 20, "CE", "sst2").cut_short
+    assert t.cell(sec, 20, "CE+SCL", "sst2").n_last == 0
+    # without a best_step column (today's schema) a step-budget run cannot be judged: not counted
+    t = build_table(df.drop(columns="best_step"), 2, n_resamples=FAST)
+    assert (t.cell(sec, 20, "CE", "sst2").n_known, t.cell(sec, 20, "CE", "sst2").cut_short) == (0, False)
+
+
+def test_a_tie_at_the_top3_boundary_is_averaged_and_reported():
+    df = _sst2_n20()
+    ce = df[df["loss"] == "ce"].sort_values("val_score", ascending=False)
+    df.loc[ce.index[3], "val_score"] = ce["val_score"].iloc[2]  # 3rd and 4th best CE runs tie
+    t = build_table(df, 2, n_resamples=FAST)
+    cell = t.cell(t.sections[0].label, 20, "CE", "sst2")
+    top = 100 * ce["test_score"].to_numpy()
+    assert cell.mean == pytest.approx((top[0] + top[1] + (top[2] + top[3]) / 2) / 3)
+    assert cell.std == pytest.approx((np.std(top[[0, 1, 2]], ddof=1) + np.std(top[[0, 1, 3]], ddof=1)) / 2)
+    assert cell.tie_decided and "2 tied for 1 slot" in cell.flags and cell.n_used == 3
+    assert "Ties at the top-3 boundary decided 1 of 2 cells" in render(t, "terminal")
+    assert not any("Ties at the top-3" in n for n in build_table(df, 2, "mean", n_resamples=FAST).notes)
+
+
+def test_the_top3_never_depends_on_seed_order():
+    df = _sst2_n20()
+    ce = df[df["loss"] == "ce"].sort_values("val_score", ascending=False)
+    df.loc[ce.index[3], "val_score"] = ce["val_score"].iloc[2]
+    flipped = df.assign(seed=9 - df["seed"]).iloc[::-1]  # a higher seed instead of a lower one
+    for a, b in zip(build_table(df, 2, n_resamples=FAST).cells, build_table(flipped, 2, n_resamples=FAST).cells):
+        assert (a.mean, a.std, a.flags) == (b.mean, b.std, b.flags)
