@@ -143,13 +143,14 @@ def plot_noise(df_or_db, out_dir, *, tasks=NOISE.tasks, n: int = NOISE.ns[0],
 
 def plot_tsne(db, out_dir, task: str = "sst2", n: int | None = 20, seed: int | None = None, *,
               model: str | None = None, noise: float = 0.0, perplexity: float = 30.0,
-              random_state: int = 0) -> list[Path]:
+              random_state: int = 0, runs: pd.DataFrame | None = None) -> list[Path]:
     """t-SNE of the test-set [CLS] embeddings of one CE run beside the CE+SCL run on the same
     sample (seed). seed=None takes the smallest seed that has embeddings for both losses.
-    Returns [] when no such pair is stored."""
+    runs: the results to choose from (default: every finished job of db; the report passes its
+    evidence). Returns [] when no such pair is stored."""
     from sklearn.manifold import TSNE
 
-    df = load_results(db)
+    df = load_results(db) if runs is None else runs
     full = df["n"].isna() if n is None else (df["n"] == n).fillna(False)
     sel = df[(df["task"] == task) & full & (df["noise"] == noise) & df["init_from"].isna()]
     if model is not None:

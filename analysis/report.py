@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import time
 from pathlib import Path
 
 import numpy as np
 
 from analysis import stats
 from analysis.convergence import budget_per_n, render_budgets, study
+from analysis.evidence import EVIDENCE_GRIDS, pooled_text, split
 from analysis.layouts import TABLES
 from analysis.load import engine_of, load_embeddings, load_results, load_tuning, train_forwards
 from analysis.model_size import render_model_size
@@ -27,18 +29,28 @@ QUESTION = "Does CE+SCL help small pre-trained encoders the way the paper says i
 
 
 def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = stats.N_RESAMPLES,
-                 figures: bool = True, seed: int = 0) -> Path:
+                 figures: bool = True, seed: int = 0, progress=None) -> Path:
     """Write out_dir/report.md and out_dir/report.html (figures under out_dir/figures).
 
     db: an Engine, URL or SQLite path. aggregation: the number the claims are judged on is always
     the test over every run; aggregation picks which table comes first ("top3" or "mean").
+    Every claim, table and figure pools the campaign's evidence only (`analysis.evidence`).
+    progress: called with a line as each step starts (the whole report takes minutes).
     Returns the path of report.md.
     """
+    say = progress or (lambda line: None)
+    started = time.time()  # a figure file older than this run is one it did not make
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     engine = engine_of(db)
-    df = load_results(engine)
-    built = {n: build_table(df, n, aggregation, db=engine, n_resamples=n_resamples, seed=seed) for n in TABLES}
+    say("reading the results")
+    everything = load_results(engine)
+    evidence = split(everything, load_tuning(engine))
+    df = evidence.runs
+    built = {}
+    for n in TABLES:
+        say(f"Table {n}: cells and significance tests")
+        built[n] = build_table(df, n, aggregation, db=engine, n_resamples=n_resamples, seed=seed)
     other = "mean" if aggregation == "top3" else "top3"
     md = [f"# {QUESTION}",
           "The paper (Gunel et al., ICLR 2021) reports that adding a supervised contrastive term to "
@@ -48,8 +60,14 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
           "encoders on CPUs, and gives a verdict on each claim from the database alone. Cells "
           "marked 'missing' have no finished run yet.",
           f"Generated {dt.datetime.now().isoformat(timespec='seconds')} from "
-          f"`{engine.url.render_as_string(hide_password=True)}`: {len(df)} finished jobs; "
+          f"`{engine.url.render_as_string(hide_password=True)}`: {len(everything)} finished jobs, "
+          f"{len(df)} of them the campaign's evidence; "
           f"models: {', '.join(f'`{m}`' for m in sorted(df['model'].unique())) or 'none'}.",
+          "**What the claims pool.** Every claim, table and figure below pools only the runs of the "
+          f"paper's experiments (grids {', '.join(EVIDENCE_GRIDS)}) on their grid's own "
+          "seeds, and a tuned grid's runs only at the tuning choice stored for their model and task "
+          "(`analysis/evidence.py`); each claim names the runs it pooled. "
+          + (evidence.left_out_text() or "Nothing else is in the database."),
           f"**The models differ from the paper's.** The paper fine-tuned {paper.PAPER_MODEL} "
           f"(RoBERTa-base for the batch-size table) on GPUs; these runs used the models named above. "
           "Compare the direction and size of effects, not the digits.",
@@ -64,6 +82,7 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
           "the seed-level tests.",
           _selection_rules(),
           "## Claims of the paper"]
+    say("claims")
     md += [f"- **{paper.CLAIMS[k]}** {v}" for k, v in _claims(built, engine, df).items()]
     md += ["## Does the gain depend on the model? (Table 2)", render_model_size(built[2], df)]
     md += ["## Hyper-parameters chosen on validation", render_tuning(load_tuning(engine))]
@@ -75,13 +94,19 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
         if built[n].layout.noise_summary:
             md.append(render_noise_summary(noise_summary(engine), "markdown"))
         if built[n].sections:
+            say(f"Table {n}, aggregation {other}")
             md.append(render(build_table(df, n, other, n_resamples=n_resamples, seed=seed), "markdown"))
     if figures:
         md.append("## Figures")
         figs = out / "figures"
+        say("figures: variance across seeds, noise curves")
         paths = plot_variance(df, figs) + plot_noise(df, figs)
         for n in (20, 100, None):
-            paths += plot_tsne(engine, figs, "sst2", n)
+            say(f"figure: t-SNE of SST-2 embeddings, N = {n or 'full'}")
+            paths += plot_tsne(engine, figs, "sst2", n, runs=df)
+        for stale in _stale_figures(figs, started):  # so the folder holds exactly what report.md shows
+            stale.unlink()
+            say(f"removed {stale}: this report no longer makes it")
         pngs = [p for p in paths if p.suffix == ".png"]
         md += [f"![{p.stem}](figures/{p.name})\n\n*{p.stem}* (PDF: `figures/{p.with_suffix('.pdf').name}`)"
                for p in pngs] or ["No figures: the database holds no runs they need."]
@@ -121,6 +146,12 @@ def _selection_rules() -> str:
             f"{CUT_SHORT_SHARE:.0%} of the runs selected the last checkpoint they evaluated (the "
             "last epoch of an epoch budget, the last step of a step budget): validation may still "
             "have been improving when training stopped, so the budget may be too short there.")
+
+
+def _stale_figures(figs: Path, started: float) -> list[Path]:
+    """Figure files (PNG, PDF) in the report's own figures folder that this run, which started
+    at `started` (time.time()), did not write (the convergence study's curves included)."""
+    return sorted(p for p in figs.glob("*") if p.suffix in (".png", ".pdf") and p.stat().st_mtime < started)
 
 
 FORWARDS = {"packed": "packed", "full": "the model's full pass"}  # RunResult.config["train_forward"]
@@ -197,6 +228,19 @@ def _mean_gain(table, keep) -> float | None:
 CLAIM_DATA = {"fewshot": (2, lambda t: t.group in (20, 100)), "fewshot_shrinks": (2, lambda t: t.group == 1000),
               "noise": (3, lambda t: t.col != 0), "glue": (4, lambda t: True), "batch": (5, lambda t: True),
               "transfer": (7, lambda t: True)}
+# the cells whose runs a claim's text rests on (its mean gains too: every N, every T)
+CLAIM_POOLS = {**CLAIM_DATA, "fewshot_shrinks": (2, lambda c: True), "noise": (3, lambda c: True),
+               "glue": (4, lambda c: c.group == "accuracy")}
+
+
+def _pooled(table, keep, df) -> str:
+    """' Pooled: …' for a claim: the runs of the table's cells it rests on."""
+    ids = {j for c in table.cells if keep(c) for j in c.job_ids}
+    return _pooled_runs(df[df["job_id"].isin(ids)])
+
+
+def _pooled_runs(runs) -> str:
+    return f" *Pooled: {pooled_text(runs)}.*"
 
 
 def _claims(built, engine, df) -> dict[str, str]:
@@ -205,9 +249,9 @@ def _claims(built, engine, df) -> dict[str, str]:
     in_tables = {m for t in built.values() for m in t.models}  # not those with tuning runs only
     models = [str(m) for m in df["model"].value_counts().index if m in in_tables]
     if len(models) <= 1:
-        return {**_model_claims(built), "tsne": _tsne_claim(engine, df)}
+        return {**_model_claims(built, df), "tsne": _tsne_claim(engine, df)}
     views = {m: {n: t.for_model(m) for n, t in built.items()} for m in models}
-    per = {m: _model_claims(views[m]) for m in models}
+    per = {m: _model_claims(views[m], df) for m in models}
     out = {}
     for key, (n, keep) in CLAIM_DATA.items():
         have = [m for m in models if any(keep(t) for t in views[m][n].tests)]
@@ -221,8 +265,14 @@ def _claims(built, engine, df) -> dict[str, str]:
     return out
 
 
-def _model_claims(built) -> dict[str, str]:
-    """The verdicts of the table claims, from tables that hold one model (or several, pooled)."""
+def _model_claims(built, df) -> dict[str, str]:
+    """The verdicts of the table claims, from tables that hold one model (or several, pooled),
+    each with the runs it pooled."""
+    out = _verdicts(built)
+    return {k: v + _pooled(built[CLAIM_POOLS[k][0]], CLAIM_POOLS[k][1], df) for k, v in out.items()}
+
+
+def _verdicts(built) -> dict[str, str]:
     t2, t3, t4, t5, t7 = (built[n] for n in TABLES)
     out = {"fewshot": _summary(t2, lambda t: t.group in (20, 100))}
     gains = {n: _mean_gain(t2, lambda t, n=n: t.group == n) for n in paper.FEWSHOT.ns}
@@ -295,7 +345,10 @@ def _tsne_claim(engine, df) -> str:
         lines.append(f"{where}: {means}; {t.p_text()} ({t.test}), Holm-adjusted {t.p_text(p_holm)} → {word}")
     return (f"Silhouette score of the SST-2 test embeddings by label (higher = better separated), "
             f"each (model, N) tested on its own: supported in {sup} of {len(groups)}. The t-SNE "
-            "figures below show the same embeddings." + "".join(f"\n  - {line}" for line in lines))
+            "figures below show the same embeddings."
+            + _pooled_runs(sel[sel.set_index(["model", "size", "seed"]).index.isin(wide.index)])
+            + "".join(f"\n  - {line}" for line in lines))
+
 
 
 def _html(text: str) -> str:

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from analysis.layouts import FULL_TRAIN_ROWS, LAYOUTS
 from harness.store import db as hdb
-from harness.protocol.paper import NOISE, TRANSFER
+from harness.protocol.paper import NOISE, PAPER_BATCH_SIZE, TRANSFER
 from harness.store.jobs import Outcome, Status
 from harness.protocol.spec import SMALL_MODEL, JobSpec
 
@@ -40,12 +40,14 @@ def grid(table: int) -> list[dict]:
 
 def synthetic_results(cells: Iterable[dict], *, seeds: Iterable[int] = range(10), effect: float = 0.0,
                       losses=("ce", "ce+scl"), model: str = MODEL, n_test: int = 200,
-                      seed_sd: float = 0.03, rng=0, extra: dict | None = None) -> pd.DataFrame:
+                      seed_sd: float = 0.03, rng=0, extra: dict | None = None,
+                      grid: str | None = None) -> pd.DataFrame:
     """One row per job: every cell × loss × seed.
 
     effect: accuracy added to CE+SCL (a float, or a dict cell-task -> float). seed_sd: sd of the
     per-seed shift CE and CE+SCL share. n_test: test examples behind each test score. extra: spec
-    fields set on every job (e.g. lr, epochs). The frame carries `_correct` (0/1 per example) for
+    fields set on every job (e.g. lr, epochs). grid: the jobs' grid (default: the paper's grid
+    that holds such a job, see `grid_of`). The frame carries `_correct` (0/1 per example) for
     fill_db's predictions.
     """
     rng = np.random.default_rng(rng)
@@ -60,7 +62,7 @@ def synthetic_results(cells: Iterable[dict], *, seeds: Iterable[int] = range(10)
                 p = float(np.clip(BASE.get(task, 0.7) + shift + (eff if loss == "ce+scl" else 0.0), 0.01, 0.99))
                 correct = (rng.random(n_test) < p).astype(np.int8)
                 val = float(np.clip(p + rng.normal(0, 0.02), 0, 1))
-                recs.append(_record(dict(fields, seed=s, loss=loss, model=model), correct, val))
+                recs.append(_record(dict(fields, seed=s, loss=loss, model=model), correct, val, grid))
     return _frame(recs)
 
 
@@ -132,12 +134,24 @@ def transfer_results(*, seeds: Iterable[int] = range(10), effect: float = 0.0, s
     return _frame(recs)
 
 
-def _record(fields: dict, correct: np.ndarray, val: float) -> dict:
+def grid_of(spec: JobSpec) -> str:
+    """The paper's grid that holds a job like this one, so that the report pools it as evidence
+    (analysis.evidence): transfer (a stage, per class), noise, glue or batch (full data), fewshot."""
+    if spec.init_from or spec.per_class:
+        return "transfer"
+    if spec.noise:
+        return "noise"
+    if spec.n is None:
+        return "glue" if spec.batch_size == PAPER_BATCH_SIZE else "batch"
+    return "fewshot"
+
+
+def _record(fields: dict, correct: np.ndarray, val: float, grid: str | None = None) -> dict:
     spec = JobSpec.make(**fields)  # CE+SCL jobs get the paper's λ and τ
     full = spec.n is None
     acc = float(correct.mean())
     return {
-        "job_id": spec.job_id, "grid": "synthetic", "task": spec.task, "n": spec.n, "noise": spec.noise,
+        "job_id": spec.job_id, "grid": grid or grid_of(spec), "task": spec.task, "n": spec.n, "noise": spec.noise,
         "seed": spec.seed, "loss": spec.loss, "lam": spec.lam, "tau": spec.tau,
         "scl_reduction": spec.scl_reduction, "model": spec.model, "batch_size": spec.batch_size,
         "lr": spec.lr, "epochs": spec.epochs, "metric": "accuracy", "val_score": val, "test_score": acc,

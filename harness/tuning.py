@@ -45,10 +45,9 @@ RULE = ("learning rate: CE's best mean validation score over the tuning seeds; Î
 VARIED = ("loss", "lr", "lam", "tau", "scl_reduction")
 # Spec fields that differ per job without making it another setting.
 PER_JOB = ("seed", "train_seed")
-# Grids whose jobs `enqueue --tuned` can set (those naming a tuning grid), and which task's choice
-# each job takes: transfer jobs (SST-2 stage 1, sentiment and subjectivity targets) all take SST-2's.
-TUNED_GRIDS = tuple(name for name, g in grids.GRIDS.items() if g.tuned_by)
-TUNED_FIELDS = ("lr", "lam", "tau", "warmup_ratio")
+# Grids whose jobs `enqueue --tuned` can set, the fields it sets, and whose choice each job takes
+# (grids.tuning_task): facts of the protocol, which the report's filter reads too.
+TUNED_GRIDS, TUNED_FIELDS = grids.TUNED_GRIDS, grids.TUNED_FIELDS
 
 
 @dataclass(frozen=True)
@@ -267,7 +266,7 @@ def tuned_fields(engine: Engine, grid: str, tasks, model: str) -> dict[str, dict
     choices = stored(engine, model, tuning)
     out = {}
     for task in tasks:
-        source = "sst2" if grid == "transfer" else task
+        source = grids.tuning_task(grid, task)
         if (source, model) not in choices:
             raise HarnessError(f"no tuned hyper-parameters stored for {source} with model {model}: "
                                "run the tune grid and `harness tune select` first")

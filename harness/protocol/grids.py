@@ -120,6 +120,20 @@ GRIDS: dict[str, Grid] = {g.name: g for g in [
 ]}
 
 
+DEMO_GRID = "smoke"  # a sanity run, not evidence: `enqueue` gives it a database of its own
+# Grids whose jobs `enqueue --tuned` sets from the tuning grid they name (Grid.tuned_by), the
+# fields it sets, and whose choice each job takes (tuning_task): harness.tuning and the report's
+# evidence rule (analysis/evidence.py) read them here.
+TUNED_GRIDS = tuple(name for name, g in GRIDS.items() if g.tuned_by)
+TUNED_FIELDS = ("lr", "lam", "tau", "warmup_ratio")
+
+
+def tuning_task(grid: str, task: str) -> str:
+    """Whose tuning choice a tuned job of `grid` takes: its own task's, but every transfer job
+    (SST-2 stage 1, sentiment and subjectivity targets) takes SST-2's."""
+    return paper.TRANSFER_SOURCE if grid == "transfer" else task
+
+
 def get_grid(name: str) -> Grid:
     if name not in GRIDS:
         raise HarnessError(f"unknown grid {name!r}; known grids: {', '.join(GRIDS)}")
