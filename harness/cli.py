@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 from typing import Optional
 
@@ -19,8 +22,9 @@ from harness.protocol import grids
 from harness.errors import HarnessError
 from harness.protocol.spec import MAX_NOISE, MIN_TAU
 
-app = typer.Typer(help=__doc__.split("\n\n")[0] + "\n\nStart with `harness grids`, then "
-                  "`harness enqueue --grid smoke` and `harness work --until-empty`.",
+app = typer.Typer(help=__doc__.split("\n\n")[0] + "\n\nStart with `harness grids`; the demo: "
+                  f"`harness enqueue --grid smoke --db {db.DEMO_URL}`, then `harness work --until-empty "
+                  f"--db {db.DEMO_URL}` and `harness report --table 2 --db {db.DEMO_URL}`.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -173,10 +177,16 @@ def enqueue(
     no_check: bool = typer.Option(False, "--no-check", help="Skip the model check (configuration, files, max length): for a machine that does not hold the models its workers have."),
     db_url: Optional[str] = DbOpt,
 ):
-    """Expand a grid into jobs and add those not already in the database."""
+    """Expand a grid into jobs and add those not already in the database.
+
+    The smoke grid (a demo) goes to its own database, sqlite:///demo.db, unless --db or
+    $HARNESS_DB names one: a demo never mixes with a campaign's results.db.
+    """
     from harness.enqueue import plan_jobs
 
     g = grids.get_grid(grid)
+    if g.name == grids.DEMO_GRID and db_url is None and not os.environ.get("HARNESS_DB"):
+        db_url = db.DEMO_URL
     if max_attempts > MAX_ATTEMPTS:
         raise HarnessError(f"--max-attempts {max_attempts}: at most {MAX_ATTEMPTS}")
     overrides = dict(
@@ -201,10 +211,13 @@ def enqueue(
     engine = engine or db.open_db(db_url, create=True)
     added, existing = queue.enqueue(engine, grid, [s for s, _ in jobs], max_attempts=max_attempts,
                                     depends={s.job_id: d for s, d in jobs if d})
-    typer.echo(f"grid {grid}: added {added} jobs, {existing} already existed "
-               f"({engine.url.render_as_string(hide_password=True)})")
+    url = engine.url.render_as_string(hide_password=True)
+    typer.echo(f"grid {grid}: added {added} jobs, {existing} already existed ({url})")
     if existing:  # the same spec over edited data is the same job: say when its result is stale
         _warn_changed_data(engine, job_ids=[s.job_id for s, _ in jobs])
+    if db_url == db.DEMO_URL:
+        typer.echo(f"the demo's own database; run it with `harness work --until-empty --db {url}`, "
+                   f"then `harness report --table 2 --db {url}`")
 
 
 @app.command()

@@ -23,6 +23,8 @@ from harness.store import disk, migrations
 from harness.errors import DatabaseFileError, DatabaseUnavailable, HarnessError
 
 DEFAULT_URL = "sqlite:///results.db"
+# Where the smoke grid goes unless told otherwise: its demo never mixes with a campaign's results.
+DEMO_URL = "sqlite:///demo.db"
 SQLITE_BUSY_TIMEOUT_MS = 60_000  # writers wait this long for the write lock before giving up
 MIGRATION_LOCK = 0x6861726E  # PostgreSQL advisory lock key held by a schema upgrade ("harn")
 
