@@ -4,8 +4,10 @@ row, then every test of every cell), csv and json (long format: one record per c
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import textwrap
 
 import pandas as pd
 
@@ -13,40 +15,41 @@ from analysis.stats import format_p
 from analysis.tables import AGGREGATIONS, BASELINE, CE, CUT_SHORT_MARK, SCL
 
 FORMATS = ("terminal", "markdown", "latex", "csv", "json")
+WIDTH = 100  # columns of the terminal format: cells wrap inside it
 DASH = "—"
 MISSING = "missing"  # a cell of ours with no finished run
 
 
-def render(table, fmt: str = "terminal") -> str:
-    """The table as text in one of FORMATS."""
+def render(table, fmt: str = "terminal", *, width: int = WIDTH) -> str:
+    """The table as text in one of FORMATS; the terminal format fits `width` columns."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "csv":
         return cell_records(table).to_csv(index=False)
     if fmt == "json":
         return json.dumps(to_dict(table), indent=1, default=_jsonable, ensure_ascii=False)
-    out = [_heading(table, fmt)]
+    out = [_heading(width, table, fmt)]
     if not table.sections:
-        out.append(_para(f"No results in the database for Table {table.number}: every cell of ours "
+        out.append(_para(width, f"No results in the database for Table {table.number}: every cell of ours "
                          "is missing.", fmt))
-        out.append(_format_grid(*_missing_grid(table), fmt))
+        out.append(_format_grid(width, *_missing_grid(table), fmt))
     for sec in table.sections:
-        out.append(_subheading(f"Model: {sec.label}", fmt))
-        out.append(_para(f"Setting: {sec.caption}. Our models are not the paper's "
+        out.append(_subheading(width, f"Model: {sec.label}", fmt))
+        out.append(_para(width, f"Setting: {sec.caption}. Our models are not the paper's "
                          "RoBERTa-large: compare directions and sizes, not digits.", fmt))
         header, rows = _grid(table, sec)
-        out.append(_format_grid(header, rows, fmt))
+        out.append(_format_grid(width, header, rows, fmt))
         header, rows = _tests_grid(table, sec)
         if rows:
-            out.append(_para("Significance of CE+SCL − CE in each cell (every run, paired by seed):", fmt))
-            out.append(_format_grid(header, rows, fmt))
+            out.append(_para(width, "Significance of CE+SCL − CE in each cell (every run, paired by seed):", fmt))
+            out.append(_format_grid(width, header, rows, fmt, records=True))
         header, rows = _trends_grid(table, sec)
         if rows:
-            out.append(_para("Does the CE+SCL − CE gap change with the column? Each seed's gap regressed "
+            out.append(_para(width, "Does the CE+SCL − CE gap change with the column? Each seed's gap regressed "
                              "on the column's value, the slopes tested against 0 over seeds "
                              "(Holm over these rows):", fmt))
-            out.append(_format_grid(header, rows, fmt))
-    out.append("\n".join(_para("Note: " + n, fmt) for n in table.notes))
+            out.append(_format_grid(width, header, rows, fmt, records=True))
+    out.append("\n".join(_para(width, "Note: " + n, fmt) for n in table.notes))
     return "\n\n".join(out) + "\n"
 
 
@@ -187,21 +190,27 @@ def _trends_grid(table, sec) -> tuple[list[str], list[list[str]]]:
 
 # ---- grid formats -------------------------------------------------------------------------------
 
-def _heading(table, fmt) -> str:
+def _heading(width, table, fmt) -> str:
     t = f"Table {table.number}. {table.title} — aggregation: {table.aggregation}"
-    return {"terminal": t + "\n" + "=" * len(t), "markdown": "### " + t,
-            "latex": "% " + t}[fmt]
+    if fmt == "terminal":
+        t = _para(width, t, fmt)
+        return t + "\n" + "=" * max(map(len, t.splitlines()))
+    return {"markdown": "### " + t, "latex": "% " + t}[fmt]
 
 
-def _subheading(text, fmt) -> str:
-    return {"terminal": text, "markdown": "#### " + text, "latex": "% " + text}[fmt]
+def _subheading(width, text, fmt) -> str:
+    return {"terminal": _para(width, text, fmt), "markdown": "#### " + text, "latex": "% " + text}[fmt]
 
 
-def _para(text, fmt) -> str:
+def _para(width, text, fmt) -> str:
+    if fmt == "terminal":
+        return textwrap.fill(text, width, break_long_words=False, break_on_hyphens=False)
     return "% " + text if fmt == "latex" else text
 
 
-def _format_grid(header, rows, fmt) -> str:
+def _format_grid(width, header, rows, fmt, records: bool = False) -> str:
+    """The grid in fmt. records: in the terminal, one wrapped paragraph per row ("first cell:
+    header value | header value ..."), for grids of long text that no 100 columns could hold."""
     if fmt == "markdown":
         esc = lambda s: str(s).replace("|", "\\|")
         lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
@@ -216,9 +225,41 @@ def _format_grid(header, rows, fmt) -> str:
                  " & ".join(map(esc, header)) + " \\\\", "\\hline"]
         lines += [" & ".join(map(esc, r)) + " \\\\" for r in rows]
         return "\n".join(lines + ["\\hline", "\\end{tabular}"])
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()
-    return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
+    if records:
+        return "\n".join(textwrap.fill(f"{r[0]}: " + " | ".join(f"{h}: {x}" for h, x in zip(header[1:], r[1:])),
+                                        width, subsequent_indent="    ", break_on_hyphens=False)
+                          for r in rows)
+    return _terminal_grid(header, rows, width)
+
+
+LABEL_COLUMNS = 3  # group, loss, ours/paper/Δ: the terminal grid's labels, wrapped before the numbers
+LABEL_WIDTH = 14  # a label column may wrap to this ("paper p (test not stated)" on two lines)
+
+
+def _terminal_grid(header, rows, width) -> str:
+    """A rich table in `width` columns, cells wrapped at spaces, the label columns before the
+    numbers; a rule under the header and before each row whose first cell starts a new group."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    natural = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    labels = [min(w, LABEL_WIDTH) for w in natural[:LABEL_COLUMNS]]
+    gaps = len(natural) - 1  # the box's one-space divider between two columns (no padding)
+    share = (width - sum(labels) - gaps) // max(1, len(natural) - LABEL_COLUMNS)
+    grid = RichTable(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=0)
+    for j, h in enumerate(header):
+        if j < LABEL_COLUMNS:
+            grid.add_column(Text(str(h)), max_width=LABEL_WIDTH, overflow="fold")
+        else:
+            grid.add_column(Text(str(h)), width=min(natural[j], share), overflow="fold")
+    for i, r in enumerate(rows):
+        grid.add_row(*(Text(str(x)) for x in r),
+                     end_section=i + 1 < len(rows) and bool(rows[i + 1][0]) and len(rows) > 1)
+    console = Console(width=width, file=io.StringIO(), color_system=None, highlight=False)
+    console.print(grid)
+    return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines())
 
 
 # ---- long formats -------------------------------------------------------------------------------

@@ -24,6 +24,9 @@ AGGREGATIONS = {
     "mean": "mean ± std of the test scores over all runs",
 }
 TOP_K = 3
+VAL_SIZE_NOTE = ("val_size is an upper bound: a run validates on min(val_size, the examples its task "
+                 "spares for validation), so SST-2's runs validate on 436 (the half of its 872-row "
+                 "validation split that is not the test set); harness/protocol/data.py has the rule.")
 ALPHA = 0.05
 CUT_SHORT_MARK = "†"  # beside a cell where training may have been cut short (Cell.cut_short)
 
@@ -177,6 +180,8 @@ def build_table(df: pd.DataFrame, table: int, aggregation: str = "top3", model: 
         + list(lay.notes)
     if scale == 100.0:
         notes.append("Scores are stored as fractions and shown ×100.")
+    if "val_size" in lay.signature:  # the spec's name reads like a count; it is a cap
+        notes.append(VAL_SIZE_NOTE)
     if lay.describe is not None:
         notes += lay.describe(df, sub)
     if len({s.model for s in sections}) > 1:
@@ -256,6 +261,9 @@ def _sections(sub: pd.DataFrame, lay: Layout) -> tuple[pd.DataFrame, list[Sectio
         per_task = g.loc[g["loss"] == "ce+scl", ["task", "lam", "tau", "scl_reduction"]].drop_duplicates()
         scl = per_task[["lam", "tau", "scl_reduction"]].drop_duplicates()
         caption = ", ".join(f"{k} {first[k]}" for k in sig if k != "model")
+        if "grid" in g:  # which design the runs came from: a demo reads as one at once
+            names = sorted(g["grid"].unique())
+            caption = f"grid{'s' if len(names) > 1 else ''} {', '.join(names)}; {caption}"
         if len(scl) == 1:
             lam, tau, red = scl.iloc[0]
             caption += f"; CE+SCL with λ={lam:g}, τ={tau:g}, SCL {red} over anchors"

@@ -374,17 +374,30 @@ def report(
     table: Optional[int] = typer.Option(None, "--table", "-t", help="Paper table: 2 few-shot, 3 noise, 4 GLUE, 5 batch size, 7 transfer."),
     fmt: str = typer.Option("terminal", "--format", "-f", help="terminal | markdown | latex | csv | json."),
     aggregation: str = typer.Option("top3", "--aggregation", "-a", help="top3 (the paper's: test score of the top 3 of 10 runs by validation) or mean (all seeds)."),
-    model: Optional[str] = typer.Option(None, help="Only results of this model."),
-    all_: bool = typer.Option(False, "--all", help="Write every table and figure as one Markdown + HTML report."),
+    model: Optional[str] = typer.Option(None, help="Only results of this model (its Hub id, or the "
+                                        "last part of it: paraphrase-MiniLM-L3-v2)."),
+    grid: Optional[str] = typer.Option(None, "--grid", "-g", help="Only results of this grid (see `harness grids`)."),
+    all_: bool = typer.Option(False, "--all", help="Write every table and figure as one Markdown + HTML "
+                              "report (minutes; it says what it is doing). Its claims pool the campaign's "
+                              "runs only: the paper's grids, their own seeds, the tuned settings."),
     out: Path = typer.Option(Path("report"), "--out", help="Folder for --all."),
     db_url: Optional[str] = DbOpt,
 ):
-    """A table of the paper from the database, the paper's numbers beside ours, with significance tests."""
+    """A table of the paper from the database, the paper's numbers beside ours, with significance tests.
+
+    The terminal format fits the terminal (at most 100 columns). Every run of the table is shown,
+    each setting in its own section; `--all` writes the report, whose claims pool the campaign's
+    evidence only (analysis/evidence.py).
+    """
     import analysis
 
+    aggregation = _choice(aggregation, tuple(analysis.AGGREGATIONS), "--aggregation")
     if all_:
-        engine = db.open_db(db_url, readonly=True)
-        path = analysis.write_report(engine, out, aggregation=_choice(aggregation, tuple(analysis.AGGREGATIONS), "--aggregation"))
+        import time
+
+        engine, start = db.open_db(db_url, readonly=True), time.monotonic()
+        say = lambda line: typer.echo(f"[{time.monotonic() - start:5.0f}s] {line}", err=True)  # noqa: E731
+        path = analysis.write_report(engine, out, aggregation=aggregation, progress=say)
         typer.echo(f"report written to {path} (and {path.with_suffix('.html')})")
         _warn_changed_data(engine)
         return
@@ -393,13 +406,43 @@ def report(
     _choice(table, analysis.TABLES, "--table")
     _choice(fmt, analysis.FORMATS, "--format")
     engine = db.open_db(db_url, readonly=True)
-    _warn_changed_data(engine)
-    t = analysis.build_table(analysis.load_results(engine), table,
-                             aggregation=_choice(aggregation, tuple(analysis.AGGREGATIONS), "--aggregation"),
-                             model=model, db=engine)
-    typer.echo(analysis.render(t, fmt))
+    df = analysis.load_results(engine)
+    model = _narrow(df, "model", model, lambda m, want: m.rsplit("/", 1)[-1] == want)
+    _narrow(df, "grid", grid)
+    _warn_changed_data(engine)  # after the filters: a bad one is refused in one line
+    if grid is not None:
+        df = df[df["grid"] == grid]
+    t = analysis.build_table(df, table, aggregation=aggregation, model=model, db=engine)
+    if fmt == "terminal":
+        from analysis.evidence import demo_note
+        from analysis.render import WIDTH
+
+        width = min(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
+        # first what a demo's runs are (not evidence) and where the campaign's results are
+        note = demo_note(df[df["job_id"].isin({j for c in t.cells for j in c.job_ids})])
+        if note:
+            typer.echo("\n".join(textwrap.fill(line, width, break_on_hyphens=False)
+                                 for line in note.splitlines()) + "\n")
+        typer.echo(analysis.render(t, fmt, width=width))
+    else:
+        typer.echo(analysis.render(t, fmt))
     if t.layout.noise_summary and fmt in ("terminal", "markdown"):
         typer.echo("\n" + analysis.render_noise_summary(analysis.noise_summary(engine), fmt))
+
+
+def _narrow(df, column: str, value: str | None, alias=None) -> str | None:
+    """The value of --model / --grid as the results name it; one line naming those there are
+    when no finished job has it (alias(name, value): another spelling that names one of them)."""
+    if value is None:
+        return None
+    there = sorted(df[column].unique())
+    if value in there:
+        return value
+    matches = [v for v in there if alias is not None and alias(v, value)]
+    if len(matches) == 1:
+        return matches[0]
+    raise HarnessError(f"no finished job of {column} {value!r} in this database; "
+                       + (f"{column}s here: {', '.join(there)}" if there else "it holds no results yet"))
 
 
 def _choice(value, allowed, name: str):

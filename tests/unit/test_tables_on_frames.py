@@ -29,7 +29,7 @@ def test_missing_and_incomplete_cells_are_marked():
     sec = t.sections[0].label
     assert t.cell(sec, 20, "CE", "sst2").n_runs == 3
     assert t.cell(sec, 100, "CE", "qnli").n_runs == 0
-    text = render(t, "terminal")
+    text = render(t, "terminal", width=200)  # wide: no cell text is wrapped over two lines
     assert "3 of 10 seeds" in text and "—" in text
     assert "p n/a (a side has no runs)" in text
     empty = build_table(df.iloc[0:0], 2)
