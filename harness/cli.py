@@ -284,8 +284,13 @@ def work(
             raise typer.Exit(DEVICE_FAULT_EXIT)
     typer.echo(f"worker {worker.name}" + (f" (stopped by {worker.stopped_by})" if worker.stopped_by else "")
                + f": {done} done, {worker.failed} failed"
-               + (f", {worker.kept} results kept in their run folders (database unreachable)"
-                  if worker.kept else ""), err=True)
+               + (f", {worker.stored_kept} results stored that were kept in their run folders"
+                  if worker.stored_kept else "")
+               + (f", {worker.kept} results kept in their run folders (database unreachable; the "
+                  "next worker to reach it stores them)" if worker.kept else "")
+               + (f" (nothing was queued{f' of grid {grid}' if grid else ''} in "
+                  f"{engine.url.render_as_string(hide_password=True)})"
+                  if until_empty and not done + worker.failed + worker.kept else ""), err=True)
 
 
 @app.command()

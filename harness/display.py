@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import sys
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from harness.training import runner
 from harness.store.jobs import Status
@@ -46,8 +48,14 @@ class ProgressDisplay:
                         description=f"{label} [{p.phase}]")
 
 
-def render_status(s: dict) -> None:
-    console = Console()
+WORKER_COLUMN_WIDTH = 100  # below this many columns `status` leaves the worker out of the running table
+
+
+def render_status(s: dict, console: Console | None = None) -> None:
+    """The queue as rich tables, readable at 80 columns (piped output, a Slurm log): the short
+    columns (task, N, T, seed, loss) keep their width, the long ones (worker, progress, error)
+    wrap or are cut."""
+    console = console or Console()
     console.print(f"database: {s['database']}")
     if not s["counts"]:
         console.print("no jobs yet: `harness enqueue --grid smoke` adds some")
@@ -62,35 +70,51 @@ def render_status(s: dict) -> None:
         t.add_row(grid, *[str(c.get(st, 0)) for st in statuses], str(sum(c.values())))
     console.print(t)
     if s["running"]:
-        r = Table(title="running")
-        for col in ("job", "task", "n", "T", "seed", "loss", "worker", "progress", "lease left"):
-            # whole job ids at any width (they are what --job takes); the rest may be cut
-            r.add_column(col, no_wrap=True, min_width=16 if col == "job" else None,
-                         overflow="fold" if col == "job" else "ellipsis")
+        rows = []
         for j in s["running"]:
             p = j["progress"] or {}
             prog = (f"{p.get('phase', '')} epoch {p.get('epoch', 0)}/{p.get('epochs', 0)} "
                     f"step {p.get('step', 0)}/{p.get('steps', 0)}"
                     + (f" loss {p['loss']:.3f}" if p.get("loss") is not None else "")
                     + (f" eta {p['eta_seconds']:.0f}s" if p.get("eta_seconds") else "")) if p else "-"
-            r.add_row(j["job_id"], j["task"], str(j["n"] or "full"), f"{j['noise']:g}", str(j["seed"]),
-                      j["loss"], j["worker"] or "-", prog, _lease(j))
-        console.print(r)
+            rows.append([j["job_id"], j["task"], str(j["n"] or "full"), f"{j['noise']:g}", str(j["seed"]),
+                         j["loss"], prog, _lease(j), j["worker"] or "-"])
+        header = ["job", "task", "n", "T", "seed", "loss", "progress", "lease left", "worker"]
+        if console.width < WORKER_COLUMN_WIDTH:  # the progress needs the room more
+            header, rows = header[:-1], [r[:-1] for r in rows]
+        # whole job ids and the short columns at any width; progress and worker wrap
+        console.print(_table("running", header, rows, console.width, wrap={"worker", "progress"}))
         if s.get("stale"):
             console.print(f"{s['stale']} stale: the lease expired (worker gone); the next "
                           "`harness work` puts them back in the queue")
     if s["recent_failures"]:
         # One line per error, whole job ids: the error column is cut to the width left.
-        f = Table(title="recent errors")
-        f.add_column("job", no_wrap=True, min_width=16)
-        for col in ("task", "n", "seed", "loss", "status", "tries"):
-            f.add_column(col, no_wrap=True, overflow="ellipsis")
-        f.add_column("error", no_wrap=True, overflow="ellipsis", ratio=1)
-        for j in s["recent_failures"]:
-            f.add_row(j["job_id"], j["task"], str(j["n"] or "full"), str(j["seed"]), j["loss"],
-                      j["status"], str(j["attempts"]), (j["error"] or "").splitlines()[0] if j["error"] else "")
-        console.print(f)
+        rows = [[j["job_id"], j["task"], str(j["n"] or "full"), str(j["seed"]), j["loss"], j["status"],
+                 str(j["attempts"]), (j["error"] or "").splitlines()[0] if j["error"] else ""]
+                for j in s["recent_failures"]]
+        console.print(_table("recent errors", ["job", "task", "n", "seed", "loss", "status", "tries",
+                                               "error"], rows, console.width, cut={"error"}))
         console.print("`harness status --job ID` shows a job's attempts with their tracebacks")
+
+
+def _table(title: str, header: list[str], rows: list[list[str]], width: int, wrap=(), cut=()) -> Table:
+    """A status table in `width` columns whose columns keep their content's width (rich would
+    squeeze them to blanks), but those in `wrap` (folded onto more lines) and one in `cut` (one
+    line, cut with an ellipsis to the width left)."""
+    natural = [max(len(col), *(len(r[i]) for r in rows)) for i, col in enumerate(header)]
+    fixed = sum(w for col, w in zip(header, natural) if col not in wrap and col not in cut)
+    left = max(len("error"), width - fixed - 3 * (len(header) - 1))  # a divider and 2 of padding each
+    t = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left")
+    for i, col in enumerate(header):
+        if col in wrap:
+            t.add_column(col, overflow="fold")
+        elif col in cut:
+            t.add_column(col, no_wrap=True, overflow="ellipsis", width=min(natural[i], left))
+        else:
+            t.add_column(col, no_wrap=True, width=natural[i])
+    for r in rows:
+        t.add_row(*map(Text, r))  # as text: an error's "[Errno 2]" is not rich markup
+    return t
 
 
 def _lease(j: dict) -> str:
@@ -107,6 +131,12 @@ def render_job(d: dict) -> None:
            + f", attempt {d['attempts']} of {d['max_attempts']}"]
     if d["error"]:
         out.append(f"last error: {d['error']}")
+    r = d.get("result")
+    if r:
+        out.append(f"result: test {r['metric']} {r['test_score']:.4f} at epoch {r['best_epoch']}, the one "
+                   f"with the best validation score ({r['val_score']:.4f}); trained on {r['n_train']} "
+                   f"examples, tested on {r['n_test']}; {r['train_seconds']:.0f} s training; "
+                   f"finished {r['finished_at']}")
     out.append("spec: " + json.dumps(d["spec"], sort_keys=True))
     for r in d["history"]:
         out.append(f"\n--- attempt {r['attempt']} (id {r['attempt_id']}) on {r['worker']} "

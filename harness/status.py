@@ -31,6 +31,10 @@ _IDS_LIKE = (sa.select(jobs.c.id).where(jobs.c.id.like(sa.bindparam("prefix")))
 _JOB = sa.select(jobs.c.id, jobs.c.grid, jobs.c.status, jobs.c.attempts, jobs.c.max_attempts,
                  jobs.c.worker, jobs.c.progress, jobs.c.error, jobs.c.spec,
                  _LEASE_LEFT).where(jobs.c.id == sa.bindparam("job"))
+_RESULT = (sa.select(db.results.c.metric, db.results.c.val_score, db.results.c.test_score,
+                    db.results.c.test_accuracy, db.results.c.best_epoch, db.results.c.n_train,
+                    db.results.c.n_test, db.results.c.train_seconds, db.results.c.finished_at)
+           .where(db.results.c.job_id == sa.bindparam("job")))
 _ATTEMPTS = (sa.select(attempts.c.id, attempts.c.attempt, attempts.c.worker, attempts.c.device,
                        attempts.c.outcome, attempts.c.started_at, attempts.c.ended_at, attempts.c.error,
                        attempts.c.config)
@@ -74,11 +78,13 @@ def find_job(engine: Engine, job: str) -> str:
 
 
 def job_detail(engine: Engine, job: str) -> dict:
-    """One job in full: its spec, state (`attempts`: how many so far) and every attempt
-    (`history`, oldest first) with its whole traceback."""
+    """One job in full: its spec, state (`attempts`: how many so far), its result once it has
+    one (`result`: scores, best epoch, sizes; None before) and every attempt (`history`, oldest
+    first) with its whole traceback."""
     job_id = find_job(engine, job)
     with db.connect(engine) as conn:
         row = conn.execute(_JOB, {"job": job_id}).one()
+        res = conn.execute(_RESULT, {"job": job_id}).mappings().first()
         history = [dict(attempt_id=r[0], attempt=r[1], worker=r[2], device=r[3], outcome=r[4],
                         started_at=str(r[5]), ended_at=None if r[6] is None else str(r[6]), error=r[7],
                         data=_data_facts(r[8]))
@@ -90,6 +96,7 @@ def job_detail(engine: Engine, job: str) -> dict:
     return dict(job_id=row[0], grid=row[1], status=row[2], attempts=row[3], max_attempts=row[4],
                 worker=row[5], progress=json.loads(row[6]) if row[6] else None, error=row[7],
                 spec=json.loads(row[8]), lease_left_seconds=lease,
+                result=None if res is None else {k: (str(v) if k == "finished_at" else v) for k, v in res.items()},
                 stale=row[2] == Status.RUNNING and lease is not None and lease < 0, history=history,
                 data_now=changed[0].now if changed else None)
 

@@ -167,7 +167,9 @@ class Worker:
         self.stop_requested = threading.Event()
         self.stopped_by: str | None = None  # the signal that asked this worker to stop
         self.display = display
-        self.done = self.failed = self.kept = 0  # kept: results left in their run folder
+        self.done = self.failed = self.kept = 0  # kept: results left in their run folder, not stored yet
+        self.stored_kept = 0  # results kept in a run folder (by any worker) that this one stored
+        self._kept_ids: set[str] = set()  # jobs whose result this worker kept
 
     # -- signals --------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -195,6 +197,7 @@ class Worker:
         last_requeue = 0.0
         idle_limit = 0.0 if self.opts.until_empty else self.opts.idle_exit
         idle_since = time.monotonic()
+        waiting = False  # said that the queue is empty, until a job comes
         while not self.stop_requested.is_set():
             if (self.opts.max_jobs is not None
                     and self.done + self.failed + self.kept >= self.opts.max_jobs):
@@ -214,9 +217,17 @@ class Worker:
                     if idle_limit > 0:
                         self._say(f"nothing to claim for {idle:.0f}s: exiting")
                     break
+                if not waiting:  # once, not every poll: a silent worker looks hung
+                    waiting = True
+                    self._say(f"no queued jobs{f' of grid {self.opts.grid}' if self.opts.grid else ''} in "
+                              f"{self.engine.url.render_as_string(hide_password=True)}: waiting for some "
+                              f"(every {POLL_SECONDS:g} s"
+                              + (f"; exiting after {idle_limit:g} s idle" if idle_limit else "")
+                              + "); Ctrl-C stops, --until-empty exits instead")
                 self.stop_requested.wait(POLL_SECONDS if idle_limit is None
                                          else min(POLL_SECONDS, idle_limit - idle))
                 continue
+            waiting = False
             failed = self.failed
             self.run_one(claim)
             if self.failed > failed:  # what the failed job held is garbage now: give it back
@@ -228,6 +239,11 @@ class Worker:
         """Expired leases back to the queue; results kept while the database was away stored."""
         queue.requeue_stale(self.engine)
         for job_id, stored in pending.store_kept(self.engine, self.opts.runs_dir):
+            self.stored_kept += stored
+            if job_id in self._kept_ids:  # ours: no longer kept, and done if it was stored
+                self._kept_ids.discard(job_id)
+                self.kept -= 1
+                self.done += stored
             self._say(f"stored the kept result of {job_id}" if stored else
                       f"dropped the kept result of {job_id}: the job was finished meanwhile")
 
@@ -371,6 +387,7 @@ class Worker:
                 if beat.lease_left < delay:
                     path = pending.keep(run_dir, self.engine, claim, result, wall)
                     self.kept += 1
+                    self._kept_ids.add(claim.job_id)
                     self._say(f"database unreachable ({exc}): the result of {label} is kept in "
                               f"{path}; a worker stores it at its next contact with the database")
                     return None
