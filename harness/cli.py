@@ -87,8 +87,12 @@ MAX_ATTEMPTS = 1000  # attempts per job: beyond this a failing job only burns ma
 MAX_SEEDS = 100_000  # seeds one enqueue may expand to: a typo must not build a list of 10**20
 
 
+SEEDS_HELP = ("How many seeds, or which: 5 = a count, seeds 0–4; 3-3 = seed 3 alone; 2-6 = seeds 2 "
+              "to 6; 0,3,7 = those seeds.")
+
+
 def _seeds(value: str | None) -> list[int] | None:
-    """'5' = seeds 0–4; '0,3,7' = those seeds; '2-6' = seeds 2 to 6."""
+    """'5' = seeds 0–4 (a count); '3-3' = seed 3; '2-6' = seeds 2 to 6; '0,3,7' = those seeds."""
     if value is None:
         return None
     value = value.strip()
@@ -99,13 +103,16 @@ def _seeds(value: str | None) -> list[int] | None:
             return list(range(lo, hi + 1))
         if "," not in value:
             k = int(value)
-            if k <= 0:
-                raise HarnessError(f"--seeds {value}: give a positive count, a list or a range")
+            if k <= 0:  # most likely one particular seed was meant: say how to ask for it
+                raise HarnessError(f"--seeds {value}: a single number is a count of seeds from 0 "
+                                   f"(--seeds 5 = seeds 0–4); for seed {abs(k)} alone give "
+                                   f"--seeds {abs(k)}-{abs(k)}, for several a list (--seeds 0,3,7)")
             _seed_count(value, k)
             return list(range(k))
         return [int(v) for v in _split(value)]
     except ValueError:
-        raise HarnessError(f"--seeds {value!r}: expected a count (5), a list (0,3,7) or a range (2-6)") from None
+        raise HarnessError(f"--seeds {value!r}: expected a count (5 = seeds 0–4), one seed as a range "
+                           "(3-3), a range (2-6) or a list (0,3,7)") from None
 
 
 def _seed_count(value: str, count: int) -> None:
@@ -146,7 +153,7 @@ def enqueue(
     grid: str = typer.Option(..., "--grid", "-g", help="Grid to enqueue (see `harness grids`)."),
     tasks: Optional[str] = typer.Option(None, help="Comma list of tasks, e.g. sst2,qnli."),
     n: Optional[str] = typer.Option(None, "--n", help="Comma list of training-set sizes; 'full' = all."),
-    seeds: Optional[str] = typer.Option(None, help="Count (5), list (0,3,7) or range (2-6)."),
+    seeds: Optional[str] = typer.Option(None, help=SEEDS_HELP),
     losses: Optional[str] = typer.Option(None, help="Comma list of ce, ce+scl."),
     noise: Optional[str] = typer.Option(None, help=f"Comma list of back-translation temperatures T: 0 = clean, else 0 < T ≤ {MAX_NOISE} (the paper's: 0.3–0.9)."),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Comma list of batch sizes."),

@@ -112,7 +112,8 @@ GRIDS: dict[str, Grid] = {g.name: g for g in [
          "validated every 25 steps; both small models, 10 samples each",
          tasks=paper.FEWSHOT.tasks, ns=paper.FEWSHOT.ns, seeds=tuple(range(paper.PAPER_SEEDS)),
          models=STUDY_MODELS, base=_V2, tuned_by="tune-v2", step_budgets=V2_BUDGETS),
-    Grid("smoke", 1, "a minute-scale design for demos and tests: small model, SST-2, N = 20, 6 epochs",
+    Grid("smoke", 1, "a minute-scale sanity run for demos and tests, not evidence (enqueued into "
+         "demo.db unless --db says otherwise): small model, SST-2, N = 20, 6 epochs",
          tasks=("sst2",), ns=(20,), seeds=(0, 1, 2, 3),
          # a 3-layer MiniLM needs a larger step than RoBERTa-large's 1e-5 to move in 6 epochs
          base=dict(lam=paper.PAPER_LAM, tau=paper.PAPER_TAU, model=SMALL_MODEL, lr=3e-4,

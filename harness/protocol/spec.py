@@ -57,7 +57,7 @@ class JobSpec:
     max_length: int = 128
     warmup_ratio: float = 0.0
     weight_decay: float = 0.01
-    val_size: int = 500  # validation examples taken from the original validation split
+    val_size: int = 500  # at most this many validation examples: min(val_size, what the task spares; SST-2 436)
     train_seed: int | None = None
     init_from: str | None = None  # job id whose fine-tuned model this job starts from (transfer)
     per_class: int | None = None  # sample n as this many examples per class (transfer: 20)
