@@ -101,9 +101,9 @@ def test_the_report_says_what_it_left_out(dbs, tmp_path):
     intro = write_report(mixed, tmp_path, n_resamples=FAST, figures=False).read_text().split("## ")[0]
     assert "216 finished jobs, 180 of them the campaign's evidence" in intro
     assert ("Left out of every claim, table and figure: 8 runs of grids that run none of the paper's "
-            "experiments (8 of grid smoke (a sanity run of the harness)); 8 runs on seeds beyond their "
-            "grid's own (8 of grid fewshot (seeds 10–13)); 20 runs at settings other than the stored "
-            "tuning choice (20 of grid fewshot (seeds 0–9)).") in intro
+            "experiments — grid smoke: 8 (a sanity run of the harness); 8 runs on seeds beyond their "
+            "grid's own — grid fewshot: 8 (seeds 10–13); 20 runs at settings other than the stored "
+            "tuning choice — grid fewshot: 20 (seeds 0–9).") in intro
 
 
 def test_without_a_tuning_choice_every_setting_of_the_paper_grids_counts(tmp_path):

@@ -1,0 +1,44 @@
+"""analysis.evidence on frames in memory: which runs the report's claims pool, rule by rule (the
+report on databases: tests/integration/test_evidence.py)."""
+
+import pandas as pd
+
+from analysis.evidence import _span, pooled_text, split
+from analysis.synthetic import MODEL, synthetic_results
+
+TUNED = dict(lr=1e-4, warmup_ratio=0.1, lam=0.5, tau=0.7)
+CELL = [dict(task="sst2", n=20)]
+
+
+def test_settings_are_compared_with_the_choice_of_the_runs_model_and_task():
+    tuning = pd.DataFrame([dict(grid="tune", task="sst2", model=MODEL, **TUNED),  # what fewshot takes
+                           dict(grid="tune-v2", task="sst2", model=MODEL, **dict(TUNED, lr=9.0))])
+    df = pd.concat([
+        synthetic_results(CELL, seeds=range(2), rng=1, extra=TUNED),  # the campaign's
+        synthetic_results(CELL, seeds=range(2), rng=2, losses=("ce+scl",), extra=dict(TUNED, tau=0.1)),
+        synthetic_results(CELL, seeds=range(2), rng=3, losses=("ce",), extra=dict(TUNED, warmup_ratio=0.0)),
+        synthetic_results(CELL, seeds=range(2), rng=4, model="other", extra=dict(TUNED, lr=1e-3)),  # no choice
+        synthetic_results([dict(task="qnli", n=20)], seeds=range(2), rng=5),  # no choice for QNLI
+    ], ignore_index=True)
+    ev = split(df, tuning)
+    assert len(ev.runs) == 12
+    off = ev.left_out["setting"]
+    assert len(off) == 4 and set(zip(off["loss"], off["tau"].fillna(0), off["warmup_ratio"])) == {
+        ("ce+scl", 0.1, 0.1), ("ce", 0, 0.0)}
+    # the tuned λ, τ of CE+SCL say nothing about a CE run (its λ is 0, its τ none)
+    assert (ev.runs.loc[(ev.runs["model"] == MODEL) & (ev.runs["task"] == "sst2"), "loss"].value_counts() == 2).all()
+
+
+def test_seeds_are_their_grids_own():
+    df = pd.concat([synthetic_results(CELL, seeds=[0, 9, 10], rng=1),
+                    synthetic_results([dict(task="sst2", n=None)], seeds=[2, 3], rng=2)], ignore_index=True)
+    ev = split(df, None)
+    assert sorted(zip(ev.runs["grid"], ev.runs["seed"])) == sorted(
+        [("fewshot", 0)] * 2 + [("fewshot", 9)] * 2 + [("glue", 2)] * 2)
+    assert ev.left_out_text() == ("Left out of every claim, table and figure: 4 runs on seeds beyond "
+                                  "their grid's own — grid fewshot: 2 (seed 10), grid glue: 2 (seed 3).")
+
+
+def test_ranges_of_seeds_read_as_ranges():
+    assert _span([0, 1, 2, 3, 7]) == "0–3, 7" and _span([5]) == "5"
+    assert pooled_text(synthetic_results(CELL, seeds=range(3), rng=1)) == "6 runs of grid fewshot (seeds 0–2)"
