@@ -58,7 +58,8 @@ def render_status(s: dict, console: Console | None = None) -> None:
     console = console or Console()
     console.print(f"database: {s['database']}")
     if not s["counts"]:
-        console.print("no jobs yet: `harness enqueue --grid smoke` adds some")
+        console.print(f"no jobs yet: `harness enqueue --grid G --db {s['database']}` adds a grid's "
+                      "(`harness grids` lists them)")
         return
     t = Table(title="jobs by grid")
     statuses = [s.value for s in Status]
