@@ -162,7 +162,7 @@ def test_cells_whose_runs_stop_at_their_last_epoch_are_marked():
     assert (b.n_last, b.n_known, b.cut_short) == (3, 10, False)
     assert any(n.startswith("† 1 of 2 cells: more than 33% of the cell's runs") for n in t.notes)
     for fmt in ("terminal", "markdown"):
-        text = render(t, fmt)
+        text = render(t, fmt, width=200)  # wide: no cell text is wrapped over two lines
         assert text.count(" † [") == 1 and f"{a.mean:.1f} ± {a.std:.1f} † [3 of 10]" in text
     recs = pd.read_csv(StringIO(render(t, "csv")))
     recs = recs[(recs["col"] == "sst2") & (recs["group"] == 20)].set_index("row")
