@@ -21,8 +21,8 @@ from harness.protocol.tasks import HUB_ROWS
 # Columns that must match for two runs to sit in one section (and to be paired): the model and
 # the training hyper-parameters, how batches were formed and how the sample was drawn. The SCL
 # settings (λ, τ, reduction) split rows, not sections.
-SIGNATURE = ("model", "lr", "batch_size", "epochs", "max_length", "warmup_ratio", "weight_decay",
-             "val_size", "batching", "sampling")
+SIGNATURE = ("model", "lr", "batch_size", "epochs", "steps", "max_length", "warmup_ratio",
+             "weight_decay", "val_size", "batching", "sampling")  # steps: protocol v2's budget
 
 # Full training-set sizes (the Hub's); a full-data run that trained on fewer rows is flagged (the
 # local mirror holds 9,999-row subsets of QNLI and MNLI).

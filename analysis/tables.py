@@ -247,8 +247,8 @@ def _adjust(tests: list[CellTest], trends: list[TrendTest], model_of: dict[str, 
 # ---- sections, cells, tests ------------------------------------------------------------------
 
 def _sections(sub: pd.DataFrame, lay: Layout) -> tuple[pd.DataFrame, list[Section]]:
-    sig = list(lay.signature)
     sub = sub.copy()
+    sig = [k for k in lay.signature if k in sub]  # frames from before a field existed lack it
     if sub.empty:
         sub["_section"], sub["_row"] = pd.Series(dtype=object), pd.Series(dtype=object)
         return sub, []
@@ -260,7 +260,7 @@ def _sections(sub: pd.DataFrame, lay: Layout) -> tuple[pd.DataFrame, list[Sectio
         first = g.iloc[0]
         per_task = g.loc[g["loss"] == "ce+scl", ["task", "lam", "tau", "scl_reduction"]].drop_duplicates()
         scl = per_task[["lam", "tau", "scl_reduction"]].drop_duplicates()
-        caption = ", ".join(f"{k} {first[k]}" for k in sig if k != "model")
+        caption = ", ".join(f"{k} {first[k]}" for k in sig if k != "model" and not pd.isna(first[k]))
         if "grid" in g:  # which design the runs came from: a demo reads as one at once
             names = sorted(g["grid"].unique())
             caption = f"grid{'s' if len(names) > 1 else ''} {', '.join(names)}; {caption}"

@@ -122,14 +122,18 @@ def test_cut_short_cells_and_ties_from_a_database_into_the_report(tmp_path):
     got = load_results(engine)
     assert got.set_index("job_id").loc[df.loc[scl, "job_id"], "steps"].tolist() == [200, 200]
     t = build_table(got, 2, n_resamples=FAST)
-    sec = t.sections[0].label
+    # the step budget is part of a run's setting: the two step-budget runs form a section of their own
+    (sec,) = [s.label for s in t.sections if "steps" not in s.caption]
+    (v2,) = [s.label for s in t.sections if "steps 200" in s.caption]
     a, b = t.cell(sec, 20, "CE", "sst2"), t.cell(sec, 20, "CE+SCL", "sst2")
     assert (a.n_last, a.n_known, a.cut_short, a.tie_decided) == (5, 10, True, True)
     assert (b.n_last, b.n_known, b.cut_short, b.tie_decided) == (0, 8, False, False)
+    c = t.cell(v2, 20, "CE+SCL", "sst2")  # their selected step is not stored: not judged
+    assert (c.n_last, c.n_known, c.cut_short) == (0, 0, False)
     text = write_report(engine, tmp_path / "rep", n_resamples=FAST, figures=False).read_text()
     assert "Top 3 and ties:" in text and "† marks a cell where more than 33% of the runs" in text
     assert f"{a.mean:.1f} ± {a.std:.1f} † [3 of 10; 2 tied for 1 slot]" in text
-    assert "Ties at the top-3 boundary decided 1 of 2 cells" in text and "† 1 of 2 cells" in text
+    assert "Ties at the top-3 boundary decided 1 of 3 cells" in text and "† 1 of 3 cells" in text
 
 
 def test_report_finds_no_effect_when_there_is_none(tmp_path):
