@@ -169,3 +169,46 @@ def test_a_non_finite_loss_fails_before_the_weights_move():
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.detach(), before[n], equal_nan=True)
     assert plan.optimizer.param_groups[0]["lr"] == 0.5
+
+
+def test_a_non_finite_scl_term_fails_the_step_too(monkeypatch):
+    """CE finite, SCL not: the mixed loss is what is checked, not CE alone."""
+    import harness.training.finetune as ft
+
+    model, batch, task = tiny_model(), tiny_batch(), get_task("trec")
+    monkeypatch.setattr(ft, "supervised_contrastive_loss", lambda z, labels, tau, reduction: z.sum() * float("inf"))
+    plan = SGDPlan(model)
+    with pytest.raises(PermanentJobError, match="^non-finite loss at a training step$"):
+        train_step(model, plan.optimizer, plan.scheduler, batch, LABELS, spec("ce+scl", lam=0.5, tau=0.3), task)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_the_packed_forward_pass_is_the_callers_choice(packed, monkeypatch):
+    """train_step and compute_loss run harness.training.packed only when asked (fine_tune asks
+    where the model allows it), and both passes give the same objective."""
+    import harness.training.finetune as ft
+
+    entered = []
+
+    def spy(model, mask):
+        entered.append(tuple(mask.shape))
+        return real(model, mask)
+
+    real = ft.packed_encoder
+    monkeypatch.setattr(ft, "packed_encoder", spy)
+    model, batch, task = tiny_model(), tiny_batch(), get_task("trec")
+    s = spec("ce+scl", lam=0.5, tau=0.3)
+    expected = compute_loss(model, batch, LABELS, s, task)[0].item()
+    assert entered == []  # not asked: the full pass
+    plan = SGDPlan(model)
+    parts = train_step(model, plan.optimizer, plan.scheduler, batch, LABELS, s, task, packed=packed)
+    assert entered == ([(8, 6)] if packed else [])
+    assert parts[0].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_step_plan_counts_batches_and_warm_up():
+    from harness.training.finetune import StepPlan
+
+    plan = StepPlan.of(spec("ce", batch_size=8, epochs=10, warmup_ratio=0.1), n_train=20)
+    assert (plan.steps_per_epoch, plan.total_steps, plan.warmup_steps) == (3, 30, 3)  # 8 + 8 + 4 a epoch
+    assert StepPlan.of(spec("ce", batch_size=8, epochs=3, warmup_ratio=0.25), n_train=16).warmup_steps == 1
