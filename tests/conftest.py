@@ -13,6 +13,18 @@ import sqlalchemy as sa
 from paths import DATA_DIR, MODEL_DIR, PG_ADMIN_URL
 
 
+LAYERS = ("unit", "integration", "e2e")  # fastest first
+
+
+def pytest_collection_modifyitems(items):
+    """Under mutation testing (scripts/mutation.py: mutmut sets MUTANT_UNDER_TEST and stops at the
+    first failure) a mutant's tests run fastest layer first, so a unit test that kills it ends
+    the run before a model is loaded."""
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        layer = {name: i for i, name in enumerate(LAYERS)}
+        items.sort(key=lambda item: layer.get(item.path.parent.name, len(LAYERS)))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _offline_mirrors():
     """Every test reads data and models from ../shared, as the README's commands do."""

@@ -8,7 +8,9 @@ import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# HARNESS_TEST_SHARED: the mutation run (scripts/mutation.sh) tests a copy of the tree in mutants/,
+# one folder further from ../shared.
+SHARED = Path(os.environ.get("HARNESS_TEST_SHARED") or REPO.parent / "shared")
 DATA_DIR = SHARED / "data"
 MODEL_DIR = SHARED / "models"
 SMALL_MODEL_PATH = MODEL_DIR / "paraphrase-MiniLM-L3-v2"

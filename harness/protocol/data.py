@@ -213,6 +213,12 @@ def protocol_splits(task: str | TaskSpec, val_size: int = 500,
 
 @lru_cache(maxsize=64)
 def _protocol_splits(task: TaskSpec, val_size: int, source: str, stamp: tuple = ()) -> ProtocolSplits:
+    # The division itself lives undecorated in _divide, where mutation testing reaches it
+    # (scripts/mutation.py: mutmut leaves decorated functions alone).
+    return _divide(task, val_size, source)
+
+
+def _divide(task: TaskSpec, val_size: int, source: str) -> ProtocolSplits:
     files: dict[str, str] = {}
     evaluation = _examples(task, task.eval_split, source, files)
     rng = np.random.default_rng([PROTOCOL_SEED, len(evaluation)])

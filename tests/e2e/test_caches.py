@@ -7,7 +7,9 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
+from harness.training import batching
 from harness.training.batching import encode
 from harness.protocol.data import protocol_splits, sample_train
 from harness.training.finetune import fine_tune
@@ -93,3 +95,22 @@ def test_noisy_sets_are_keyed_by_their_texts(tmp_path, monkeypatch):
     changed = [("a good film",), ("an awful film",)]
     out3, rec3 = noisy_texts(changed, temperature=0.5, backend="firefox-pt", seed=0, cache_dir=tmp_path)
     assert not rec3.cached and rec3.key != rec1.key and out3[1] == ("mlif lufwa na",)
+
+
+@pytest.mark.parametrize("task", ["mnli", "qnli"])
+def test_sentence_pairs_are_served_their_own_tokens(task, tmp_path):
+    """MNLI and QNLI test rows share first sentences (a premise has several hypotheses): the
+    cache must key on both, or it serves one pair another pair's ids. Every row, through the
+    in-memory table and then through the file, equals the tokenizer's own output for its pair."""
+    pre = load_pretrained(SMALL_MODEL)
+    ex = protocol_splits(task, 64, DATA_DIR).test
+    assert len({t[0] for t in ex.texts}) < len(ex)  # the data repeat first sentences
+    direct = pre.tokenizer(*zip(*ex.texts), truncation=True, max_length=128)
+    for source in ("memory", "file"):
+        if source == "file":
+            batching._CACHE.clear()
+        enc = encode(pre.tokenizer, pre.tokenizer_id, task, ex, 128, tmp_path)
+        wrong = [i for i, (ids, types, want, want_types) in enumerate(zip(
+            enc.input_ids, enc.token_type_ids, direct["input_ids"], direct["token_type_ids"]))
+            if ids.tolist() != want or types.tolist() != want_types]
+        assert not wrong, f"{source}: {len(wrong)} of {len(ex)} {task} test rows got another row's tokens"

@@ -235,3 +235,52 @@ def test_results_record_batching_sampling_and_class_counts(engine):
     df = pd.read_sql("select batching, sampling, class_counts from results", engine)
     assert df.to_dict("records") == [
         {"batching": "reshuffle", "sampling": "stratified", "class_counts": '{"0": 7, "1": 7, "2": 6}'}]
+
+
+def test_simultaneous_claims_each_take_a_different_job(engine):
+    """Eight workers claim at the same moment from a queue of eight: each gets a job, no job goes
+    to two of them, and none is told the queue is empty while jobs wait."""
+    queue.enqueue(engine, "g", specs(8))
+    start = threading.Barrier(8)
+    got, errors = [], []
+
+    def worker(i):
+        try:
+            start.wait()
+            got.append(queue.claim(engine, f"w{i}"))
+        except Exception as exc:  # noqa: BLE001  (reported below, with the others)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors
+    assert None not in got and len({c.job_id for c in got}) == 8
+    assert count(engine, "select count(*) from jobs where status = 'running'") == 8
+    assert count(engine, "select count(distinct job_id) from attempts") == 8
+
+
+@pytest.mark.postgres
+def test_a_claim_passes_over_the_job_another_claim_is_taking(pg_url):
+    """Staged race: a second worker claims while the first has selected (and locked) its job but
+    not yet marked it running. The second must pass over that row to the next job at once (FOR
+    UPDATE SKIP LOCKED), neither wait for it (FOR UPDATE alone) nor take it too (no lock)."""
+    engine = db.open_db(pg_url, create=True)
+    other = sa.create_engine(pg_url, connect_args={"options": "-c lock_timeout=2000"})
+    try:
+        queue.enqueue(engine, "g", specs(2))
+        second = []
+
+        @sa.event.listens_for(engine, "before_cursor_execute")
+        def race(conn, cursor, statement, params, context, executemany):
+            if re.match(r"\s*INSERT INTO attempts", statement) and not second:
+                second.append(queue.claim(other, "w2"))  # the first claim has chosen its job
+
+        first = queue.claim(engine, "w1")
+        sa.event.remove(engine, "before_cursor_execute", race)
+        assert second, "the race was not staged"
+        assert first is not None and second[0] is not None and first.job_id != second[0].job_id
+        assert count(engine, "select count(*) from jobs where status = 'running'") == 2
+    finally:
+        engine.dispose()
+        other.dispose()

@@ -114,3 +114,31 @@ def test_bf16_autocast_computes_in_float32(reduction):
         half = supervised_contrastive_loss(normalize(features.detach().bfloat16()), labels, 0.1, reduction)
     exact = supervised_contrastive_loss(normalize(features.detach().bfloat16().float()), labels, 0.1, reduction)
     assert half.dtype == torch.float32 and half.item() == exact.item()
+
+
+def test_an_unknown_reduction_is_refused_by_name():
+    z, labels = random_batch(4, 3, 2, 0)
+    with pytest.raises(ValueError, match=r"reduction must be one of \('mean', 'sum'\), got 'median'"):
+        supervised_contrastive_loss(z, labels, 0.3, "median")
+
+
+def test_the_masks_live_on_the_embeddings_device():
+    """On a GPU a mask built on the CPU fails the step; the meta device (shapes, no data) shows the
+    same on a CPU machine. _scl directly: autocast, which the public function enters, has no meta."""
+    from harness.training.loss import _scl
+
+    z = torch.empty(6, 4, device="meta")
+    out = _scl(z, torch.tensor([0, 0, 1, 1, 2, 2], device="meta"), 0.3, "mean")
+    assert out.device.type == "meta" and out.shape == ()
+
+
+def test_normalize_gives_each_row_unit_length_in_its_direction():
+    from harness.training.loss import normalize
+
+    x = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0], [1.0, 1.0, 1.0], [-6.0, 8.0, 0.0]])
+    z = normalize(x)
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(4))
+    torch.testing.assert_close(z[0], torch.tensor([0.6, 0.8, 0.0]))
+    torch.testing.assert_close(z * x.norm(dim=1, keepdim=True), x)
+    half = normalize(x.bfloat16())
+    assert half.dtype == torch.float32 and torch.allclose(half, z, atol=1e-2)

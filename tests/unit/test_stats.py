@@ -214,3 +214,27 @@ def test_noise_verdict_is_calibrated_under_the_null_and_finds_a_planted_trend():
     planted = significant_share(100, rng=2, slope=6.0)
     assert planted["trend, per seed"] >= 0.9
     assert planted["main, per seed"] <= 0.1  # a centred trend is no main effect
+
+
+def test_compare_pairs_runs_by_key_in_any_order():
+    """Tables hand runs over sorted by validation score, so CE's and CE+SCL's seeds come in
+    different orders: the pairs are made by key, never by position. Seed 9 has a CE run only and
+    seed 7 a CE+SCL run only: both count for Welch's test, neither in a pair."""
+    ce = {0: 0.61, 1: 0.70, 2: 0.82, 3: 0.64, 4: 0.75, 9: 0.90}
+    gain = {0: 0.02, 1: 0.05, 2: -0.01, 3: 0.04, 4: 0.03, 7: 0.0}
+    ka, kb = [3, 9, 1, 4, 0, 2], [2, 0, 7, 4, 1, 3]
+    a = [ce[k] for k in ka]
+    b = [0.5 if k == 7 else ce[k] + gain[k] for k in kb]
+    c = stats.compare(a, b, ka, kb, n_resamples=2000)
+    seeds = [0, 1, 2, 3, 4]
+    pa, pb = [ce[k] for k in seeds], [ce[k] + gain[k] for k in seeds]
+    assert c.n_pairs == 5 and (c.n_a, c.n_b) == (6, 6)
+    assert c.mean_diff == pytest.approx(np.mean([gain[k] for k in seeds]))
+    assert c.primary.p == pytest.approx(stats.paired_t(pa, pb).p)
+    assert c.effect == pytest.approx(stats.cohens_dz(pa, pb))
+    by_name = {t.test: t for t in c.tests}
+    assert by_name["exact permutation test"].p == pytest.approx(stats.permutation_paired(pa, pb).p)
+    assert by_name["Wilcoxon signed-rank test"].p == pytest.approx(stats.wilcoxon(pa, pb).p)
+    assert by_name["Welch's t-test"].p == pytest.approx(stats.welch_t(a, b).p)
+    lo, hi = c.ci
+    assert lo < c.mean_diff < hi and 0.0 < hi - lo < 0.06

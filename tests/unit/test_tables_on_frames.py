@@ -205,3 +205,20 @@ def test_the_top3_never_depends_on_seed_order():
     flipped = df.assign(seed=9 - df["seed"]).iloc[::-1]  # a higher seed instead of a lower one
     for a, b in zip(build_table(df, 2, n_resamples=FAST).cells, build_table(flipped, 2, n_resamples=FAST).cells):
         assert (a.mean, a.std, a.flags) == (b.mean, b.std, b.flags)
+
+
+def test_cell_tests_pair_runs_by_seed_not_by_rank():
+    """A cell's runs reach the test sorted by validation score; CE's and CE+SCL's orders differ
+    here (CE's best validation is seed 9, CE+SCL's seed 0), and the test still pairs by seed."""
+    df = synthetic_results([dict(task="sst2", n=20)], effect=0.02, rng=7)
+    ce, scl = df["loss"] == "ce", df["loss"] == "ce+scl"
+    df.loc[ce, "val_score"] = 0.5 + 0.01 * df.loc[ce, "seed"]
+    df.loc[scl, "val_score"] = 0.9 - 0.01 * df.loc[scl, "seed"]
+    t = build_table(df, 2, n_resamples=FAST)
+    (test,) = t.tests
+    wide = df.pivot_table(index="seed", columns="loss", values="test_score") * 100
+    ref = stats.paired_t(wide["ce"], wide["ce+scl"])
+    assert test.comparison.n_pairs == 10 and test.comparison.primary.p == pytest.approx(ref.p)
+    assert test.comparison.mean_diff == pytest.approx((wide["ce+scl"] - wide["ce"]).mean())
+    job = df.set_index(["loss", "seed"])["job_id"]
+    assert sorted(test.pairs) == sorted((job["ce", s], job["ce+scl", s]) for s in range(10))
