@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from harness.errors import JobInterrupted
-from harness.runner import RunContext, RunResult
-from harness.spec import JobSpec
+from harness.training.runner import RunContext, RunResult
+from harness.protocol.spec import JobSpec
 from runners import slow
 
 
