@@ -117,14 +117,16 @@ def _read(file: Path) -> dict:
 
 
 def _write(file: Path, table: dict) -> None:
+    """The table as one .npz file, replaced atomically; never empty (encode writes a table only
+    after adding entries to it)."""
     file.parent.mkdir(parents=True, exist_ok=True)
     keys = sorted(table)
     ids = [table[k][0] for k in keys]
     offsets = np.concatenate([[0], np.cumsum([len(x) for x in ids])]).astype(np.int64)
     # raw uint8 rows, not an "S" array: numpy strips the trailing NUL bytes of those
     arrays = {"keys": np.frombuffer(b"".join(keys), np.uint8).reshape(-1, KEY_BYTES), "offsets": offsets,
-              "ids": np.concatenate(ids) if ids else np.zeros(0, np.int32)}
-    if keys and table[keys[0]][1] is not None:
+              "ids": np.concatenate(ids)}
+    if table[keys[0]][1] is not None:
         arrays["types"] = np.concatenate([table[k][1] for k in keys])
     tmp = file.with_suffix(f".{os.getpid()}.tmp.npz")
     np.savez(tmp, **arrays)

@@ -126,3 +126,34 @@ def test_hub_sizes_are_used_without_a_mirror(monkeypatch):
     assert train_pool_size("sst2") == 67_349
     with pytest.raises(HarnessError, match="larger than"):
         check_spec_against_data(JobSpec.make(task="mrpc", n=4000, seed=0))
+
+
+def test_a_regression_task_is_stratified_by_its_rounded_score():
+    """STS-B's 1,500 validation scores take ~140 values: each stratum is a rounded score (0–5), so
+    the test half holds half of each (a stratum per raw score would be a shuffle)."""
+    s = protocol_splits("stsb", 500, DATA_DIR)
+    full = Counter(np.rint(load_split("stsb", "validation", DATA_DIR)["label"]).astype(int).tolist())
+    c = Counter(np.rint(s.test.labels).astype(int).tolist())
+    assert len(full) == 6 and all(abs(c[k] - v / 2) <= 1 for k, v in full.items())
+    assert s.source == str(DATA_DIR.resolve())
+
+
+def test_the_division_is_the_same_in_every_process():
+    """The split comes from the fixed PROTOCOL_SEED, never from fresh entropy: made again with the
+    cache cleared (as a new process would), the rows are the same."""
+    from harness.protocol import data
+
+    first = protocol_splits("rte", 500, DATA_DIR)
+    data._protocol_splits.cache_clear()
+    again = protocol_splits("rte", 500, DATA_DIR)
+    assert first is not again
+    for a, b in ((first.test, again.test), (first.validation, again.validation), (first.pool, again.pool)):
+        assert np.array_equal(a.idx, b.idx)
+
+
+def test_the_pool_size_reads_the_folder_it_is_given(tmp_path):
+    lines = (DATA_DIR / "mr" / "train.jsonl").read_text().splitlines()[:200]
+    (tmp_path / "mr").mkdir()
+    (tmp_path / "mr" / "train.jsonl").write_text("\n".join(lines) + "\n")
+    assert train_pool_size("mr", tmp_path) == 200 - 100 - 40  # test half, then a fifth for validation
+    assert train_pool_size("mr", DATA_DIR) == 4831

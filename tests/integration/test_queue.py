@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -284,3 +285,160 @@ def test_a_claim_passes_over_the_job_another_claim_is_taking(pg_url):
     finally:
         engine.dispose()
         other.dispose()
+
+
+def rows(engine, sql: str) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(sql))]
+
+
+def test_a_claim_records_who_took_it_and_for_how_long(engine):
+    import json
+    import socket
+
+    s = specs(2)
+    queue.enqueue(engine, "g", s)
+    before = time.time()
+    c = queue.claim(engine, "w1", host="node7", pid=4242, device="cuda:1", versions={"torch": "2.13"},
+                    git_rev="abc123", lease_seconds=120)
+    assert (c.job_id, c.attempt, c.grid, c.worker, c.spec, c.spec_json) == (
+        s[0].job_id, 1, "g", "w1", s[0], s[0].to_json())
+    (attempt,) = rows(engine, f"select job_id, attempt, worker, host, pid, device, versions, git_rev, outcome "
+                              f"from attempts where id = {c.attempt_id}")
+    assert attempt[:6] + attempt[7:] == (c.job_id, 1, "w1", "node7", 4242, "cuda:1", "abc123", "running")
+    assert json.loads(attempt[6]) == {"torch": "2.13"}
+    (job,) = rows(engine, f"select status, attempts, attempt_id, worker, lease_expires, progress from jobs "
+                          f"where id = '{c.job_id}'")
+    assert job[:4] == ("running", 1, c.attempt_id, "w1") and job[5] is None
+    assert before + 110 < job[4] < time.time() + 130  # the database's clock, 120 s ahead
+    other = queue.claim(engine, "w2")
+    assert rows(engine, f"select host, versions from attempts where id = {other.attempt_id}") == [
+        (socket.gethostname(), "{}")]
+
+
+def test_a_heartbeat_renews_the_lease_and_keeps_the_last_progress(engine):
+    import json
+
+    queue.enqueue(engine, "g", specs(1))
+    c = queue.claim(engine, "w", lease_seconds=5)
+    assert queue.heartbeat(engine, c, {"step": 3}, lease_seconds=300)
+    assert queue.heartbeat(engine, c, None, lease_seconds=300)  # no news: the last progress stays
+    (lease, progress), = rows(engine, "select lease_expires, progress from jobs")
+    assert lease > time.time() + 250 and json.loads(progress) == {"step": 3}
+    assert queue.release(engine, c)
+    assert not queue.heartbeat(engine, c, {"step": 4})  # no longer its job
+
+
+def test_a_permanent_failure_fails_at_once_and_keeps_one_line(engine):
+    queue.enqueue(engine, "g", specs(2), max_attempts=3)
+    c = queue.claim(engine, "w")
+    long = "x" * 600
+    assert queue.fail(engine, c, raised(PermanentJobError(f"{long}\nsecond line")), permanent=True) == "failed"
+    (status, error, attempt_id), = rows(engine, f"select status, error, attempt_id from jobs where id = '{c.job_id}'")
+    assert status == "failed" and error == f"PermanentJobError: {long}"[:queue.ERROR_CHARS] and attempt_id is None
+    (outcome, tb), = rows(engine, f"select outcome, error from attempts where id = {c.attempt_id}")
+    assert outcome == "failed" and "second line" in tb and "Traceback" in tb
+    # a failure reported after the job was taken back is not the job's any more
+    d = queue.claim(engine, "w", lease_seconds=0.1)
+    time.sleep(0.3)
+    assert queue.requeue_stale(engine) == 1
+    assert queue.fail(engine, d, raised(RuntimeError("late"))) is None
+    assert rows(engine, f"select status from jobs where id = '{d.job_id}'") == [("queued",)]
+    assert rows(engine, f"select outcome from attempts where id = {d.attempt_id}") == [("lost",)]
+
+
+def test_a_release_records_why_and_gives_the_attempt_back(engine):
+    queue.enqueue(engine, "g", specs(1))
+    c = queue.claim(engine, "w")
+    assert queue.release(engine, c, "its stage-1 model must be made again", outcome=queue.Outcome.DEFERRED)
+    assert rows(engine, "select status, attempts, attempt_id, worker, lease_expires from jobs") == [
+        ("queued", 0, None, None, None)]
+    assert rows(engine, "select outcome, error from attempts") == [("deferred", "its stage-1 model must be made again")]
+    assert queue.count_attempts(engine, c.job_id, queue.Outcome.DEFERRED) == 1
+    assert not queue.release(engine, c)  # twice: no longer its job
+    assert queue.claim(engine, "w").attempt == 1
+
+
+def test_a_lost_last_attempt_fails_the_job(engine):
+    queue.enqueue(engine, "g", specs(1), max_attempts=1)
+    c = queue.claim(engine, "w", lease_seconds=0.1)
+    time.sleep(0.3)
+    assert queue.requeue_stale(engine) == 1
+    assert rows(engine, "select status, error, attempt_id, lease_expires from jobs") == [
+        ("failed", "lease expired (worker lost)", None, None)]
+    assert rows(engine, f"select outcome, error from attempts where id = {c.attempt_id}") == [
+        ("lost", "lease expired: the worker stopped sending heartbeats")]
+    assert queue.claim(engine, "w") is None
+
+
+def test_finish_stores_the_wall_time_and_closes_the_attempt(engine):
+    queue.enqueue(engine, "g", specs(1))
+    c = queue.claim(engine, "w")
+    assert queue.finish(engine, c, instant(c.spec, None), wall_seconds=12.5)
+    assert rows(engine, "select wall_seconds from results") == [(12.5,)]
+    assert rows(engine, "select status, error, lease_expires from jobs") == [("done", None, None)]
+    (outcome, config, ended), = rows(engine, "select outcome, config, ended_at from attempts")
+    assert outcome == "done" and config and ended is not None
+
+
+def lost(engine, c):
+    """The lease of c expires and the job goes back to the queue, as when its worker was cut off."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("update jobs set lease_expires = 0"))
+    assert queue.requeue_stale(engine) == 1
+
+
+def test_a_kept_result_is_stored_late_under_its_own_attempt(engine):
+    """finish(late=True): the worker kept the result while the database was away; its lease
+    expired meanwhile. The result is stored and the job is done under the attempt that made it."""
+    queue.enqueue(engine, "g", specs(1))
+    c = queue.claim(engine, "w1")
+    lost(engine, c)
+    assert not queue.finish(engine, c, instant(c.spec, None))  # on time it would be refused
+    assert queue.finish(engine, c, instant(c.spec, None), late=True)
+    assert rows(engine, "select status, attempt_id, error, lease_expires from jobs") == [("done", c.attempt_id, None, None)]
+    assert rows(engine, "select attempt_id from results") == [(c.attempt_id,)]
+    assert rows(engine, f"select outcome from attempts where id = {c.attempt_id}") == [("done",)]
+    assert not queue.finish(engine, c, instant(c.spec, None), late=True)  # stored once only
+
+
+def test_a_kept_result_beats_the_worker_that_took_the_job_again(engine):
+    queue.enqueue(engine, "g", specs(1))
+    c = queue.claim(engine, "w1")
+    lost(engine, c)
+    again = queue.claim(engine, "w2")
+    assert queue.finish(engine, c, instant(c.spec, None), late=True)
+    assert rows(engine, "select outcome, error from attempts order by id") == [
+        ("done", None),  # reopened when its result was stored, then closed as done
+        ("abandoned", f"attempt {c.attempt_id}'s kept result was stored")]
+    assert not queue.heartbeat(engine, again)  # the second worker learns it at its next beat
+    assert count(engine, "select count(*) from results") == 1
+
+
+def test_a_kept_result_is_refused_for_a_job_done_cancelled_or_unknown(engine):
+    queue.enqueue(engine, "g", specs(3))
+    done, cancelled, elsewhere = (queue.claim(engine, f"w{i}") for i in range(3))
+    assert queue.finish(engine, done, instant(done.spec, None))
+    assert not queue.finish(engine, done, instant(done.spec, None), late=True)
+    queue.release(engine, cancelled)
+    queue.cancel(engine, job_ids=[cancelled.job_id])
+    assert not queue.finish(engine, cancelled, instant(cancelled.spec, None), late=True)
+    unknown = replace(elsewhere, job_id="0" * 16)
+    assert queue.finish(engine, unknown, instant(elsewhere.spec, None), late=True) is None
+    assert count(engine, "select count(*) from results") == 1
+
+
+def test_a_kept_result_whose_attempt_the_database_lacks_gets_one(engine):
+    """A database restored from a copy taken before the claim: the attempt is written again, so
+    the result still names the attempt it came from."""
+    queue.enqueue(engine, "g", specs(1))
+    c = queue.claim(engine, "w1", host="node7")
+    with engine.begin() as conn:
+        conn.execute(sa.text("update jobs set status = 'queued', attempt_id = NULL"))
+        conn.execute(sa.text("delete from attempts"))
+    assert queue.finish(engine, c, instant(c.spec, None), late=True)
+    (attempt_id, job_id, attempt, worker, host, outcome), = rows(
+        engine, "select id, job_id, attempt, worker, host, outcome from attempts")
+    assert (job_id, attempt, worker, host, outcome) == (c.job_id, 1, "w1", "w1", "done")
+    assert rows(engine, "select attempt_id from results") == [(attempt_id,)]
+    assert rows(engine, "select status, attempt_id from jobs") == [("done", attempt_id)]

@@ -82,3 +82,49 @@ def test_token_budget_batches():
     for b in batches:
         assert len(b) <= 3 and (len(b) == 1 or len(b) * lengths[b].max() <= 100)
     assert [len(b) for b in batches] == [1, 2, 3, 1]  # 128 alone (over budget), 50+50, 20/7/5, 3
+
+
+def test_an_unknown_mode_is_named():
+    with pytest.raises(ValueError, match="unknown batching 'sorted'"):
+        train_batches(LENGTHS, B, "sorted", SEED, 1)
+
+
+@pytest.mark.parametrize("n", [1000, 1001])
+def test_length_grouping_is_the_documented_procedure(n):
+    """Shuffle; cut the shuffled order into ceil(n / window) near-equal windows, window = batch
+    size × MEGA_BATCHES; sort each by length, longest first, ties in shuffled order; cut the whole
+    into batches; shuffle the batches. All from the one generator, so a seed's batches are the
+    same on every run (they decide the results). Batches of 4: windows of 200."""
+    from harness.training.batching import MEGA_BATCHES, length_grouped_batches
+
+    lengths = np.random.default_rng(1).integers(5, 12, n)  # many ties
+    got = length_grouped_batches(lengths, 4, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    shuffled = list(rng.permutation(n))
+    windows = -(-n // (4 * MEGA_BATCHES))
+    sizes = [n // windows + (1 if i < n % windows else 0) for i in range(windows)]
+    ordered, start = [], 0
+    for size in sizes:
+        members = shuffled[start:start + size]
+        ordered += sorted(members, key=lambda p: (-lengths[p], members.index(p)))
+        start += size
+    cut = [ordered[i:i + 4] for i in range(0, n, 4)]
+    expected = [cut[i] for i in rng.permutation(len(cut))]
+    assert [b.tolist() for b in got] == expected
+    ungrouped = length_grouped_batches(lengths, 4, np.random.default_rng(3), group=False)
+    assert [b.tolist() for b in ungrouped[:3]] != expected[:3]
+
+
+def test_eval_batches_are_length_sorted_slices():
+    from harness.training.batching import eval_batches
+
+    lengths = np.array([5, 50, 20, 50, 7, 128, 3])
+    assert [b.tolist() for b in eval_batches(lengths, 3)] == [[5, 1, 3], [2, 4, 0], [6]]
+    assert [b.tolist() for b in eval_batches(lengths, 10)] == [[5, 1, 3, 2, 4, 0, 6]]
+
+
+def test_token_budget_batches_that_end_exactly_at_the_last_row():
+    lengths = np.array([10, 10, 10, 10])
+    assert [b.tolist() for b in token_budget_batches(lengths, max_tokens=20, max_rows=8)] == [[0, 1], [2, 3]]
+    ones = np.array([1, 1, 1])  # one token each: the budget of 2 holds two rows
+    assert [len(b) for b in token_budget_batches(ones, max_tokens=2, max_rows=8)] == [2, 1]

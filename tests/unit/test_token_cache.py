@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from harness.protocol.data import Examples
 from harness.training import batching
@@ -21,6 +22,7 @@ class PairTokenizer:
 
     def __init__(self, with_types: bool = True):
         self.model_input_names = ["input_ids", "attention_mask"] + (["token_type_ids"] if with_types else [])
+        self.returns_types = with_types
         self.calls: list[list[tuple[str, ...]]] = []
 
     def ids(self, texts: tuple[str, ...], max_length: int) -> tuple[list[int], list[int]]:
@@ -37,7 +39,7 @@ class PairTokenizer:
         self.calls.append(rows)
         out = [self.ids(r, max_length) for r in rows]
         enc = {"input_ids": [i for i, _ in out], "attention_mask": [[1] * len(i) for i, _ in out]}
-        if "token_type_ids" in self.model_input_names:
+        if self.returns_types:
             enc["token_type_ids"] = [t for _, t in out]
         return enc
 
@@ -146,3 +148,79 @@ def test_an_unreadable_cache_file_is_tokenised_again_and_rewritten(tmp_path, mon
     third = PairTokenizer()
     encode(third, "pair-tok", "mnli", examples(PAIRS[:1]), 64, cache_dir=tmp_path)
     assert third.calls == []  # the rewritten file is whole again
+
+
+def test_a_lone_surrogate_still_has_a_key_of_its_own():
+    """Text read from files can hold unpaired surrogates: they are keyed as they are, not refused."""
+    assert text_key(("a\ud800b",)) != text_key(("a\udbffb",)) != text_key(("ab",))
+
+
+def test_each_tokenizer_and_split_has_a_file_of_its_own(tmp_path):
+    tok = PairTokenizer()
+    for tokenizer_id, split in (("pair-tok", "train"), ("other-tok", "train"), ("pair-tok", "test")):
+        encode(tok, tokenizer_id, "mnli", examples(PAIRS[:1], split=split), 64, cache_dir=tmp_path)
+    files = list((tmp_path / "tokens").glob("v2-mnli-64-*.npz"))
+    assert len(files) == 3 and len({len(f.stem) for f in files}) == 1
+
+
+def test_the_cache_folder_is_made_when_missing(tmp_path):
+    folder = tmp_path / "runs" / ".cache"
+    encode(PairTokenizer(), "pair-tok", "mnli", examples(PAIRS[:1]), 64, cache_dir=folder)
+    assert len(list((folder / "tokens").glob("*.npz"))) == 1
+
+
+def test_a_file_without_segment_ids_is_read_back_without_them(tmp_path, monkeypatch):
+    texts = [("a fine film",), ("dull",)]
+    first = encode(PairTokenizer(with_types=False), "plain", "sst2", examples(texts), 64, cache_dir=tmp_path)
+    monkeypatch.setattr(batching, "_CACHE", {})
+    again = PairTokenizer(with_types=False)
+    enc = encode(again, "plain", "sst2", examples(texts), 64, cache_dir=tmp_path)
+    assert again.calls == [] and enc.token_type_ids is None
+    assert [x.tolist() for x in enc.input_ids] == [x.tolist() for x in first.input_ids]
+
+
+def test_segment_ids_the_model_does_not_take_are_dropped():
+    """A tokenizer may return token_type_ids that its model has no input for (RoBERTa's do not
+    list them): only those in model_input_names are kept."""
+    tok = PairTokenizer()  # returns segment ids ...
+    tok.model_input_names = ["input_ids", "attention_mask"]  # ... that its model has no input for
+    enc = encode(tok, "no-types", "mnli", examples(PAIRS[:2]), 64)
+    assert enc.token_type_ids is None
+
+
+def test_collate_pads_each_batch_to_its_longest_row():
+    tok = PairTokenizer()
+    pairs = [("ab", "c"), ("abcd", "e"), ("a", "b")]
+    enc = encode(tok, "pair-tok", "mnli", examples(pairs), 64)
+    batch = collate(enc, np.array([2, 0]), "cpu")  # rows of 5 and 6 tokens: width 6
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids"}
+    assert all(v.dtype == torch.int64 and v.device.type == "cpu" for v in batch.values())
+    ids_a, types_a = tok.ids(pairs[0], 64)
+    ids_c, types_c = tok.ids(pairs[2], 64)
+    assert batch["input_ids"].tolist() == [ids_c + [0], ids_a]
+    assert batch["attention_mask"].tolist() == [[1] * 5 + [0], [1] * 6]
+    assert batch["token_type_ids"].tolist() == [types_c + [0], types_a]
+
+
+def test_collate_moves_the_batch_to_the_device():
+    """The meta device (shapes only) stands for a GPU: every tensor arrives there."""
+    enc = encode(PairTokenizer(), "pair-tok", "mnli", examples(PAIRS[:2]), 64)
+    batch = collate(enc, np.array([0, 1]), torch.device("meta"))
+    width = max(len(PairTokenizer().ids(p, 64)[0]) for p in PAIRS[:2])
+    assert {v.device.type for v in batch.values()} == {"meta"} and batch["input_ids"].shape == (2, width)
+
+
+def test_collate_copies_to_a_gpu_from_pinned_memory_without_waiting(monkeypatch):
+    """On CUDA the host tensors are pinned and copied with non_blocking=True; on the CPU neither.
+    CUDA's functions are recorded, not called (no GPU here)."""
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pin") or self)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, device, non_blocking=False:
+                        calls.append((str(device), non_blocking)) or self)
+    enc = encode(PairTokenizer(), "pair-tok", "mnli", examples(PAIRS[:2]), 64)
+    batch = collate(enc, np.array([0, 1]), "cuda:0")
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids"}
+    assert calls == ["pin"] * 3 + [("cuda:0", True)] * 3
+    calls.clear()
+    collate(enc, np.array([0, 1]), "cpu")
+    assert calls == [("cpu", False)] * 3
