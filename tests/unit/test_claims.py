@@ -6,6 +6,7 @@ planted per seed, so every p is known before the report reads it."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis import build_table, report, stats
@@ -23,16 +24,21 @@ PLAN = {("sst2", 20): STRONG, ("qnli", 20): -STRONG, ("mnli", 20): MODERATE,
         ("sst2", 100): -MODERATE, ("qnli", 100): NULL, ("mnli", 100): NULL}
 
 
-def planted_fewshot():
-    """Table 2 at N = 20 and 100 with the gains of PLAN: CE's score is the seed's, CE+SCL's that
-    plus the planted gain. Runs are in the frame in the order synthetic_results draws them."""
-    df = synthetic_results([dict(task=t, n=n) for t, n in PLAN], rng=3)
-    for (task, n), gain in PLAN.items():
+def plant(plan: dict, rng: int, **kw):
+    """Table 2 cells with planted gains: CE's score is the seed's, CE+SCL's that plus the seed's
+    gain in `plan` ((task, N) -> 10 fractions). Runs are in the order synthetic_results draws them."""
+    df = synthetic_results([dict(task=t, n=n) for t, n in plan], rng=rng, **kw)
+    for (task, n), gain in plan.items():
         cell = (df["task"] == task) & (df["n"] == n)
         ce = df[cell & (df["loss"] == "ce")].set_index("seed")["test_score"]
         scl = cell & (df["loss"] == "ce+scl")
         df.loc[scl, "test_score"] = (ce.loc[df.loc[scl, "seed"]].to_numpy() + gain[df.loc[scl, "seed"]])
     return df
+
+
+def planted_fewshot():
+    """Table 2 at N = 20 and 100 with the gains of PLAN."""
+    return plant(PLAN, rng=3)
 
 
 def built(df) -> dict:
@@ -123,3 +129,96 @@ def test_no_trend_without_two_noisy_levels():
     df = planted_noise({})
     tables = built(df[df["noise"] == NOISY_T[0]])
     assert report._trend_summary(tables[3]) == "Growth with T: no task has CE and CE+SCL runs at two noisy T."
+
+
+def planted_gains(gains: dict[tuple[str, int], float], **kw):
+    """Table 2 cells where every seed's CE+SCL run beats its CE run by the cell's gain (points),
+    give or take a tenth of a point."""
+    return plant({cell: g / 100 + np.linspace(-0.001, 0.001, 10) for cell, g in gains.items()}, rng=4, **kw)
+
+
+TASKS = ("sst2", "qnli", "mnli")
+
+
+@pytest.mark.parametrize("at_1000,word", [(0.5, "does"), (2.5, "does not")])
+def test_whether_the_gain_shrinks_at_n_1000(at_1000, word):
+    df = planted_gains({(t, n): g for t in TASKS for n, g in ((20, 3.0), (100, 2.0), (1000, at_1000))})
+    text = report._model_claims(built(df))["fewshot_shrinks"]
+    assert text.startswith(f"Mean gain of CE+SCL over tasks: N=20 +3.0, N=100 +2.0, N=1000 +{at_1000:.1f} "
+                           f"points: the gain {word} shrink at N=1000 (descriptive, no test). At N=1000: N=1000 SST-2: Δ")
+    verdicts = text.split("At N=1000: ", 1)[1].rstrip(".").split("; ")
+    assert [v.split(":")[0] for v in verdicts] == ["N=1000 SST-2", "N=1000 QNLI", "N=1000 MNLI"]
+
+
+def test_the_shrink_claim_needs_every_n():
+    df = planted_gains({(t, n): 1.0 for t in TASKS for n in (20, 100)})
+    assert report._model_claims(built(df))["fewshot_shrinks"] == \
+        "Not all of N = 20, 100, 1000 have CE and CE+SCL runs in the database."
+
+
+def test_the_batch_claim_reads_the_mean_of_ce_scl_over_tasks_by_batch_size():
+    from analysis.synthetic import grid
+
+    df = synthetic_results(grid(5), seeds=range(2), losses=("ce+scl",), rng=5)
+    rising = {16: 0.80, 64: 0.81, 256: 0.83}
+    df["test_accuracy"] = df["batch_size"].map(rising) + np.where(df["task"] == "cola", 0.02, 0.0)
+    text = report._model_claims(built(df))["batch"]
+    assert text == ("batch 16: 80.7, batch 64: 81.7, batch 256: 83.7 (CE+SCL, mean over tasks): rises with "
+                    "batch size (descriptive; the paper gives one run per cell and no test).")
+    df["test_accuracy"] = df["batch_size"].map({16: 0.80, 64: 0.82, 256: 0.81})
+    assert ": does not rise with batch size" in report._model_claims(built(df))["batch"]
+    one = df[df["batch_size"] == 16]
+    assert report._model_claims(built(one))["batch"] == \
+        "Fewer than two batch sizes of full-data CE+SCL runs are in the database."
+
+
+def test_the_transfer_claim_adds_the_test_of_equal_spread():
+    from analysis.synthetic import transfer_results
+
+    tables = built(transfer_results(seeds=range(6), rng=6))
+    text = report._model_claims(tables)["transfer"]
+    assert text.startswith("Our data support it in ")
+    variance = text.split(" Variance: ", 1)[1]
+    for t in tables[7].tests:
+        bf = next(e for e in t.comparison.extra if e.test == "Brown–Forsythe test")
+        assert f"{tables[7].layout.col_text(t.col)}: {bf.p_text()} (Brown–Forsythe test of equal spread; " \
+               f"CE vs CE+SCL {bf.detail})" in variance
+    assert variance.count("Brown–Forsythe") == len(tables[7].tests) == 2
+
+
+def test_the_glue_claim_counts_accuracy_cells_but_not_their_average():
+    from analysis.synthetic import grid
+
+    tables = built(synthetic_results(grid(4), seeds=range(4), effect=0.08, n_test=2000, rng=8))
+    text = report._model_claims(tables)["glue"]
+    assert text.startswith("Our data support it in 6 of 6 cells")
+    assert "average" not in text.split(". ", 1)[1].lower()
+
+
+def test_several_models_get_a_verdict_each_on_their_own_tests(monkeypatch):
+    """Each model's verdict counts its own cells with its own Holm-adjusted p; a model without
+    runs for a claim is named. The embedding claim needs a database: stubbed here."""
+    monkeypatch.setattr(report, "_tsne_claim", lambda engine, df: "stub")
+    strong = planted_gains({(t, n): 3.0 for t in TASKS for n in (20, 100)}, model="m-strong")
+    null = planted_fewshot()
+    null = null[null["n"] == 100].assign(model="m-null")
+    noisy = synthetic_results([dict(task="sst2", n=100, noise=0.3)], model="m-strong", rng=9)
+    df = pd.concat([strong, null, noisy], ignore_index=True)
+    tables = built(df)
+    claims = report._claims(tables, None, df)
+    assert claims["tsne"] == "stub"
+    lines = claims["fewshot"].split("\n  - ")
+    assert lines[0] == "" and len(lines) == 3
+    assert lines[1].startswith("`m-strong`: Our data support it in 6 of 6 cells")
+    assert lines[2].startswith("`m-null`: Our data support it in 0 of 3 cells")
+    assert claims["noise"].startswith("\n  - `m-strong`: ")
+    assert claims["noise"].endswith("\n  - No runs for it with `m-null`.")
+    assert claims["glue"] == report._model_claims({n: t.for_model("m-strong") for n, t in tables.items()})["glue"]
+
+
+def test_one_model_gets_one_verdict_per_claim(monkeypatch):
+    monkeypatch.setattr(report, "_tsne_claim", lambda engine, df: "stub")
+    df = planted_fewshot()
+    tables = built(df)
+    claims = report._claims(tables, None, df)
+    assert claims == {**report._model_claims(tables), "tsne": "stub"}

@@ -1,5 +1,6 @@
 """analysis.stats on fixtures small enough to check by hand, and against scipy."""
 
+import itertools
 import math
 
 import numpy as np
@@ -238,3 +239,175 @@ def test_compare_pairs_runs_by_key_in_any_order():
     assert by_name["Welch's t-test"].p == pytest.approx(stats.welch_t(a, b).p)
     lo, hi = c.ci
     assert lo < c.mean_diff < hi and 0.0 < hi - lo < 0.06
+
+
+# ---- edges and the fields every result carries --------------------------------------------------
+
+def test_p_values_print_at_the_threshold_and_when_missing():
+    assert stats.format_p(1e-3) == "p=0.001" and stats.format_p(9.9e-4) == "p=9.9e-04"
+    assert stats.format_p(None) == "p n/a" and stats.format_p(float("nan")) == "p n/a"
+    r = stats.TestResult("Monte Carlo permutation test", 1 / 11, resamples=10)  # at its floor
+    assert r.p_text(0.3) == "p<0.33"  # the bound 1/R, adjusted as the p was: 0.3 × 11/10
+    assert r.p_text(0.99) == "p<1"  # never above 1
+    assert r.p_text(float("nan")) == "p n/a"
+
+
+def test_resamples_are_cut_for_many_items_but_not_below_the_floor():
+    assert stats.resamples_for(10) == stats.N_RESAMPLES
+    assert stats.resamples_for(2_000) == stats.RESAMPLE_BUDGET // 2_000 == 2_500
+    assert stats.resamples_for(10**6) == stats.MIN_RESAMPLES
+    assert stats.resamples_for(0, 10**7) == stats.resamples_for(1, 10**7) == stats.RESAMPLE_BUDGET
+
+
+def test_paired_tests_refuse_arrays_that_are_not_one_dimensional():
+    with pytest.raises(ValueError, match="two 1-d arrays of one length"):
+        stats.paired_t([[1, 2]], [[1, 2]])
+
+
+def test_identical_differences_are_certain_and_signed():
+    up, down = stats.paired_t([1, 2, 3], [2, 3, 4]), stats.paired_t([3, 2, 1], [2, 1, 0])
+    assert (up.p, up.statistic, down.p, down.statistic) == (0.0, np.inf, 0.0, -np.inf)
+    same = stats.paired_t([1, 2, 3], [1, 2, 3])
+    assert (same.p, same.statistic, same.n) == (1.0, 0.0, 3)
+    one = stats.paired_t([1.0], [2.0])
+    assert (one.test, one.n) == ("paired t-test", 1) and math.isnan(one.statistic)
+
+
+def test_welch_edges():
+    few = stats.welch_t([1.0], [2.0, 3.0])
+    assert math.isnan(few.p) and (few.test, few.n) == ("Welch's t-test", 3)
+    assert math.isnan(stats.welch_t([1.0, 2.0], [3.0]).p)
+    flat = stats.welch_t([2.0, 2.0], [5.0, 5.0, 5.0])
+    assert (flat.p, flat.statistic, flat.n) == (0.0, np.inf, 5)
+    same = stats.welch_t([2.0, 2.0], [2.0, 2.0])
+    assert (same.p, same.statistic) == (1.0, 0.0)
+    r = stats.welch_t([1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0])
+    assert r.n == 7 and r.detail == f"df={st.ttest_ind([4, 5, 6, 7], [1, 2, 3], equal_var=False).df:.1f}"
+
+
+def test_permutation_edges_and_monte_carlo_bookkeeping():
+    assert math.isnan(stats.permutation_paired([], []).p)
+    exact = stats.permutation_paired(A3, B3)
+    assert (exact.n, exact.statistic, exact.detail, exact.resamples) == (3, 2.0, "8 sign patterns", 0)
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=20)
+    b = a + rng.normal(0.3, 1, size=20)
+    mc = stats.permutation_paired(a, b, n_resamples=4_500, rng=1)  # not a whole number of CHUNKs
+    assert (mc.test, mc.n, mc.resamples, mc.detail) == ("Monte Carlo permutation test", 20, 4_500,
+                                                        "4500 random sign patterns")
+    assert mc.statistic == pytest.approx(np.mean(b - a))
+    # every pair flipped at random: the share as extreme as observed, counted over all 4,500
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=12)))
+    d12 = (b - a)[:12]
+    exact12 = float(np.mean(np.abs(signs @ d12) >= abs(d12.sum()) - 1e-9))
+    assert stats.permutation_paired(a[:12], b[:12], max_exact=4, n_resamples=4_500, rng=1).p == pytest.approx(exact12, abs=0.02)
+
+
+def test_wilcoxon_edges():
+    zero = stats.wilcoxon([1, 2], [1, 2])
+    assert (zero.p, zero.statistic, zero.n) == (1.0, 0.0, 0)
+    assert math.isnan(stats.wilcoxon([], []).p)
+    r = stats.wilcoxon([0, 0, 0, 0], [1, -2, 3, 0])  # the zero is dropped: n = 3, W+ = 1 + 3
+    assert (r.n, r.statistic, r.detail) == (3, 4.0, "exact")
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=40)
+    assert stats.wilcoxon(a, a + 0.1).detail == "normal approximation"
+
+
+def test_effect_sizes_on_unequal_groups_and_without_spread():
+    a, b = [1.0, 2.0, 3.0], [2.0, 4.0, 6.0, 8.0]  # var 1 and 20/3: pooled var (2·1 + 3·20/3) / 5
+    assert stats.cohens_d(a, b) == pytest.approx(3.0 / math.sqrt(22 / 5))
+    assert stats.cohens_d(b, a) == pytest.approx(-3.0 / math.sqrt(22 / 5))
+    assert math.isnan(stats.cohens_d([1.0], [2.0, 3.0])) and math.isnan(stats.cohens_d([1.0, 2.0], [3.0]))
+    assert stats.cohens_d([1.0, 2.0], [3.0, 5.0]) == pytest.approx(2.5 / math.sqrt(1.25))
+    assert stats.cohens_d([1.0, 1.0], [2.0, 2.0]) == np.inf and stats.cohens_d([2.0, 2.0], [1.0, 1.0]) == -np.inf
+    assert stats.cohens_d([1.0, 1.0], [1.0, 1.0]) == 0.0
+    assert stats.cohens_dz([1, 2], [2, 3]) == np.inf and stats.cohens_dz([1, 2], [1, 2]) == 0.0
+    assert stats.cohens_dz([2, 3], [1, 2]) == -np.inf
+
+
+def test_bootstrap_interval_edges():
+    assert all(math.isnan(x) for x in stats.bootstrap_ci_diff([], [], paired=True))
+    assert all(math.isnan(x) for x in stats.bootstrap_ci_diff([], [1.0], paired=False))
+    lo90, hi90 = stats.bootstrap_ci_diff(A3, B3, paired=True, confidence=0.5, n_resamples=2_500, rng=0)
+    lo, hi = stats.bootstrap_ci_diff(A3, B3, paired=True, n_resamples=2_500, rng=0)
+    assert lo <= lo90 < hi90 <= hi and (lo, hi) != (lo90, hi90)
+
+
+def test_levene_edges_and_fields():
+    few = stats.levene([1.0], [2.0, 3.0])
+    assert (few.test, few.n) == ("Brown–Forsythe test", 3) and math.isnan(few.p)
+    assert math.isnan(stats.levene([1.0, 2.0], [3.0]).p)
+    assert stats.levene([1.0, 1.0, 1.0], [2.0, 2.0, 2.0]).p == 1.0  # no spread anywhere: scipy says nan
+    r = stats.levene([1.0, 2.0, 3.0], [1.0, 1.5, 2.0, 2.5])
+    ref = st.levene([1.0, 2.0, 3.0], [1.0, 1.5, 2.0, 2.5], center="median")
+    assert (r.statistic, r.n) == (pytest.approx(ref.statistic), 7)
+    assert r.detail == "sd 1.00 vs 0.65"
+
+
+def test_mcnemar_with_one_discordant_example():
+    assert stats.mcnemar(0, 1) == (1.0, pytest.approx(0.5))
+
+
+def test_pooled_mcnemar_fields():
+    ca = np.array([[1, 1, 0, 0, 1], [0, 1, 1, 1, 1]])
+    cb = np.array([[1, 0, 1, 1, 1], [1, 1, 1, 0, 1]])  # b right where a wrong: 3; b wrong where a right: 2
+    r = stats.mcnemar_pooled(ca, cb)
+    assert (r.test, r.statistic, r.n, r.detail) == ("McNemar mid-p, pooled over pairs", 1.0, 10,
+                                                    "b→right 3, b→wrong 2")
+    assert r.p == pytest.approx(stats.mcnemar(3, 2)[1])
+
+
+def test_example_bootstrap_edges_and_fields():
+    empty = stats.paired_bootstrap_examples(np.zeros((2, 0)), np.zeros((2, 0)))
+    assert (empty.test, empty.n) == ("paired bootstrap over examples", 0) and math.isnan(empty.p)
+    one = stats.paired_bootstrap_examples(np.array([[0], [0]]), np.array([[1], [1]]), n_resamples=100)
+    assert one.n == 1 and one.statistic == 1.0 and one.p == pytest.approx(1 / 101)
+    ca = np.array([[1, 0, 1, 0, 1, 1], [0, 0, 1, 1, 1, 0], [1, 1, 0, 0, 1, 0]])
+    cb = np.array([[1, 1, 1, 0, 1, 1], [1, 0, 1, 1, 1, 0], [1, 1, 1, 0, 1, 1]])
+    r = stats.paired_bootstrap_examples(ca, cb, n_resamples=3_000)
+    assert (r.n, r.resamples, r.detail) == (6, 3_000, "3 seed pairs, 3000 resamples")
+    assert r.statistic == pytest.approx((cb - ca).mean()) and 0 < r.p < 1
+    assert r.p == stats.paired_bootstrap_examples(ca, cb, n_resamples=3_000, rng=0).p  # seeded: 0
+
+
+def test_a_seed_without_a_level_has_no_mean_and_slope_t_says_how_many_seeds():
+    means = stats.seed_means([[1.0, 3.0], [np.nan, np.nan]])
+    assert means[0] == 2.0 and math.isnan(means[1])
+    r = stats.slope_t([[0.0, 1.0, 2.0], [0.0, 2.0, 4.0], [1.0, np.nan, np.nan]], [0.0, 1.0, 2.0])
+    assert (r.test, r.n, r.detail) == ("t-test of per-seed slopes", 2, "2 seeds")
+
+
+def test_compare_without_pairs_is_welch_with_its_own_interval_and_effect():
+    a, b = [0.60, 0.62, 0.65, 0.61], [0.70, 0.66, 0.72]
+    c = stats.compare(a, b, [0, 1, 2, 3], [7, 8, 9], n_resamples=1_500, rng=4)
+    assert (c.n_a, c.n_b, c.n_pairs) == (4, 3, 0)
+    assert c.mean_diff == pytest.approx(np.mean(b) - np.mean(a))
+    assert c.ci == stats.bootstrap_ci_diff(a, b, paired=False, n_resamples=1_500, rng=np.random.default_rng(4))
+    assert (c.effect_name, c.effect) == ("Cohen's d", pytest.approx(stats.cohens_d(a, b)))
+    assert c.primary is c.tests[0] and c.primary.p == pytest.approx(stats.welch_t(a, b).p)
+    one = stats.compare([0.6], [0.7, 0.8], [0], [1])  # Welch needs two runs a side: no primary test
+    assert one.primary is None and one.mean_diff == pytest.approx(0.15)
+    empty = stats.compare([], [0.7, 0.8], [], [1, 2])
+    assert empty.primary is None and math.isnan(empty.mean_diff)
+
+
+def test_compare_with_two_pairs_is_already_paired():
+    c = stats.compare([0.6, 0.7], [0.65, 0.8], [0, 1], [0, 1])
+    assert c.n_pairs == 2 and c.primary.test == "paired t-test"
+
+
+def test_compare_threads_its_resamples_and_one_generator_through_every_test():
+    """20 pairs: the permutation test is Monte Carlo. n_resamples reaches it and the interval, one
+    seeded generator draws for both in turn, and the default seed is 0."""
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=20)
+    b = a + rng.normal(0.4, 1, size=20)
+    keys = list(range(20))
+    c = stats.compare(a, b, keys, keys, n_resamples=3_000, rng=2)
+    perm = next(t for t in c.tests if t.test == "Monte Carlo permutation test")
+    g = np.random.default_rng(2)
+    assert perm.resamples == 3_000 and perm.p == stats.permutation_paired(a, b, n_resamples=3_000, rng=g).p
+    assert c.ci == stats.bootstrap_ci_diff(a, b, paired=True, n_resamples=3_000, rng=g)
+    default = stats.compare(a, b, keys, keys, n_resamples=3_000)
+    assert default.ci == stats.compare(a, b, keys, keys, n_resamples=3_000, rng=0).ci
