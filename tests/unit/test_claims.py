@@ -143,7 +143,7 @@ TASKS = ("sst2", "qnli", "mnli")
 @pytest.mark.parametrize("at_1000,word", [(0.5, "does"), (2.5, "does not")])
 def test_whether_the_gain_shrinks_at_n_1000(at_1000, word):
     df = planted_gains({(t, n): g for t in TASKS for n, g in ((20, 3.0), (100, 2.0), (1000, at_1000))})
-    text = report._model_claims(built(df))["fewshot_shrinks"]
+    text = report._verdicts(built(df))["fewshot_shrinks"]
     assert text.startswith(f"Mean gain of CE+SCL over tasks: N=20 +3.0, N=100 +2.0, N=1000 +{at_1000:.1f} "
                            f"points: the gain {word} shrink at N=1000 (descriptive, no test). At N=1000: N=1000 SST-2: Δ")
     verdicts = text.split("At N=1000: ", 1)[1].rstrip(".").split("; ")
@@ -152,7 +152,7 @@ def test_whether_the_gain_shrinks_at_n_1000(at_1000, word):
 
 def test_the_shrink_claim_needs_every_n():
     df = planted_gains({(t, n): 1.0 for t in TASKS for n in (20, 100)})
-    assert report._model_claims(built(df))["fewshot_shrinks"] == \
+    assert report._verdicts(built(df))["fewshot_shrinks"] == \
         "Not all of N = 20, 100, 1000 have CE and CE+SCL runs in the database."
 
 
@@ -162,13 +162,13 @@ def test_the_batch_claim_reads_the_mean_of_ce_scl_over_tasks_by_batch_size():
     df = synthetic_results(grid(5), seeds=range(2), losses=("ce+scl",), rng=5)
     rising = {16: 0.80, 64: 0.81, 256: 0.83}
     df["test_accuracy"] = df["batch_size"].map(rising) + np.where(df["task"] == "cola", 0.02, 0.0)
-    text = report._model_claims(built(df))["batch"]
+    text = report._verdicts(built(df))["batch"]
     assert text == ("batch 16: 80.7, batch 64: 81.7, batch 256: 83.7 (CE+SCL, mean over tasks): rises with "
                     "batch size (descriptive; the paper gives one run per cell and no test).")
     df["test_accuracy"] = df["batch_size"].map({16: 0.80, 64: 0.82, 256: 0.81})
-    assert ": does not rise with batch size" in report._model_claims(built(df))["batch"]
+    assert ": does not rise with batch size" in report._verdicts(built(df))["batch"]
     one = df[df["batch_size"] == 16]
-    assert report._model_claims(built(one))["batch"] == \
+    assert report._verdicts(built(one))["batch"] == \
         "Fewer than two batch sizes of full-data CE+SCL runs are in the database."
 
 
@@ -176,7 +176,7 @@ def test_the_transfer_claim_adds_the_test_of_equal_spread():
     from analysis.synthetic import transfer_results
 
     tables = built(transfer_results(seeds=range(6), rng=6))
-    text = report._model_claims(tables)["transfer"]
+    text = report._verdicts(tables)["transfer"]
     assert text.startswith("Our data support it in ")
     variance = text.split(" Variance: ", 1)[1]
     for t in tables[7].tests:
@@ -190,7 +190,7 @@ def test_the_glue_claim_counts_accuracy_cells_but_not_their_average():
     from analysis.synthetic import grid
 
     tables = built(synthetic_results(grid(4), seeds=range(4), effect=0.08, n_test=2000, rng=8))
-    text = report._model_claims(tables)["glue"]
+    text = report._verdicts(tables)["glue"]
     assert text.startswith("Our data support it in 6 of 6 cells")
     assert "average" not in text.split(". ", 1)[1].lower()
 
@@ -213,7 +213,7 @@ def test_several_models_get_a_verdict_each_on_their_own_tests(monkeypatch):
     assert lines[2].startswith("`m-null`: Our data support it in 0 of 3 cells")
     assert claims["noise"].startswith("\n  - `m-strong`: ")
     assert claims["noise"].endswith("\n  - No runs for it with `m-null`.")
-    assert claims["glue"] == report._model_claims({n: t.for_model("m-strong") for n, t in tables.items()})["glue"]
+    assert claims["glue"] == report._model_claims({n: t.for_model("m-strong") for n, t in tables.items()}, df)["glue"]
 
 
 def test_one_model_gets_one_verdict_per_claim(monkeypatch):
@@ -221,4 +221,4 @@ def test_one_model_gets_one_verdict_per_claim(monkeypatch):
     df = planted_fewshot()
     tables = built(df)
     claims = report._claims(tables, None, df)
-    assert claims == {**report._model_claims(tables), "tsne": "stub"}
+    assert claims == {**report._model_claims(tables, df), "tsne": "stub"}
