@@ -51,14 +51,27 @@ def budget_per_n(table: pd.DataFrame) -> dict:
     return {n: int(g["budget"].max()) for n, g in table.groupby("n", sort=True)}
 
 
+def design(grid: str = STUDY_GRID) -> dict:
+    """What the study's grid runs: its (model, task, N) cells in the grid's order and the seeds per
+    cell, as render_budgets' `expected` and `seeds`."""
+    from harness.protocol import grids
+
+    g = grids.get_grid(grid)
+    cells = [(spec.model, spec.task, spec.n) for spec, _ in grids.expand(g)]
+    return dict(expected=list(dict.fromkeys(cells)), seeds=len(g.seeds))
+
+
 def study(db, grid: str = STUDY_GRID, tolerance: float = TOLERANCE) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(curves, budgets) of the study's finished jobs in the database."""
     curves = load_curves(db, grid)
     return curves, budgets(curves, tolerance)
 
 
-def render_budgets(table: pd.DataFrame, tolerance: float = TOLERANCE) -> str:
-    """The budget table as markdown, with the rule and each N's budget."""
+def render_budgets(table: pd.DataFrame, tolerance: float = TOLERANCE,
+                   expected: list[tuple[str, str, int]] | None = None, seeds: int | None = None) -> str:
+    """The budget table as markdown, with the rule and each N's budget; with `expected` (the
+    study's cells) and `seeds` (its seeds per cell), the cells still missing or short of seeds,
+    and the budgets marked provisional while any are."""
     if table.empty:
         return (f"No finished runs of the `{STUDY_GRID}` grid: run `harness enqueue --grid "
                 f"{STUDY_GRID}` and `harness work --until-empty`, then this again.\n")
@@ -72,5 +85,19 @@ def render_budgets(table: pd.DataFrame, tolerance: float = TOLERANCE) -> str:
         lines.append(f"| {r.model.split('/')[-1]} | {r.task} | {r.n} | {r.best * 100:.1f} | "
                      f"{r.best_step} | {r.budget}{edge} | {r.last_step} | {r.seeds} |")
     lines.append("")
-    lines.append("Budget per N: " + ", ".join(f"N = {n}: {b} steps" for n, b in budget_per_n(table).items()))
+    have = {(r.model, r.task, r.n): r.seeds for r in table.itertuples()}
+    missing = [c for c in expected or () if c not in have]
+    short = [c for c in expected or () if c in have and seeds is not None and have[c] < seeds]
+    provisional = bool(missing or short)
+    lines.append(("Provisional budget per N (from the cells run so far): " if provisional else "Budget per N: ")
+                 + ", ".join(f"N = {n}: {b} steps" for n, b in budget_per_n(table).items()))
+    if provisional:
+        cell = lambda c: f"{c[0].split('/')[-1]} {c[1]} N = {c[2]}"  # noqa: E731
+        lines.append("")
+        lines.append(f"The study is incomplete: {len(expected) - len(missing)} of {len(expected)} cells "
+                     f"have CE runs" + (f", {len(short)} of them fewer than {seeds} seeds" if short else "")
+                     + ". Each N's budget is the largest over its cells, so a cell still to run can "
+                     "only raise it.")
+        if missing:
+            lines.append("Not run yet: " + "; ".join(map(cell, missing)) + ".")
     return "\n".join(lines) + "\n"

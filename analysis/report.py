@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import stats
-from analysis.convergence import budget_per_n, render_budgets, study
+from analysis.convergence import budget_per_n, design, render_budgets, study
 from analysis.evidence import EVIDENCE_GRIDS, pooled_text, split
 from analysis.layouts import TABLES
 from analysis.load import engine_of, load_embeddings, load_results, load_tuning, train_forwards
@@ -120,7 +120,7 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
 def _convergence(engine, figs: Path | None) -> list[str]:
     """The study's budget table with its rule, and its curves (a figure) where the study has run."""
     curves, table = study(engine)
-    text = [CONVERGENCE_INTRO, render_budgets(table)]
+    text = [CONVERGENCE_INTRO, render_budgets(table, **design())]
     if figs is not None and not curves.empty:
         png = [p for p in plot_convergence(curves, figs, budget_per_n(table)) if p.suffix == ".png"]
         text += [f"![{p.stem}](figures/{p.name})" for p in png]

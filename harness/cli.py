@@ -519,7 +519,7 @@ def convergence(
     Run the study first: `harness enqueue --grid convergence && harness work --until-empty`
     (108 long jobs: both small models, SST-2/QNLI/MNLI at N = 20, 100, 1000, both losses, 3 seeds).
     """
-    from analysis.convergence import budget_per_n, budgets, render_budgets
+    from analysis.convergence import budget_per_n, budgets, design, render_budgets
     from analysis.load import load_curves
     from analysis.plots import plot_convergence
 
@@ -527,7 +527,11 @@ def convergence(
         raise HarnessError(f"--tolerance {tolerance}: give points of accuracy, e.g. 0.5")
     curves = load_curves(db.open_db(db_url, readonly=True), grid)
     table = budgets(curves, tolerance / 100)
-    typer.echo(render_budgets(table, tolerance / 100))
+    try:
+        planned = design(grid)
+    except HarnessError:  # a grid of one's own that `harness grids` does not list: nothing to compare
+        planned = {}
+    typer.echo(render_budgets(table, tolerance / 100, **planned))
     if plot_dir is not None and not curves.empty:
         for path in plot_convergence(curves, plot_dir, budget_per_n(table) if not table.empty else None):
             typer.echo(str(path))

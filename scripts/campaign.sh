@@ -5,6 +5,8 @@
 #   scripts/campaign.sh p2       # Table 3 (N=100, T=0.3-0.9, 5 seeds) and Table 7 (--tuned)
 #   scripts/campaign.sh p3       # tune (L6) -> select -> Table 2 at N=20,100 (L6); then Tables 4, 5 (1 seed)
 #   scripts/campaign.sh all      # p1, p2, p3 in turn, then drain
+#   scripts/campaign.sh study    # protocol v2's convergence study (then record its budgets: harness convergence)
+#   scripts/campaign.sh v2       # tune-v2 (each model: CE, then CE+SCL at CE's lr) -> select -> fewshot-v2
 #   scripts/campaign.sh workers  # top the background workers up (e.g. after a reboot)
 #   scripts/campaign.sh drain    # wait until nothing is queued or running, then stop the workers
 #   scripts/campaign.sh stop     # stop the workers now (each hands its job back to the queue)
@@ -110,17 +112,17 @@ when_tuned() {  # when_tuned harness ARGS...: retry while the tuning runs it nee
     cat "$LOGS/tune.out"
 }
 
-tune() {  # tune MODEL: the tune grid, then `tune select` once it is done
-    local model=$1
+tune() {  # tune MODEL [GRID]: the tuning grid (default: v1's tune), then `tune select` once it is done
+    local model=$1 grid=${2:-tune}
     if [ "$TUNE_STEPS" = 2 ]; then  # CE first, then CE+SCL at CE's learning rate only
-        enqueue --grid tune --model "$model" --losses ce
+        enqueue --grid "$grid" --model "$model" --losses ce
         workers
-        when_tuned "$HARNESS" tune scl --model "$model"
+        when_tuned "$HARNESS" tune scl --grid "$grid" --model "$model"
     else
-        enqueue --grid tune --model "$model"
+        enqueue --grid "$grid" --model "$model"
     fi
     workers
-    when_tuned "$HARNESS" tune select --model "$model"
+    when_tuned "$HARNESS" tune select --grid "$grid" --model "$model"
 }
 
 p1() {
@@ -150,15 +152,37 @@ p3() {
     workers
 }
 
+study() {
+    # Protocol v2's convergence study (issue 21): its curves choose each N's step budget. Once it
+    # is done, `harness convergence` prints the budgets; they are recorded in
+    # harness/protocol/grids.py (V2_BUDGETS) by hand, a protocol decision under review, before v2.
+    enqueue --grid convergence
+    workers
+}
+
+v2() {
+    # Protocol v2 (issue 22): needs the study's budgets in V2_BUDGETS (enqueue says so if not).
+    # Seeds 0-4 of every cell first, then 5-9, as in p3.
+    local model
+    for model in "$L3" "$L6"; do
+        tune "$model" tune-v2
+        enqueue --grid fewshot-v2 --tuned --model "$model" --seeds 5
+    done
+    for model in "$L3" "$L6"; do enqueue --grid fewshot-v2 --tuned --model "$model"; done
+    workers
+}
+
 case "${1:-}" in
     p1) p1 ;;
     p2) p2 ;;
     p3) p3 ;;
     all) p1; p2; p3; drain ;;
+    study) study ;;
+    v2) v2 ;;
     workers) workers ;;
     drain) drain ;;
     stop) stop ;;
     status) "$HARNESS" status ;;
     report) "$HARNESS" report --all --out report ;;
-    *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -182,7 +182,7 @@ def test_a_non_finite_scl_term_fails_the_step_too(monkeypatch):
         train_step(model, plan.optimizer, plan.scheduler, batch, LABELS, spec("ce+scl", lam=0.5, tau=0.3), task)
 
 
-@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("packed", [False, True, None])  # None: not asked, the full pass
 def test_the_packed_forward_pass_is_the_callers_choice(packed, monkeypatch):
     """train_step and compute_loss run harness.training.packed only when asked (fine_tune asks
     where the model allows it), and both passes give the same objective."""
@@ -201,7 +201,8 @@ def test_the_packed_forward_pass_is_the_callers_choice(packed, monkeypatch):
     expected = compute_loss(model, batch, LABELS, s, task)[0].item()
     assert entered == []  # not asked: the full pass
     plan = SGDPlan(model)
-    parts = train_step(model, plan.optimizer, plan.scheduler, batch, LABELS, s, task, packed=packed)
+    asked = {} if packed is None else dict(packed=packed)
+    parts = train_step(model, plan.optimizer, plan.scheduler, batch, LABELS, s, task, **asked)
     assert entered == ([(8, 6)] if packed else [])
     assert parts[0].item() == pytest.approx(expected, rel=1e-5)
 

@@ -98,6 +98,26 @@ def test_the_budget_is_the_first_step_within_half_a_point_of_ces_best_mean():
     assert "N = 20: 75 steps" in text and "100 (at the end: not converged)" in text
 
 
+def test_an_incomplete_study_names_its_missing_cells_and_calls_its_budgets_provisional():
+    curves = _curves({("m", "sst2", 20, "ce"): {0: [(25, 0.60), (50, 0.70)], 1: [(25, 0.62), (50, 0.70)]},
+                      ("m", "qnli", 20, "ce"): {0: [(25, 0.55), (50, 0.56)]}})
+    table = budgets(curves)
+    cells = [("m", "sst2", 20), ("m", "qnli", 20), ("m", "mnli", 20)]
+    text = render_budgets(table, expected=cells, seeds=2)
+    assert "Provisional budget per N" in text and "2 of 3 cells have CE runs, 1 of them fewer than 2 seeds" in text
+    assert "Not run yet: m mnli N = 20." in text
+    done = render_budgets(table, expected=cells[:1], seeds=2)
+    assert "Provisional" not in done and "incomplete" not in done and "Budget per N: N = 20: 50 steps" in done
+
+
+def test_the_study_design_is_the_grids_cells_and_seeds():
+    from analysis.convergence import design
+
+    planned = design()
+    assert planned["seeds"] == len(grids.STUDY_SEEDS) and len(planned["expected"]) == 2 * 3 * 3
+    assert planned["expected"][0] == (grids.SMALL_MODEL, "sst2", 20)
+
+
 def test_a_looser_tolerance_never_asks_for_more_steps():
     curves = _curves({("m", "sst2", 20, "ce"): {0: [(25, 0.60), (50, 0.69), (75, 0.70), (100, 0.71)]}})
     assert budgets(curves, 0.005).budget.item() == 100
