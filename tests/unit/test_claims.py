@@ -214,6 +214,19 @@ def test_several_models_get_a_verdict_each_on_their_own_tests(monkeypatch):
     assert claims["noise"].startswith("\n  - `m-strong`: ")
     assert claims["noise"].endswith("\n  - No runs for it with `m-null`.")
     assert claims["glue"] == report._model_claims({n: t.for_model("m-strong") for n, t in tables.items()}, df)["glue"]
+    per = {m: report._model_claims({n: t.for_model(m) for n, t in tables.items()}, df) for m in ("m-strong", "m-null")}
+    assert claims["fewshot"] == f"\n  - `m-strong`: {per['m-strong']['fewshot']}\n  - `m-null`: {per['m-null']['fewshot']}"
+
+
+def test_every_model_without_runs_for_a_claim_is_named(monkeypatch):
+    monkeypatch.setattr(report, "_tsne_claim", lambda engine, df: "stub")
+    strong = planted_gains({("sst2", 20): 3.0}, model="m-strong")
+    noisy = synthetic_results([dict(task="sst2", n=100, noise=0.3)], model="m-strong", rng=9)
+    others = [planted_fewshot().query("n == 20").assign(model=m, job_id=lambda d, m=m: m + d["job_id"])
+              for m in ("m-one", "m-two")]
+    df = pd.concat([strong, noisy, *others], ignore_index=True)
+    claims = report._claims(built(df), None, df)
+    assert claims["noise"].endswith("\n  - No runs for it with `m-one`, `m-two`.")
 
 
 def test_one_model_gets_one_verdict_per_claim(monkeypatch):
@@ -222,3 +235,71 @@ def test_one_model_gets_one_verdict_per_claim(monkeypatch):
     tables = built(df)
     claims = report._claims(tables, None, df)
     assert claims == {**report._model_claims(tables, df), "tsne": "stub"}
+
+
+# ---- the verdict's edges, on real tables whose numbers are then set by hand -----------------
+# Significance is Holm-adjusted p *below* α; a gain is any positive difference, however small.
+
+def _set(t, p_holm: float, diff: float, setting=None):
+    """Cell test t with its Holm-adjusted p and mean difference (points) replaced."""
+    from dataclasses import replace
+
+    row = t.row if setting is None else replace(t.row, setting=setting)
+    return replace(t, row=row, comparison=replace(t.comparison, p_holm=p_holm, mean_diff=diff))
+
+
+def test_a_p_of_exactly_alpha_is_not_significant_and_a_small_gain_still_counts():
+    table = built(planted_fewshot())[2]
+    base = table.tests[0]
+    at_alpha, small_gain, small_loss = _set(base, ALPHA, 4.0), _set(base, 0.01, 0.4), _set(base, 0.01, -0.4)
+    from dataclasses import replace
+
+    edge = replace(table, tests=[at_alpha, small_gain, small_loss])
+    text = report._summary(edge, lambda t: True)
+    assert text.startswith(f"Our data support it in 1 of 3 cells (Holm-adjusted p < {ALPHA}) and contradict it in 1. ")
+    lines = text.split(". ", 1)[1].split("; ")
+    assert lines[0].endswith("→ no significant difference")
+    assert lines[1].endswith("→ significant gain") and lines[2].endswith("→ significant loss (CE+SCL worse).")
+    assert text.endswith("→ significant loss (CE+SCL worse).") and not text.endswith("..")
+    assert report._verdict_line(edge, at_alpha).endswith("→ no significant difference")
+    assert report._verdict_line(edge, small_gain).endswith("→ significant gain")
+
+    none_against = replace(table, tests=[small_gain, at_alpha])
+    text = report._summary(none_against, lambda t: True)
+    assert text.startswith(f"Our data support it in 1 of 2 cells (Holm-adjusted p < {ALPHA}). N=")
+
+
+def test_a_verdict_on_one_of_several_settings_names_the_cell_and_the_setting():
+    table = built(planted_fewshot())[2]
+    t = next(x for x in table.tests if (x.col, x.group) == ("sst2", 20))
+    line = report._verdict_line(table, _set(t, 0.01, 2.0, setting=(0.5, 0.3, "mean")))
+    assert line.startswith("N=20 SST-2 (CE+SCL λ=0.5 τ=0.3 mean): Δ +2.0 points")
+
+
+def _set_trend(t, p_holm: float, slope: float, setting=None, p=None):
+    from dataclasses import replace
+
+    row = t.row if setting is None else replace(t.row, setting=setting)
+    test = t.test if p is None else replace(t.test, p=p)
+    return replace(t, row=row, p_holm=p_holm, mean_slope=slope, test=test)
+
+
+def test_the_trend_headline_at_its_edges():
+    from dataclasses import replace
+
+    table = built(planted_noise({"sst2": STRONG_SLOPE, "qnli": MODERATE_SLOPE}))[3]
+    sst2, qnli, mnli = ({t.group: t for t in table.trends}[g] for g in ("sst2", "qnli", "mnli"))
+    edge = replace(table, trends=[_set_trend(sst2, ALPHA, 9.0),  # exactly α: not significant
+                                  _set_trend(qnli, 0.01, 0.4, setting=(0.5, 0.3, "mean")),  # a small growth
+                                  _set_trend(mnli, float("nan"), 0.0, p=float("nan"))])  # untestable
+    text = report._trend_summary(edge)
+    assert "the gap grows significantly in 1 of 3 tasks; " in text
+    lines = text.split("tasks; ", 1)[1].split("; ")
+    assert len(lines) == 3 and text.endswith(" seed(s) with a slope).") and not text.endswith("..")
+    assert lines[0].startswith("SST-2: +9.0 points per unit T") and lines[0].endswith("→ no significant change with T")
+    assert lines[1].startswith("QNLI (CE+SCL λ=0.5 τ=0.3 mean): +0.4 points per unit T")
+    assert lines[1].endswith("→ the gap grows with T")
+    assert lines[2].startswith("MNLI: cannot be tested (")
+    lo, hi = qnli.ci
+    assert f"[95% CI {lo:+.1f}, {hi:+.1f}]" in lines[1] and lo != hi
+    assert f"Holm-adjusted {qnli.test.p_text(0.01)} →" in lines[1]
