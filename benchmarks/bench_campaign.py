@@ -4,6 +4,7 @@
     python benchmarks/bench_campaign.py --grid fewshot --cpu-time --no-floor --compare full-train
     python benchmarks/bench_campaign.py --throughput --jobs 4 [--busy]
     python benchmarks/bench_campaign.py --eval-passes
+    python benchmarks/bench_campaign.py --grid fewshot-v2 --budgets 20:75,100:100,1000:300 --no-floor
 
 Table mode runs a fixed sample of the grid (its first seed: one job per task × N × loss) through
 the real worker on scratch SQLite databases, in this process, and prints per job: wall (claim to
@@ -53,12 +54,17 @@ def load() -> str:
 
 
 # ---- table mode -------------------------------------------------------------------------------
-def sample(grid_name: str, overrides: dict):
+def sample(grid_name: str, overrides: dict, budgets: dict | None = None):
     """(sample jobs, grid jobs per sample job): the grid's first seed, and how many grid jobs
-    share each sample job's task, N, noise, batch size and loss."""
+    share each sample job's task, N, noise, batch size and loss. `budgets` ({N: steps}) stands in
+    for a protocol-v2 grid's step budgets before the convergence study has recorded them."""
+    import dataclasses
+
     from harness.protocol import grids
 
     grid = grids.get_grid(grid_name)
+    if budgets:
+        grid = dataclasses.replace(grid, step_budgets=budgets)
     jobs = [s for s, _ in grids.expand(grid, **overrides)]
     key = lambda s: (s.task, s.n, s.per_class, s.noise, s.batch_size, s.loss)  # noqa: E731
     counts = collections.Counter(key(s) for s in jobs)
@@ -87,12 +93,13 @@ def warm_up(specs) -> float:
 
 def floors(spec, eval_cache: dict) -> dict:
     """Seconds of the forward+backward passes alone (training: the job's epoch-1 batches, times
-    the epochs) and of the forward passes alone (validation × epochs, test once)."""
+    its passes over the data) and of the forward passes alone (validation × the job's validations,
+    test once)."""
     import torch
 
     from harness.training.batching import collate, encode, eval_batches, train_batches
     from harness.training.inputs import prepare_data
-    from harness.training.finetune import compute_loss
+    from harness.training.finetune import StepPlan, compute_loss
     from harness.training.models import build_model, load_pretrained
     from harness.training.packed import supported
     from harness.protocol.tasks import get_task
@@ -113,7 +120,8 @@ def floors(spec, eval_cache: dict) -> dict:
         loss, _, _ = compute_loss(model, batch, y, spec, task, packed)
         loss.backward()
         model.zero_grad(set_to_none=True)
-    train = (time.perf_counter() - started) * spec.epochs
+    plan = StepPlan.of(spec, len(data.train))  # passes over the data and validations: epochs or a step budget
+    train = (time.perf_counter() - started) * plan.total_steps / plan.steps_per_epoch
     if spec.task not in eval_cache:
         model.eval()
         out = {}
@@ -127,7 +135,7 @@ def floors(spec, eval_cache: dict) -> dict:
                 out[name] = time.perf_counter() - started
         eval_cache[spec.task] = out
     e = eval_cache[spec.task]
-    return {"train": train, "validation": e["validation"] * spec.epochs, "test": e["test"]}
+    return {"train": train, "validation": e["validation"] * len(plan.validation_steps()), "test": e["test"]}
 
 
 # The code paths --compare sets against today's ("fast"): fine_tune's keyword arguments.
@@ -175,6 +183,16 @@ class Variant:
                 "test": phases.get("test", 0.0), "predictions": preds}
 
 
+def parse_budgets(text: str | None) -> dict | None:
+    """'20:75,100:100' -> {20: 75, 100: 100}."""
+    if not text:
+        return None
+    try:
+        return {int(n): int(steps) for n, steps in (pair.split(":") for pair in text.split(","))}
+    except ValueError:
+        sys.exit(f"--budgets {text!r}: give N:steps pairs, e.g. 20:75,100:100,1000:300")
+
+
 def table(args) -> None:
     import torch
 
@@ -182,7 +200,7 @@ def table(args) -> None:
 
     overrides = dict(model=args.model, tasks=args.tasks and args.tasks.split(","),
                      ns=args.n and [int(x) for x in args.n.split(",")], epochs=args.epochs)
-    specs, counts, grid_jobs = sample(args.grid, overrides)
+    specs, counts, grid_jobs = sample(args.grid, overrides, parse_budgets(args.budgets))
     threads.apply_threads()
     print(f"campaign benchmark: grid {args.grid} ({grid_jobs} jobs), sample of {len(specs)} "
           f"(seed {specs[0].seed}), model {specs[0].model}, {torch.get_num_threads()} threads, "
@@ -362,6 +380,8 @@ def main() -> None:
     p.add_argument("--tasks", help="narrow the sample, e.g. sst2,qnli")
     p.add_argument("--n", help="narrow the sample's N, e.g. 20,100")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--budgets", help="a v2 grid's step budget per N before the study records them, "
+                                     "e.g. 20:75,100:100,1000:300")
     p.add_argument("--compare", nargs="?", const="legacy", choices=[v for v in VARIANTS if v != "fast"],
                    help="also run a baseline path: legacy (before issue 11, the default) or full-train "
                         "(the full training forward pass instead of harness.training.packed)")
