@@ -9,6 +9,7 @@ there saying why no test can).
     .venv/bin/python scripts/mutation.py                  # every module below
     .venv/bin/python scripts/mutation.py loss objective   # some of them
     .venv/bin/python scripts/mutation.py --report         # the last run's scores again, nothing run
+    .venv/bin/python scripts/mutation.py stats --survivors  # only the last run's survivors, again
     .venv/bin/python scripts/mutation.py --list           # what each module's run mutates
 
 A command of its own, not part of the test suite: CPU-heavy (it runs niced), it starts from a fresh
@@ -102,12 +103,21 @@ def environment() -> dict[str, str]:
     return env
 
 
-def run(scopes: list[Scope], jobs: int) -> None:
+def run(scopes: list[Scope], jobs: int, survivors: bool = False) -> None:
+    """Mutate the scopes afresh; with `survivors`, test again only the last run's survivors of
+    them (against the tests as they are now: a new test kills them or not), keeping every other
+    verdict. Only valid while the modules' code is unchanged since that run."""
     mutmut = Path(sys.executable).parent / "mutmut"
     if not mutmut.exists():
         sys.exit(f"no mutmut beside {sys.executable}: pip install -e '.[test,mutation]'")
-    shutil.rmtree(REPO / "mutants", ignore_errors=True)  # no verdict survives from an older tree
-    names = [g for s in scopes for g in globs(s)]
+    if survivors:
+        names = [m for s in scopes for m, status in _statuses(s).items() if status == "survived"]
+        if not names:
+            print("no survivors of the last run to test again")
+            return
+    else:
+        shutil.rmtree(REPO / "mutants", ignore_errors=True)  # no verdict survives from an older tree
+        names = [g for s in scopes for g in globs(s)]
     done = subprocess.run([str(mutmut), "run", "--max-children", str(jobs), *names], cwd=REPO,
                           env=environment(), preexec_fn=lambda: os.nice(10))
     if done.returncode != 0:
@@ -209,6 +219,8 @@ def main() -> None:
                         help="mutants tested side by side (default: one per core)")
     parser.add_argument("--report", action="store_true", help="only print the last run's scores")
     parser.add_argument("--list", action="store_true", help="print what each module's run mutates")
+    parser.add_argument("--survivors", action="store_true",
+                        help="test only the last run's survivors again (after adding tests for them)")
     args = parser.parse_args()
     names = args.modules or list(SCOPES)
     if args.list:
@@ -217,7 +229,7 @@ def main() -> None:
             print(f"{n:10} {s.path:30} {', '.join(s.functions) if s.functions else 'every function'}: {s.what}")
         return
     if not args.report:
-        run([SCOPES[n] for n in names], args.jobs)
+        run([SCOPES[n] for n in names], args.jobs, args.survivors)
     sys.exit(report(names))
 
 
