@@ -101,3 +101,32 @@ def render_budgets(table: pd.DataFrame, tolerance: float = TOLERANCE,
         if missing:
             lines.append("Not run yet: " + "; ".join(map(cell, missing)) + ".")
     return "\n".join(lines) + "\n"
+
+
+def render_previews(previews: pd.DataFrame, evidence: pd.DataFrame) -> str:
+    """Protocol-v2 runs made before the study recorded its budgets (evidence's `budget` rule left
+    them out): per model, task, N, loss and budget, the test accuracy over seeds, the same seeds'
+    v1 runs beside it, and how often the selected step was the last one evaluated. '' if none."""
+    if previews.empty:
+        return ""
+    v1 = evidence[evidence["grid"] == "fewshot"]
+    lines = ["**Protocol v2 previews** — runs of a v2 grid at budgets the study has not recorded yet; "
+             "shown here, judged nowhere:", "",
+             "| model | task | N | loss | steps | seeds | test acc, mean ± sd | v1 (10 epochs), same seeds "
+             "| selected at the last step |", "|---|---|---|---|---|---|---|---|---|"]
+    keys = ["model", "task", "n", "loss", "steps"]
+    for (model, task, n, loss, steps), g in previews.groupby(keys, sort=True):
+        same = v1[(v1["model"] == model) & (v1["task"] == task) & (v1["n"] == n) & (v1["loss"] == loss)
+                  & v1["seed"].isin(g["seed"])]
+        old = (f"{100 * same['test_score'].mean():.1f} ({len(same)} runs)" if len(same) else "none")
+        last = (g["best_step"] == g["steps"]).sum()
+        sd = 100 * g["test_score"].std() if len(g) > 1 else float("nan")
+        lines.append(f"| {model.split('/')[-1]} | {task} | {n} | {loss} | {steps} | "
+                     f"{_seed_list(g['seed'])} | {100 * g['test_score'].mean():.1f} ± {sd:.1f} | {old} | "
+                     f"{last} of {len(g)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _seed_list(seeds) -> str:
+    s = sorted(int(x) for x in seeds)
+    return f"{s[0]}–{s[-1]}" if s == list(range(s[0], s[-1] + 1)) and len(s) > 2 else ", ".join(map(str, s))

@@ -9,7 +9,10 @@ here and nowhere else:
    the protocol, `layouts.STUDY_GRIDS`, whose test scores are never reported, and `smoke`, a
    sanity run);
 2. seed: one of its grid's own seeds (0–9; glue and batch 0–2), so extra seeds change nothing;
-3. settings: a run of a tuned grid (`grids.TUNED_GRIDS`) whose model has a choice stored by that
+3. budget: a run of a protocol-v2 grid trained for the step budget the convergence study chose
+   for its N (`grids.V2_BUDGETS`); until the study has recorded one, v2 runs are previews, shown
+   in the report's protocol-v2 section and judged nowhere;
+4. settings: a run of a tuned grid (`grids.TUNED_GRIDS`) whose model has a choice stored by that
    grid's tuning grid for its task (transfer: SST-2's) carries that choice's lr, warm-up ratio
    and, for CE+SCL, λ and τ: it is what `enqueue --tuned` made, not a variant by hand.
 
@@ -31,6 +34,7 @@ from harness.protocol.paper import LOSS_LABELS, TASK_LABELS
 RULES = {  # why a run is left out, as the report words it
     "grid": "of grids that run none of the paper's experiments",
     "seed": "on seeds beyond their grid's own",
+    "budget": "at a step budget the convergence study has not chosen for their N (protocol v2 previews)",
     "setting": "at settings other than the stored tuning choice",
 }
 DEMO_GRID = grids.DEMO_GRID
@@ -67,14 +71,29 @@ def split(df: pd.DataFrame, tuning: pd.DataFrame | None = None) -> Evidence:
     own_grid = df["grid"].isin(EVIDENCE_GRIDS)
     own_seed = pd.Series([g in grids.GRIDS and s in grids.GRIDS[g].seeds
                           for g, s in zip(df["grid"], df["seed"])], index=df.index, dtype=bool)
+    budget = _at_budget(df)
     tuned = _as_tuned(df, tuning)
-    left = {"grid": df[~own_grid], "seed": df[own_grid & ~own_seed],
-            "setting": df[own_grid & own_seed & ~tuned]}
-    return Evidence(df[own_grid & own_seed & tuned], left)
+    kept = own_grid & own_seed
+    left = {"grid": df[~own_grid], "seed": df[own_grid & ~own_seed], "budget": df[kept & ~budget],
+            "setting": df[kept & budget & ~tuned]}
+    return Evidence(df[kept & budget & tuned], left)
+
+
+def _at_budget(df: pd.DataFrame) -> pd.Series:
+    """Rule 3: True where the run's grid has no step budgets (the epoch protocol) or the run
+    trained for the budget its grid records for its N."""
+    def ok(grid, n, steps) -> bool:
+        budgets = grids.GRIDS[grid].step_budgets if grid in grids.GRIDS else None
+        if budgets is None:
+            return True
+        return not pd.isna(steps) and not pd.isna(n) and budgets.get(int(n)) == int(steps)
+
+    steps = df["steps"] if "steps" in df else pd.Series(pd.NA, index=df.index)
+    return pd.Series([ok(g, n, s) for g, n, s in zip(df["grid"], df["n"], steps)], index=df.index, dtype=bool)
 
 
 def _as_tuned(df: pd.DataFrame, tuning: pd.DataFrame | None) -> pd.Series:
-    """Rule 3: True where the run has its stored choice's settings, or no choice applies."""
+    """Rule 4: True where the run has its stored choice's settings, or no choice applies."""
     if tuning is None or tuning.empty:
         return pd.Series(True, index=df.index, dtype=bool)
     tuned_by = [grids.GRIDS[g].tuned_by if g in grids.GRIDS else None for g in df["grid"]]

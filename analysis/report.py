@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import stats
-from analysis.convergence import budget_per_n, design, render_budgets, study
+from analysis.convergence import budget_per_n, design, render_budgets, render_previews, study
 from analysis.evidence import EVIDENCE_GRIDS, pooled_text, split
 from analysis.layouts import TABLES
 from analysis.load import engine_of, load_embeddings, load_results, load_tuning, train_forwards
@@ -88,6 +88,9 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
     md += ["## Hyper-parameters chosen on validation", render_tuning(load_tuning(engine))]
     md += ["## Protocol v2: how long to train (the convergence study)",
            *_convergence(engine, out / "figures" if figures else None)]
+    preview = render_previews(evidence.left_out["budget"], df)
+    if preview:
+        md += [preview + "\n" + PLAIN_LOOP]
     for n in TABLES:
         md.append(f"## Table {n}")
         md.append(render(built[n], "markdown"))
@@ -126,6 +129,12 @@ def _convergence(engine, figs: Path | None) -> list[str]:
         text += [f"![{p.stem}](figures/{p.name})" for p in png]
     return text
 
+
+# Issue 21's reference: a plain Hugging Face loop, written independently of this code, on the
+# same examples (the numbers are that issue's, not this database's).
+PLAIN_LOOP = ("For comparison, issue 21's independent plain `transformers` loop (same 20 SST-2 "
+              "training examples and test half, the 3-layer MiniLM, lr 1e-4, batch 16, 100 epochs = "
+              "200 steps, epoch chosen on validation) reached a mean test accuracy of 63.1 on seeds 0–4.")
 
 CONVERGENCE_INTRO = (
     "Protocol v1 trained every few-shot job for 10 epochs (20 optimizer steps at N = 20), which an "

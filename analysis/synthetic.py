@@ -156,6 +156,7 @@ def _record(fields: dict, correct: np.ndarray, val: float, grid: str | None = No
         "scl_reduction": spec.scl_reduction, "model": spec.model, "batch_size": spec.batch_size,
         "lr": spec.lr, "epochs": spec.epochs, "metric": "accuracy", "val_score": val, "test_score": acc,
         "val_accuracy": val, "test_accuracy": acc, "best_epoch": 3,
+        "steps": spec.steps, "best_step": spec.steps,  # a step-budget job: selected at its last step
         "n_train": FULL_ROWS.get(spec.task, 1000) if full else (spec.n * (2 if spec.noise else 1)),
         "n_test": correct.size, "train_seconds": 60.0, "wall_seconds": 70.0,
         "batching": spec.batching, "sampling": spec.sampling, "spec": spec.to_json(),
@@ -168,7 +169,7 @@ def _record(fields: dict, correct: np.ndarray, val: float, grid: str | None = No
 
 def _frame(recs: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame.from_records(recs)
-    for key in ("n", "per_class", "max_length", "val_size", "train_seed"):
+    for key in ("n", "per_class", "max_length", "val_size", "train_seed", "steps", "best_step"):
         df[key] = pd.array(df[key].tolist(), dtype="Int64")
     for key in ("init_from", "noise_mode", "tau", "scl_reduction"):
         df[key] = df[key].astype(object).where(df[key].notna(), None)

@@ -42,3 +42,30 @@ def test_seeds_are_their_grids_own():
 def test_ranges_of_seeds_read_as_ranges():
     assert _span([0, 1, 2, 3, 7]) == "0–3, 7" and _span([5]) == "5"
     assert pooled_text(synthetic_results(CELL, seeds=range(3), rng=1)) == "6 runs of grid fewshot (seeds 0–2)"
+
+
+def test_a_v2_run_is_evidence_only_at_the_budget_the_study_chose_for_its_n(monkeypatch):
+    from dataclasses import replace
+
+    from analysis.convergence import render_previews
+    from harness.protocol import grids
+
+    v1 = synthetic_results(CELL, seeds=range(2), rng=1, losses=("ce",))
+    v2 = pd.concat([synthetic_results(CELL, seeds=range(2), rng=2, losses=("ce",), grid="fewshot-v2",
+                                      extra=dict(steps=s, eval_every=25)) for s in (75, 200)], ignore_index=True)
+    df = pd.concat([v1, v2], ignore_index=True)
+    ev = split(df, None)  # no budget recorded yet: every v2 run is a preview
+    assert len(ev.runs) == 2 and set(ev.runs["grid"]) == {"fewshot"}
+    assert len(ev.left_out["budget"]) == 4
+    assert "4 runs at a step budget the convergence study has not chosen for their N" in ev.left_out_text()
+    text = render_previews(ev.left_out["budget"], ev.runs)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "sst2" in line]
+    assert len(rows) == 2 and "| 75 | 0, 1 |" in rows[0] and "| 200 | 0, 1 |" in rows[1]
+    assert f"| {100 * v1['test_score'].mean():.1f} (2 runs) |" in rows[0] and rows[0].endswith("| 2 of 2 |")
+
+    chosen = replace(grids.GRIDS["fewshot-v2"], step_budgets={20: 75})
+    monkeypatch.setitem(grids.GRIDS, "fewshot-v2", chosen)
+    ev = split(df, None)
+    assert sorted(ev.runs.loc[ev.runs["grid"] == "fewshot-v2", "steps"]) == [75, 75]
+    assert list(ev.left_out["budget"]["steps"]) == [200, 200]
+    assert render_previews(ev.left_out["budget"].iloc[0:0], ev.runs) == ""
