@@ -105,13 +105,14 @@ def environment() -> dict[str, str]:
 
 def run(scopes: list[Scope], jobs: int, survivors: bool = False) -> None:
     """Mutate the scopes afresh; with `survivors`, test again only the last run's survivors of
-    them (against the tests as they are now: a new test kills them or not), keeping every other
-    verdict. Only valid while the modules' code is unchanged since that run."""
+    them (against the tests as they are now: a new test kills them or not) and the mutants a
+    stopped run never reached, keeping every other verdict. Only valid while the modules' code is
+    unchanged since that run."""
     mutmut = Path(sys.executable).parent / "mutmut"
     if not mutmut.exists():
         sys.exit(f"no mutmut beside {sys.executable}: pip install -e '.[test,mutation]'")
     if survivors:
-        names = [m for s in scopes for m, status in _statuses(s).items() if status == "survived"]
+        names = [m for s in scopes for m, status in _statuses(s).items() if status in ("survived", "not checked", "check was interrupted by user")]
         if not names:
             print("no survivors of the last run to test again")
             return
@@ -220,7 +221,8 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only print the last run's scores")
     parser.add_argument("--list", action="store_true", help="print what each module's run mutates")
     parser.add_argument("--survivors", action="store_true",
-                        help="test only the last run's survivors again (after adding tests for them)")
+                        help="test again only the last run's survivors (after adding tests for them) "
+                             "and the mutants it did not reach")
     args = parser.parse_args()
     names = args.modules or list(SCOPES)
     if args.list:

@@ -252,14 +252,15 @@ def test_a_p_of_exactly_alpha_is_not_significant_and_a_small_gain_still_counts()
     table = built(planted_fewshot())[2]
     base = table.tests[0]
     at_alpha, small_gain, small_loss = _set(base, ALPHA, 4.0), _set(base, 0.01, 0.4), _set(base, 0.01, -0.4)
+    loss_at_alpha = _set(base, ALPHA, -4.0)
     from dataclasses import replace
 
-    edge = replace(table, tests=[at_alpha, small_gain, small_loss])
+    edge = replace(table, tests=[at_alpha, small_gain, loss_at_alpha, small_loss])
     text = report._summary(edge, lambda t: True)
-    assert text.startswith(f"Our data support it in 1 of 3 cells (Holm-adjusted p < {ALPHA}) and contradict it in 1. ")
+    assert text.startswith(f"Our data support it in 1 of 4 cells (Holm-adjusted p < {ALPHA}) and contradict it in 1. ")
     lines = text.split(". ", 1)[1].split("; ")
-    assert lines[0].endswith("→ no significant difference")
-    assert lines[1].endswith("→ significant gain") and lines[2].endswith("→ significant loss (CE+SCL worse).")
+    assert lines[0].endswith("→ no significant difference") and lines[2].endswith("→ no significant difference")
+    assert lines[1].endswith("→ significant gain") and lines[3].endswith("→ significant loss (CE+SCL worse).")
     assert text.endswith("→ significant loss (CE+SCL worse).") and not text.endswith("..")
     assert report._verdict_line(edge, at_alpha).endswith("→ no significant difference")
     assert report._verdict_line(edge, small_gain).endswith("→ significant gain")
@@ -290,16 +291,15 @@ def test_the_trend_headline_at_its_edges():
     table = built(planted_noise({"sst2": STRONG_SLOPE, "qnli": MODERATE_SLOPE}))[3]
     sst2, qnli, mnli = ({t.group: t for t in table.trends}[g] for g in ("sst2", "qnli", "mnli"))
     edge = replace(table, trends=[_set_trend(sst2, ALPHA, 9.0),  # exactly α: not significant
-                                  _set_trend(qnli, 0.01, 0.4, setting=(0.5, 0.3, "mean")),  # a small growth
-                                  _set_trend(mnli, float("nan"), 0.0, p=float("nan"))])  # untestable
+                                  _set_trend(mnli, float("nan"), 0.0, p=float("nan")),  # untestable
+                                  _set_trend(qnli, 0.01, 0.4, setting=(0.5, 0.3, "mean"))])  # a small growth
     text = report._trend_summary(edge)
     assert "the gap grows significantly in 1 of 3 tasks; " in text
     lines = text.split("tasks; ", 1)[1].split("; ")
-    assert len(lines) == 3 and text.endswith(" seed(s) with a slope).") and not text.endswith("..")
+    assert len(lines) == 3 and text.endswith("→ the gap grows with T.") and not text.endswith("..")
     assert lines[0].startswith("SST-2: +9.0 points per unit T") and lines[0].endswith("→ no significant change with T")
-    assert lines[1].startswith("QNLI (CE+SCL λ=0.5 τ=0.3 mean): +0.4 points per unit T")
-    assert lines[1].endswith("→ the gap grows with T")
-    assert lines[2].startswith("MNLI: cannot be tested (")
+    assert lines[1].startswith("MNLI: cannot be tested (") and lines[1].endswith(" seed(s) with a slope)")
+    assert lines[2].startswith("QNLI (CE+SCL λ=0.5 τ=0.3 mean): +0.4 points per unit T")
     lo, hi = qnli.ci
-    assert f"[95% CI {lo:+.1f}, {hi:+.1f}]" in lines[1] and lo != hi
-    assert f"Holm-adjusted {qnli.test.p_text(0.01)} →" in lines[1]
+    assert f"[95% CI {lo:+.1f}, {hi:+.1f}]" in lines[2] and lo != hi
+    assert f"Holm-adjusted {qnli.test.p_text(0.01)} →" in lines[2]

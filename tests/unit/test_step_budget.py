@@ -51,7 +51,7 @@ def test_the_epoch_plan_is_unchanged():
 
 def test_a_step_plan_validates_every_k_steps_and_after_the_last():
     plan = StepPlan.of(make(steps=70, eval_every=25, warmup_ratio=0.1), 20)  # 2 steps per pass
-    assert (plan.total_steps, plan.warmup_steps, plan.epochs) == (70, 7, 35)
+    assert (plan.steps_per_epoch, plan.total_steps, plan.warmup_steps, plan.epochs) == (2, 70, 7, 35)
     assert plan.validation_steps() == [25, 50, 70]
     assert [s for s in range(1, 71) if plan.validates_after_step(s)] == [25, 50, 70]
     assert not plan.validates_after_epoch
