@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import threading
 import time
+import traceback
 from dataclasses import replace
 
 import pandas as pd
@@ -442,3 +445,136 @@ def test_a_kept_result_whose_attempt_the_database_lacks_gets_one(engine):
     assert (job_id, attempt, worker, host, outcome) == (c.job_id, 1, "w1", "w1", "done")
     assert rows(engine, "select attempt_id from results") == [(attempt_id,)]
     assert rows(engine, "select status, attempt_id from jobs") == [("done", attempt_id)]
+
+
+def test_a_done_job_stays_done_whatever_its_worker_reports_after(engine):
+    """A worker that reports on its claim after the result was stored (a hand-back on shutdown, an
+    error raised while cleaning up) no longer holds the job: it keeps its one result, is not run
+    again, and its attempt stays done."""
+    queue.enqueue(engine, "g", specs(1))
+    c = queue.claim(engine, "w")
+    assert queue.finish(engine, c, instant(c.spec, None))
+    assert not queue.release(engine, c)
+    assert queue.fail(engine, c, raised(RuntimeError("while cleaning up"))) is None
+    assert rows(engine, "select status, attempts, error from jobs") == [("done", 1, None)]
+    assert rows(engine, "select outcome from attempts") == [("done",)]
+    assert queue.claim(engine, "w") is None
+    assert count(engine, "select count(*) from results") == 1
+
+
+def test_a_done_attempt_records_the_configuration_it_ran_with(engine, tmp_path):
+    """The attempt keeps the runner's resolved configuration and what was stored of the result,
+    values JSON has no type for (a path) as their text rather than losing the result."""
+    queue.enqueue(engine, "g", specs(1))
+    c = queue.claim(engine, "w")
+    result = instant(c.spec, None)
+    result.config = {"lr": 2e-5, "model_path": tmp_path / "models" / "m"}
+    assert queue.finish(engine, c, result)
+    (config,), = rows(engine, "select config from attempts")
+    recorded = json.loads(config)
+    assert recorded["lr"] == 2e-5 and recorded["model_path"] == str(tmp_path / "models" / "m")
+    assert recorded["stored_predictions"] == "test_predictions (packed)"
+
+
+def test_attempts_that_ended_without_a_result_record_no_configuration(engine):
+    """Failed, handed-back and lost attempts ran no configuration to completion: none is recorded
+    (NULL, not a JSON null)."""
+    queue.enqueue(engine, "g", specs(3))
+    failed, released, lost_one = (queue.claim(engine, f"w{i}") for i in range(3))
+    queue.fail(engine, failed, raised(RuntimeError("boom")))
+    queue.release(engine, released)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"update jobs set lease_expires = 0 where id = '{lost_one.job_id}'"))
+    assert queue.requeue_stale(engine) == 1
+    assert rows(engine, "select outcome, config from attempts order by id") == [
+        ("failed", None), ("interrupted", None), ("lost", None)]
+
+
+def test_a_kept_result_is_dropped_once_another_attempt_stored_one(engine):
+    """A kept result only fills a job that has none: after another attempt's result was stored, it
+    is dropped (False), even when the job was re-queued meanwhile to run again, and the stored
+    result stays."""
+    queue.enqueue(engine, "g", specs(1))
+    kept = queue.claim(engine, "w1")
+    lost(engine, kept)  # its worker kept the result while the database was away
+    again = queue.claim(engine, "w2")
+    assert queue.finish(engine, again, instant(again.spec, None))
+    assert queue.redo(engine, [again.job_id], "its model is gone") == 1
+    assert queue.finish(engine, kept, instant(kept.spec, None), late=True) is False
+    assert rows(engine, "select status, attempt_id from jobs") == [("queued", None)]
+    assert rows(engine, "select attempt_id from results") == [(again.attempt_id,)]
+    assert rows(engine, "select outcome from attempts order by id") == [("lost",), ("done",)]
+
+
+def test_an_attempt_written_again_names_the_host_of_the_worker(engine):
+    """Workers are named host:pid:tag (harness.worker). A kept result stored into a database that
+    lacks its attempt writes the attempt again, on the host the result came from."""
+    queue.enqueue(engine, "g", specs(1))
+    c = queue.claim(engine, "node7:4242:a1b2c3")
+    with engine.begin() as conn:
+        conn.execute(sa.text("update jobs set status = 'queued', attempt_id = NULL"))
+        conn.execute(sa.text("delete from attempts"))
+    assert queue.finish(engine, c, instant(c.spec, None), late=True)
+    assert rows(engine, "select worker, host, outcome from attempts") == [
+        ("node7:4242:a1b2c3", "node7", "done")]
+
+
+def test_a_failed_attempt_keeps_the_traceback_as_python_prints_it(engine):
+    queue.enqueue(engine, "g", specs(1))
+    c = queue.claim(engine, "w")
+    exc = raised(RuntimeError("boom"))
+    queue.fail(engine, c, exc)
+    printed = io.StringIO()
+    traceback.print_exception(exc, file=printed)
+    assert rows(engine, "select error from attempts") == [(printed.getvalue(),)]
+
+
+def test_a_release_without_a_reason_says_the_worker_stopped(engine):
+    """The worker hands a job back without a reason when it was asked to stop (harness.worker)."""
+    queue.enqueue(engine, "g", specs(1))
+    c = queue.claim(engine, "w")
+    assert queue.release(engine, c)
+    assert rows(engine, "select outcome, error from attempts") == [("interrupted", "worker stopped")]
+
+
+def test_requeue_stale_takes_back_every_stale_job_and_counts_them(engine):
+    queue.enqueue(engine, "g", specs(3))
+    claims = [queue.claim(engine, f"w{i}") for i in range(3)]
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"update jobs set lease_expires = 0 where id <> '{claims[2].job_id}'"))
+    assert queue.requeue_stale(engine) == 2
+    assert rows(engine, "select status, count(*) from jobs group by status order by status") == [
+        ("queued", 2), ("running", 1)]
+    assert rows(engine, "select outcome from attempts order by id") == [("lost",), ("lost",), ("running",)]
+
+
+@pytest.mark.postgres
+def test_requeue_stale_goes_on_past_a_job_renewed_under_it(pg_url):
+    """Two stale jobs; the first that requeue_stale's guarded UPDATE reaches is renewed by its
+    heartbeat just before. That job is left alone, and the other is still taken back."""
+    engine = db.open_db(pg_url, create=True)
+    other = sa.create_engine(pg_url, connect_args={"options": "-c lock_timeout=5000"})
+    try:
+        queue.enqueue(engine, "g", specs(2))
+        claims = {c.job_id: c for c in (queue.claim(engine, f"w{i}") for i in range(2))}
+        with engine.begin() as conn:
+            conn.execute(sa.text("update jobs set lease_expires = 0"))
+        renewed = []
+
+        @sa.event.listens_for(engine, "before_cursor_execute")
+        def race(conn, cursor, statement, params, context, executemany):
+            if re.match(r"\s*UPDATE jobs SET status ?= ?CASE", statement) and not renewed:
+                renewed.append(claims[params["job"]])
+                assert queue.heartbeat(other, renewed[0], lease_seconds=60)
+
+        assert queue.requeue_stale(engine) == 1
+        sa.event.remove(engine, "before_cursor_execute", race)
+        assert renewed, "the race was not staged"
+        (taken,) = set(claims) - {renewed[0].job_id}
+        assert rows(engine, "select id, status from jobs order by status") == [
+            (taken, "queued"), (renewed[0].job_id, "running")]
+        assert rows(engine, f"select outcome from attempts where id = {renewed[0].attempt_id}") == [("running",)]
+        assert rows(engine, f"select outcome from attempts where id = {claims[taken].attempt_id}") == [("lost",)]
+    finally:
+        engine.dispose()
+        other.dispose()
