@@ -96,7 +96,7 @@ wait_for() {  # wait_for SECONDS WHAT COMMAND...
 start_munge() {
     munge_ok && return
     [ -s /etc/munge/munge.key ] || { mungekey --create --keyfile=/etc/munge/munge.key && chown munge:munge /etc/munge/munge.key; }
-    install -d -o munge -g munge -m 0755 /run/munge
+    command install -d -o munge -g munge -m 0755 /run/munge  # the program, not this script's install()
     runuser -u munge -- munged || die "munged did not start"
     wait_for 10 "munge does not answer (munge -n | unmunge)" munge_ok
 }
