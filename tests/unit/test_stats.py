@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -411,3 +412,247 @@ def test_compare_threads_its_resamples_and_one_generator_through_every_test():
     assert c.ci == stats.bootstrap_ci_diff(a, b, paired=True, n_resamples=3_000, rng=g)
     default = stats.compare(a, b, keys, keys, n_resamples=3_000)
     assert default.ci == stats.compare(a, b, keys, keys, n_resamples=3_000, rng=0).ci
+
+
+def test_levene_with_two_runs_on_one_side():
+    """Two runs a side are enough for the Brown–Forsythe test. a = [1, 3]: median 2, deviations
+    1, 1; b = [0, 1, 5]: median 1, deviations 1, 0, 4. Between groups 2·(1 − 7/5)² + 3·(5/3 − 7/5)²
+    = 8/15, within 78/9: W = 3 · (8/15) / (78/9) = 12/65 on (1, 3) df, either way round."""
+    for a, b in (([1.0, 3.0], [0.0, 1.0, 5.0]), ([0.0, 1.0, 5.0], [1.0, 3.0])):
+        r = stats.levene(a, b)
+        assert (r.statistic, r.n) == (pytest.approx(12 / 65), 5)
+        assert r.p == pytest.approx(st.f.sf(12 / 65, 1, 3))
+        assert r.p == pytest.approx(st.levene(a, b, center="median").pvalue)
+
+
+def test_undefined_effect_sizes_and_slopes_come_without_numpy_warnings():
+    """A group of one run has no sd, a group without spread an infinite d, a seed with fewer than
+    two levels no slope: each is answered (NaN, ±inf) without dividing by zero or taking the sd of
+    one value, so a report over many cells prints no RuntimeWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(stats.cohens_d([1.0], [2.0, 3.0])) and math.isnan(stats.cohens_d([], [2.0, 3.0]))
+        assert math.isnan(stats.cohens_d([1.0, 2.0], [3.0]))
+        assert stats.cohens_d([1.0, 1.0], [2.0, 2.0]) == np.inf
+        assert stats.cohens_d([2.0, 2.0, 2.0], [1.0, 1.0]) == -np.inf
+        s = stats.seed_slopes([[1.0, np.nan, np.nan], [np.nan] * 3, [0.0, 1.0, 2.0]], [0.0, 1.0, 2.0])
+        assert math.isnan(s[0]) and math.isnan(s[1]) and s[2] == pytest.approx(1.0)
+        same_x = stats.seed_slopes([[1.0, 2.0, 4.0]], [0.5, 0.5, 0.5])  # one distinct level
+        assert math.isnan(same_x[0])
+
+
+def test_flat_gaps_have_slope_zero_and_no_trend():
+    """A seed whose gap is the same at every noise level has slope exactly 0, whatever the gap
+    and wherever a level is missing: the slope is taken on centred gaps, so the constant leaves no
+    rounding residue that the t-test of the slopes could blow up into a trend. Every seed flat:
+    t = 0, p = 1. (x are the noise levels T of Table 3, whose deviations do not sum to 0 exactly.)"""
+    x = [0.0, 0.3, 0.5, 0.7, 0.9]
+    gaps = np.array([[1.5] * 5, [-0.25] * 5, [2.0, 2.0, np.nan, 2.0, 2.0], [np.nan, 0.75, 0.75, np.nan, 0.75]])
+    assert stats.seed_slopes(gaps, x).tolist() == [0.0, 0.0, 0.0, 0.0]
+    r = stats.slope_t(gaps, x)
+    assert (r.p, r.statistic, r.n) == (1.0, 0.0, 4)
+
+
+def test_pooled_mcnemar_counts_0_1_of_any_dtype_alike():
+    """Correctness arrives as int8 from the database (load_correct), as bool from a comparison, or
+    as float 0/1 once a table has been through a frame with missing values: the counts are the same."""
+    ca = np.array([[1, 1, 0, 0, 1], [0, 1, 1, 1, 1]])
+    cb = np.array([[1, 0, 1, 1, 1], [1, 1, 1, 0, 1]])  # b right where a wrong: 3; b wrong where a right: 2
+    for dtype in (bool, np.int8, float):
+        r = stats.mcnemar_pooled(ca.astype(dtype), cb.astype(dtype))
+        assert (r.statistic, r.n, r.detail) == (1.0, 10, "b→right 3, b→wrong 2")
+        assert r.p == pytest.approx(stats.mcnemar(3, 2)[1])
+
+
+def test_mcnemar_with_equal_discordant_counts_is_one_and_never_above():
+    """n01 = n10: nothing favours either model. The exact p is 1 and the mid-p
+    2·P(X < k) + P(X = k) is 1 by symmetry, which the binomial sums can overshoot by a rounding
+    step (n = 6 gives 1 + 2⁻⁵²): the p is capped, never above 1."""
+    for k in range(1, 40):
+        exact, midp = stats.mcnemar(k, k)
+        assert exact == 1.0 and midp == pytest.approx(1.0) and midp <= 1.0
+    assert stats.mcnemar(3, 3) == (1.0, 1.0)
+
+
+def test_example_bootstrap_default_seed_is_zero():
+    """A report is reproducible: without rng the bootstrap draws from seed 0 (another seed gives
+    another p on the same predictions)."""
+    rng = np.random.default_rng(10)
+    ca, cb = rng.random((2, 100)) < 0.7, rng.random((2, 100)) < 0.75
+    default = stats.paired_bootstrap_examples(ca, cb, n_resamples=2_000)
+    assert default.p == stats.paired_bootstrap_examples(ca, cb, n_resamples=2_000, rng=0).p
+    assert default.p != stats.paired_bootstrap_examples(ca, cb, n_resamples=2_000, rng=1).p
+
+
+def test_cohens_dz_is_the_paired_t_over_root_n():
+    """d_z = mean(d) / sd(d) = t / √n. Differences 1, 3: mean 2, sd √2, so d_z = √2."""
+    assert stats.cohens_dz([0.0, 0.0], [1.0, 3.0]) == pytest.approx(math.sqrt(2))
+    rng = np.random.default_rng(11)
+    a = rng.normal(size=9)
+    b = a + rng.normal(0.5, 2.0, size=9)
+    assert stats.cohens_dz(a, b) == pytest.approx(stats.paired_t(a, b).statistic / 3)
+
+
+def test_wilcoxon_without_a_non_zero_difference_still_names_its_test():
+    for a, b in (([1.0, 2.0], [1.0, 2.0]), ([], [])):
+        r = stats.wilcoxon(a, b)
+        assert r.test == "Wilcoxon signed-rank test" and str(r).endswith("(Wilcoxon signed-rank test, n=0)")
+
+
+def test_wilcoxon_is_exact_up_to_and_including_max_exact():
+    """n ≤ max_exact: every sign pattern of the signed ranks, also above the default of 16."""
+    rng = np.random.default_rng(12)
+    for n in (6, 17):
+        a = rng.normal(size=n)
+        b = a + rng.normal(0.4, 1, size=n)
+        r = stats.wilcoxon(a, b, max_exact=n)
+        assert (r.n, r.detail) == (n, "exact")
+        assert r.p == pytest.approx(st.wilcoxon(b - a, method="exact").pvalue, rel=1e-9)
+
+
+def test_wilcoxon_normal_approximation_by_hand():
+    """Beyond max_exact: differences 1..20, three of them (2, 5, 11) negative. W+ = 210 − 18 = 192;
+    under H0 W+ has mean n(n+1)/4 = 105 and variance n(n+1)(2n+1)/24 = 717.5, no continuity
+    correction: z = 87 / √717.5."""
+    d = np.arange(1.0, 21.0)
+    d[[1, 4, 10]] *= -1
+    r = stats.wilcoxon(np.zeros(20), d, max_exact=10)
+    assert (r.test, r.n, r.statistic, r.detail) == ("Wilcoxon signed-rank test", 20, 192.0, "normal approximation")
+    assert r.p == pytest.approx(2 * st.norm.sf(87 / math.sqrt(717.5)))
+    assert str(r).endswith("(Wilcoxon signed-rank test, n=20)")
+
+
+def test_compare_with_no_run_on_one_side_is_quietly_undefined():
+    """A cell where one loss has no run: no difference, interval, effect or test, and no numpy
+    warning about the mean of an empty slice."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for a, b, ka, kb in (([], [0.7, 0.8], [], [1, 2]), ([0.6, 0.7], [], [1, 2], [])):
+            c = stats.compare(a, b, ka, kb, n_resamples=1_000)
+            assert (c.n_pairs, c.primary) == (0, None)
+            assert all(math.isnan(x) for x in (c.mean_diff, *c.ci, c.effect))
+
+
+def test_welch_with_one_run_on_either_side_is_quietly_undefined():
+    """One run has no variance: no t, no df in the detail, and no numpy warning about it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for a, b in (([1.0], [2.0, 3.0]), ([1.0, 2.0], [3.0]), ([], [2.0, 3.0])):
+            r = stats.welch_t(a, b)
+            assert math.isnan(r.p) and math.isnan(r.statistic) and (r.n, r.detail) == (len(a) + len(b), "")
+
+
+def test_welch_with_equal_spreads_and_without_spread():
+    """Equal spreads (var 1 a side, n = 3): t = 2 / √(1/3 + 1/3) = √6 on df (2/3)² / (2 · (1/3)² / 2)
+    = 4. No spread at all: certain, and still named as Welch's test."""
+    r = stats.welch_t([1.0, 2.0, 3.0], [3.0, 4.0, 5.0])
+    assert (r.statistic, r.detail) == (pytest.approx(math.sqrt(6)), "df=4.0")
+    assert r.p == pytest.approx(2 * st.t.sf(math.sqrt(6), 4))
+    assert r.p == pytest.approx(st.ttest_ind([3.0, 4.0, 5.0], [1.0, 2.0, 3.0], equal_var=False).pvalue)
+    for a, b in (([2.0, 2.0], [5.0, 5.0, 5.0]), ([2.0, 2.0], [2.0, 2.0])):
+        flat = stats.welch_t(a, b)
+        assert flat.test == "Welch's t-test" and str(flat).endswith("(Welch's t-test, n=%d)" % (len(a) + len(b)))
+
+
+def test_bootstrap_interval_default_seed_is_zero():
+    """Without rng the interval draws from seed 0, paired or not (another seed moves it)."""
+    rng = np.random.default_rng(13)
+    a, b = rng.normal(size=12), rng.normal(0.5, 1, size=12)
+    for paired in (True, False):
+        default = stats.bootstrap_ci_diff(a, b, paired=paired, n_resamples=2_000)
+        assert default == stats.bootstrap_ci_diff(a, b, paired=paired, n_resamples=2_000, rng=0)
+        assert default != stats.bootstrap_ci_diff(a, b, paired=paired, n_resamples=2_000, rng=1)
+
+
+def test_bootstrap_interval_of_one_pair_and_of_nothing():
+    """One pair: every resample is its difference, the interval is that point (a trend's interval
+    over a single seed's slope). No pair, or no run on one side: NaN, without numpy warnings."""
+    assert stats.bootstrap_ci_diff([1.0], [3.5], paired=True, n_resamples=500) == (2.5, 2.5)
+    assert stats.bootstrap_ci_diff([1.0], [3.5], paired=False, n_resamples=500) == (2.5, 2.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for a, b, paired in (([], [], True), ([], [1.0, 2.0], False), ([1.0, 2.0], [], False), ([], [], False)):
+            assert all(math.isnan(x) for x in stats.bootstrap_ci_diff(a, b, paired=paired, n_resamples=500))
+
+
+def test_bootstrap_interval_cuts_equal_tails():
+    """Differences −4.5, −3.5, …, 4.5: the resampled mean is symmetric about 0 and nearly normal
+    with sd σ/√10 (σ the population sd), so the percentile interval at confidence c is ±z·σ/√10,
+    z the normal (1 + c)/2 quantile: (1 − c)/2 of the resamples cut off on each side."""
+    d = np.arange(10.0) - 4.5
+    se = d.std() / math.sqrt(10)
+    for c in (0.5, 0.95):
+        lo, hi = stats.bootstrap_ci_diff(np.zeros(10), d, paired=True, n_resamples=10_000, confidence=c)
+        assert lo == pytest.approx(-hi) and hi == pytest.approx(st.norm.ppf((1 + c) / 2) * se, abs=0.05)
+
+
+def test_permutation_default_seed_is_zero_and_no_pair_is_named():
+    rng = np.random.default_rng(14)
+    a = rng.normal(size=20)
+    b = a + rng.normal(0.3, 1, size=20)  # 20 pairs: Monte Carlo
+    default = stats.permutation_paired(a, b, n_resamples=2_000)
+    assert default.p == stats.permutation_paired(a, b, n_resamples=2_000, rng=0).p
+    assert default.p != stats.permutation_paired(a, b, n_resamples=2_000, rng=1).p
+    assert str(stats.permutation_paired([], [])) == "p n/a (exact permutation test, n=0)"
+
+
+def test_exact_permutation_p_does_not_depend_on_the_unit_of_the_scores():
+    """Differences 0.7 · (1, 2, −3, 5): |±1 ±2 ±3 ±5| ≥ 5 in 10 of 16 sign patterns, two of them
+    ties (1 + 2 − 3 = 0: flipping the first three signs leaves the sum at 5), which rounding puts
+    a hair off the observed sum. The tie tolerance is relative to the sum, so the same differences
+    in a unit a thousand or a million times smaller keep their ties and their p."""
+    for unit in (1.0, 1e3, 1e6):
+        d = np.array([1.0, 2.0, -3.0, 5.0]) * 0.7 * unit
+        assert stats.permutation_paired(np.zeros(4), d).p == pytest.approx(10 / 16)
+
+
+def test_permutation_is_exact_at_max_exact_and_ties_only_within_rel_tol():
+    r = stats.permutation_paired(np.zeros(5), [1.0, 2.0, 3.0, 4.0, 5.0], max_exact=5)
+    assert (r.test, r.detail, r.resamples) == ("exact permutation test", "32 sign patterns", 0)
+    assert r.p == pytest.approx(2 / 32)  # only all-plus and all-minus reach |sum| = 15
+    # d = (0.5, ε): the patterns ±(0.5 − ε) fall 2ε short of the observed |sum| 0.5 + ε. Within
+    # REL_TOL (here absolute: the sum is below 1) that is rounding, a tie; beyond it, less extreme.
+    assert stats.permutation_paired([0.0, 0.0], [0.5, 0.25 * stats.REL_TOL]).p == 1.0
+    assert stats.permutation_paired([0.0, 0.0], [0.5, 0.75 * stats.REL_TOL]).p == 0.5
+    assert stats.permutation_paired([0.0, 0.0], [0.5, 0.5 * stats.REL_TOL]).p == 1.0  # at the edge: a tie
+
+
+def test_monte_carlo_permutation_of_no_effect_is_one():
+    """20 pairs (Monte Carlo), all differences 0, or one of ±1 among zeros: every random sign
+    pattern is as extreme as the observed one, so all R of them count and p = (1 + R) / (R + 1) = 1."""
+    for d in (np.zeros(20), np.r_[np.zeros(19), 1.0]):
+        r = stats.permutation_paired(np.zeros(20), d, n_resamples=2_500)
+        assert (r.test, r.resamples, r.p) == ("Monte Carlo permutation test", 2_500, 1.0)
+
+
+def test_monte_carlo_draws_every_sign_pattern_alike():
+    """Random signs are fair and independent for every pair, however many pairs there are.
+    8 equal differences: only all-plus and all-minus reach |sum| = 8, 2 of 256 patterns, and the
+    Monte Carlo p finds that share. 9 equal differences among 81 pairs (the last 9, past the
+    first 72 bits): all nine signs agree in 2 of 512 patterns, so p is small, not 1."""
+    r = stats.permutation_paired(np.zeros(8), np.ones(8), max_exact=0, n_resamples=40_000)
+    assert r.test == "Monte Carlo permutation test" and r.p == pytest.approx(2 / 256, abs=0.0015)
+    r = stats.permutation_paired(np.zeros(81), np.r_[np.zeros(72), np.ones(9)], n_resamples=2_000)
+    assert r.p < 0.02
+
+
+def test_one_sample_t_details_in_every_branch():
+    """The paired t-test carries no detail; the slopes' t-test says over how many seeds, also when
+    there are too few seeds for a test or when every seed has the same slope."""
+    x = [0.0, 1.0, 2.0]
+    for r in (stats.paired_t(A3, B3), stats.paired_t([1.0], [2.0]), stats.paired_t([1, 2, 3], [2, 3, 4])):
+        assert (r.test, r.detail) == ("paired t-test", "")
+    one = stats.slope_t([[0.0, 1.0, 2.0], [1.0, np.nan, np.nan]], x)  # one seed with a slope
+    assert (one.test, one.n, one.detail) == ("t-test of per-seed slopes", 1, "1 seeds") and math.isnan(one.p)
+    same = stats.slope_t([[0.0, 1.0, 2.0], [1.0, 2.0, 3.0]], x)  # slopes 1 and 1: certain
+    assert (same.test, same.p, same.statistic, same.detail) == ("t-test of per-seed slopes", 0.0, np.inf, "2 seeds")
+    some = stats.slope_t([[0.0, 1.0, 2.0], [0.0, 2.0, 4.0]], x)
+    assert (some.test, some.detail) == ("t-test of per-seed slopes", "2 seeds")
+
+
+def test_holm_of_a_single_test_leaves_its_p():
+    """One test is no multiple comparison: its p stands (a NaN beside it does not count)."""
+    np.testing.assert_array_equal(stats.holm([0.03]), [0.03])
+    out = stats.holm([np.nan, 0.2])
+    assert math.isnan(out[0]) and out[1] == 0.2
+    assert stats.holm([]).shape == (0,) and np.isnan(stats.holm([np.nan, np.nan])).all()
