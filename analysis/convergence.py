@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.evidence import _span
 from analysis.load import load_curves
 
 TOLERANCE = 0.005  # accuracy as a fraction: 0.5 points
@@ -121,12 +122,8 @@ def render_previews(previews: pd.DataFrame, evidence: pd.DataFrame) -> str:
         old = (f"{100 * same['test_score'].mean():.1f} ({len(same)} runs)" if len(same) else "none")
         last = (g["best_step"] == g["steps"]).sum()
         sd = 100 * g["test_score"].std() if len(g) > 1 else float("nan")
-        lines.append(f"| {model.split('/')[-1]} | {task} | {n} | {loss} | {steps} | "
-                     f"{_seed_list(g['seed'])} | {100 * g['test_score'].mean():.1f} ± {sd:.1f} | {old} | "
-                     f"{last} of {len(g)} |")
+        seeds = _span(sorted(int(x) for x in set(g["seed"])))
+        lines.append(f"| {model.split('/')[-1]} | {task} | {n} | {loss} | {steps} | {seeds} | "
+                     f"{100 * g['test_score'].mean():.1f} ± {sd:.1f} | {old} | {last} of {len(g)} |")
     return "\n".join(lines) + "\n"
 
-
-def _seed_list(seeds) -> str:
-    s = sorted(int(x) for x in seeds)
-    return f"{s[0]}–{s[-1]}" if s == list(range(s[0], s[-1] + 1)) and len(s) > 2 else ", ".join(map(str, s))

@@ -72,6 +72,7 @@ SCOPES = {
 }
 
 CAUGHT = ("killed", "timeout")
+RETEST = ("survived", "not checked", "check was interrupted by user")  # what --survivors runs again
 
 
 def globs(scope: Scope) -> list[str]:
@@ -112,7 +113,7 @@ def run(scopes: list[Scope], jobs: int, survivors: bool = False) -> None:
     if not mutmut.exists():
         sys.exit(f"no mutmut beside {sys.executable}: pip install -e '.[test,mutation]'")
     if survivors:
-        names = [m for s in scopes for m, status in _statuses(s).items() if status in ("survived", "not checked", "check was interrupted by user")]
+        names = [m for s in scopes for m, status in _statuses(s).items() if status in RETEST]
         if not names:
             print("no survivors of the last run to test again")
             return

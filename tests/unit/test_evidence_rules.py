@@ -60,7 +60,7 @@ def test_a_v2_run_is_evidence_only_at_the_budget_the_study_chose_for_its_n(monke
     assert "4 runs at a step budget the convergence study has not chosen for their N" in ev.left_out_text()
     text = render_previews(ev.left_out["budget"], ev.runs)
     rows = [line for line in text.splitlines() if line.startswith("| ") and "sst2" in line]
-    assert len(rows) == 2 and "| 75 | 0, 1 |" in rows[0] and "| 200 | 0, 1 |" in rows[1]
+    assert len(rows) == 2 and "| 75 | 0–1 |" in rows[0] and "| 200 | 0–1 |" in rows[1]
     assert f"| {100 * v1['test_score'].mean():.1f} (2 runs) |" in rows[0] and rows[0].endswith("| 2 of 2 |")
 
     chosen = replace(grids.GRIDS["fewshot-v2"], step_budgets={20: 75})
