@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import stats
+from analysis.cost import grid_costs, render_costs
 from analysis.convergence import budget_per_n, design, render_budgets, render_previews, study
 from analysis.evidence import EVIDENCE_GRIDS, pooled_text, split
 from analysis.layouts import TABLES
@@ -113,6 +114,8 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
         pngs = [p for p in paths if p.suffix == ".png"]
         md += [f"![{p.stem}](figures/{p.name})\n\n*{p.stem}* (PDF: `figures/{p.with_suffix('.pdf').name}`)"
                for p in pngs] or ["No figures: the database holds no runs they need."]
+    say("appendix: what each grid cost")
+    md += ["## Appendix: what each grid cost", render_costs(grid_costs(engine))]
     text = "\n\n".join(md) + "\n"
     path = out / "report.md"
     path.write_text(text)

@@ -364,6 +364,7 @@ def _resolved_config(spec: JobSpec, ctx: RunContext, task: TaskSpec, data: JobDa
     while running it, with the data, model files and transfer source it used."""
     return {**spec.canonical(),
             "train_seed": spec.effective_train_seed, "device": str(device), **precision(device),
+            "threads": torch.get_num_threads(),  # CPU threads: the report's CPU-hours (analysis.cost)
             "model_build": model_build(spec.model, task.num_labels),
             **dataclasses.asdict(plan), "optimizer": "AdamW" + (" (fused)" if is_fused else ""),
             "schedule": "linear", "batching": spec.batching,

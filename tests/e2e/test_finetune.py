@@ -53,6 +53,7 @@ def test_a_tiny_job_end_to_end(tmp_path):
     assert all(math.isfinite(v) for *_, v in r.metrics)
     assert r.config["n_validation"] == 64 and r.config["scl_no_positive"] == "drop"
     assert r.config["data_source"].endswith("data") and r.config["model_path"].endswith("L3-v2")
+    assert r.config["threads"] == torch.get_num_threads()  # the report's CPU-hours (analysis.cost)
     steps = [p for p in seen if p.phase == "train"]
     assert len(steps) == r.config["total_steps"] == 6 and steps[-1].step == 6
     assert not (tmp_path / s.job_id / "checkpoint.pt").exists()
