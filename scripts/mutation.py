@@ -112,18 +112,48 @@ def run(scopes: list[Scope], jobs: int, survivors: bool = False) -> None:
     mutmut = Path(sys.executable).parent / "mutmut"
     if not mutmut.exists():
         sys.exit(f"no mutmut beside {sys.executable}: pip install -e '.[test,mutation]'")
+    kept = {}
     if survivors:
         names = [m for s in scopes for m, status in _statuses(s).items() if status in RETEST]
         if not names:
             print("no survivors of the last run to test again")
             return
+        kept = {s.path: _exit_codes(s) for s in scopes}
     else:
         shutil.rmtree(REPO / "mutants", ignore_errors=True)  # no verdict survives from an older tree
         names = [g for s in scopes for g in globs(s)]
-    done = subprocess.run([str(mutmut), "run", "--max-children", str(jobs), *names], cwd=REPO,
-                          env=environment(), preexec_fn=lambda: os.nice(10))
+    try:
+        done = subprocess.run([str(mutmut), "run", "--max-children", str(jobs), *names], cwd=REPO,
+                              env=environment(), preexec_fn=lambda: os.nice(10))
+    finally:
+        _restore(kept, set(names))
     if done.returncode != 0:
         sys.exit(f"mutmut run failed (exit status {done.returncode})")
+
+
+def _meta(scope: Scope) -> Path:
+    return REPO / "mutants" / (scope.path + ".meta")
+
+
+def _exit_codes(scope: Scope) -> dict[str, int | None]:
+    meta = _meta(scope)
+    return json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+
+
+def _restore(kept: dict[str, dict[str, int | None]], retested: set[str]) -> None:
+    """Put back the verdicts a --survivors run did not test again. mutmut forgets every verdict
+    whose tests changed (a test file was added to the selection, say), although a mutant an older
+    test killed is still killed while that test is there; the re-tested ones keep their new verdict."""
+    for path, codes in kept.items():
+        meta = REPO / "mutants" / (path + ".meta")  # the file's, whichever scope named it
+        if not meta.exists():
+            continue
+        data = json.loads(meta.read_text())
+        now = data["exit_code_by_key"]
+        for key, code in codes.items():
+            if key not in retested and code is not None and now.get(key) is None:
+                now[key] = code
+        meta.write_text(json.dumps(data))
 
 
 # ---- the report ------------------------------------------------------------------------------
@@ -131,10 +161,7 @@ def run(scopes: list[Scope], jobs: int, survivors: bool = False) -> None:
 def _statuses(scope: Scope) -> dict[str, str]:
     from mutmut.stats import status_by_exit_code
 
-    meta = REPO / "mutants" / (scope.path + ".meta")
-    if not meta.exists():
-        return {}
-    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    codes = _exit_codes(scope)
     patterns = globs(scope)
     return {k: status_by_exit_code[c] for k, c in codes.items() if any(fnmatch.fnmatch(k, p) for p in patterns)}
 

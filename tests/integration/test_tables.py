@@ -195,3 +195,41 @@ def test_embedding_claim_is_tested_per_model_and_n(tmp_path):
     assert "over 5 seed pair(s)" in parts[f"`{MODEL}` N=20"]
     assert parts[f"`{MODEL}` N=100"].endswith("→ contradicts")
     assert "1 seed pair(s), too few pairs to test" in parts["`m-other` N=20"]
+
+
+def test_example_level_tests_use_only_examples_both_runs_of_a_pair_predicted(tmp_path, monkeypatch):
+    """Three cells, in the table's order: SST-2's CE+SCL runs stored no predictions (no example
+    test), QNLI's two sides predicted disjoint examples (none in common: no example test), MNLI
+    has one seed whose both runs have predictions (one pair). The later cells are still tested,
+    with exactly the pair's 0/1 matrices, the resamples `resamples_for` allows for the examples, the
+    table's generator, McNemar over the same matrices and Holm over the model's example tests."""
+    big = 20_000  # resamples asked: more than RESAMPLE_BUDGET allows for 300 examples
+    df = synthetic_results([dict(task=t, n=20) for t in ("sst2", "qnli", "mnli")], effect=0.03,
+                           n_test=300, rng=12)
+    engine = make_db(tmp_path / "r.db", df)
+    ids = lambda task, loss, seeds=range(10): df.loc[(df["task"] == task) & (df["loss"] == loss)  # noqa: E731
+                                                     & df["seed"].isin(seeds), "job_id"].tolist()
+    p = hdb.predictions
+    with engine.begin() as conn:
+        conn.execute(sa.delete(p).where(p.c.job_id.in_(ids("sst2", "ce+scl"))))
+        conn.execute(sa.update(p).where(p.c.job_id.in_(ids("qnli", "ce+scl"))).values(example=p.c.example + 1000))
+        conn.execute(sa.delete(p).where(p.c.job_id.in_(ids("mnli", "ce", range(1, 10)))))
+    seen = []
+    real = stats.paired_bootstrap_examples
+    monkeypatch.setattr(stats, "paired_bootstrap_examples",
+                        lambda ca, cb, **kw: seen.append((ca, cb, kw)) or real(ca, cb, **kw))
+    t = build_table(load_results(engine), 2, db=engine, n_resamples=big)
+    by_task = {x.col: x for x in t.tests}
+    assert by_task["sst2"].comparison.example_test is None
+    assert by_task["qnli"].comparison.example_test is None
+    mnli = by_task["mnli"].comparison
+    assert len(seen) == 1
+    ca, cb, kw = seen[0]
+    correct = lambda job: df.loc[df["job_id"] == job, "_correct"].iloc[0]  # noqa: E731
+    assert np.array_equal(ca, [correct(ids("mnli", "ce", [0])[0])])
+    assert np.array_equal(cb, [correct(ids("mnli", "ce+scl", [0])[0])])
+    assert kw["n_resamples"] == stats.resamples_for(300, big) < big
+    assert isinstance(kw["rng"], np.random.Generator)
+    assert mnli.example_test.test == "paired bootstrap over examples"
+    assert mnli.example_p_holm == pytest.approx(mnli.example_test.p)  # the model's only one
+    assert mnli.extra[-1] == stats.mcnemar_pooled(ca, cb)
