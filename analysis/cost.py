@@ -10,12 +10,10 @@ worker-hours only, and the CPU-hours say how many attempts they cover.
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import sqlalchemy as sa
 
-from analysis.load import engine_of
+from analysis.load import engine_of, json_of
 from harness.protocol.grids import GRIDS
 from harness.store import db as hdb
 
@@ -28,18 +26,15 @@ def load_attempts(db) -> pd.DataFrame:
     the attempt did not record them)."""
     engine = engine_of(db)
     a, j = hdb.attempts, hdb.jobs
-    query = (sa.select(j.c.grid, a.c.job_id, a.c.outcome, a.c.device, a.c.started_at, a.c.ended_at, a.c.config)
+    threads = json_of(engine, a.c.config)["threads"].as_float().label("threads")
+    query = (sa.select(j.c.grid, a.c.job_id, a.c.outcome, a.c.device, a.c.started_at, a.c.ended_at, threads)
              .select_from(a.join(j, j.c.id == a.c.job_id)).where(a.c.ended_at.is_not(None)))
     with hdb.connect(engine) as conn:
-        rows = [(*r[:6], _threads(r[6])) for r in conn.execute(query)]
-    df = pd.DataFrame(rows, columns=["grid", "job_id", "outcome", "device", "started_at", "ended_at", "threads"])
+        df = pd.DataFrame(conn.execute(query).all(),
+                          columns=["grid", "job_id", "outcome", "device", "started_at", "ended_at", "threads"])
+    df["threads"] = df["threads"].astype(float)  # NULL (not recorded) -> NaN
     df["seconds"] = (pd.to_datetime(df["ended_at"]) - pd.to_datetime(df["started_at"])).dt.total_seconds()
     return df.drop(columns=["started_at", "ended_at"])
-
-
-def _threads(config: str | None) -> float:
-    value = json.loads(config).get("threads") if config else None
-    return float(value) if value else float("nan")
 
 
 def grid_costs(db) -> pd.DataFrame:
@@ -80,10 +75,11 @@ def render_costs(costs: pd.DataFrame) -> str:
     lines = ["| grid | what | jobs done | attempts | worker-hours | of them, attempts with a result "
              "| minutes per result (median) | CPU-hours (attempts covered) |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in costs.itertuples(index=False):
-        other = f" ({r[4]})" if r[4] else ""
-        lines.append(f"| {r.grid} | {r.what} | {r[2]} | {r.attempts}{other} | {hours(r[5])} | "
-                     f"{hours(r[6])} | {hours(r[7])} | {hours(r[8])} ({r[9]}) |")
+    for r in costs.to_dict("records"):
+        other = f" ({r['other outcomes']})" if r["other outcomes"] else ""
+        lines.append(f"| {r['grid']} | {r['what']} | {r['jobs done']} | {r['attempts']}{other} | "
+                     f"{hours(r['worker-hours'])} | {hours(r['result worker-hours'])} | "
+                     f"{hours(r['minutes per result'])} | {hours(r['CPU-hours'])} ({r['CPU-hours cover']}) |")
     devices = sorted({d for ds in costs["devices"] for d in ds.split("; ") if d})
     return ("\n".join(lines) + "\n\nWorker-hours: the wall time of every ended attempt (claim to end), "
             "whatever its outcome; other outcomes are attempts that stored no result (interrupted, "

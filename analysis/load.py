@@ -31,6 +31,14 @@ def engine_of(db) -> Engine:
     return hdb.make_engine(db)
 
 
+def json_of(engine: Engine, column):
+    """A JSON text column as SQL JSON, so that the database (SQLite or PostgreSQL) reads its fields."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import JSONB
+        return sa.cast(column, JSONB)
+    return sa.type_coerce(column, sa.JSON)
+
+
 def load_results(db) -> pd.DataFrame:
     """One row per finished job: the columns of the `results` table, in its order, then SPEC_EXTRA.
 
@@ -42,11 +50,7 @@ def load_results(db) -> pd.DataFrame:
     r = hdb.results
     dialect = engine.dialect.name
     if dialect in ("sqlite", "postgresql"):
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import JSONB
-            spec = sa.cast(r.c.spec, JSONB)
-        else:
-            spec = sa.type_coerce(r.c.spec, sa.JSON)
+        spec = json_of(engine, r.c.spec)
         extra = [spec[k].as_string().label(k) if k in _TEXT_FIELDS else spec[k].as_float().label(k)
                  for k in SPEC_EXTRA]
         with hdb.connect(engine) as conn:
@@ -148,12 +152,7 @@ def train_forwards(db) -> dict[str, int]:
     the full pass). One grouped query; SQLite and PostgreSQL read the JSON themselves."""
     engine = engine_of(db)
     a, r = hdb.attempts, hdb.results
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import JSONB
-        config = sa.cast(a.c.config, JSONB)
-    else:
-        config = sa.type_coerce(a.c.config, sa.JSON)
-    forward = config["train_forward"].as_string()
+    forward = json_of(engine, a.c.config)["train_forward"].as_string()
     query = (sa.select(forward, sa.func.count()).select_from(r.join(a, a.c.id == r.c.attempt_id))
              .group_by(forward))
     counts: dict[str, int] = {}

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from analysis import stats
-from analysis.cost import grid_costs, render_costs
 from analysis.convergence import budget_per_n, design, render_budgets, render_previews, study
+from analysis.cost import grid_costs, render_costs
 from analysis.evidence import EVIDENCE_GRIDS, pooled_text, split
 from analysis.layouts import TABLES
 from analysis.load import engine_of, load_embeddings, load_results, load_tuning, train_forwards

@@ -118,7 +118,7 @@ def run(scopes: list[Scope], jobs: int, survivors: bool = False) -> None:
         if not names:
             print("no survivors of the last run to test again")
             return
-        kept = {s.path: _exit_codes(s) for s in scopes}
+        kept = {s: _exit_codes(s) for s in scopes}
     else:
         shutil.rmtree(REPO / "mutants", ignore_errors=True)  # no verdict survives from an older tree
         names = [g for s in scopes for g in globs(s)]
@@ -140,12 +140,12 @@ def _exit_codes(scope: Scope) -> dict[str, int | None]:
     return json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
 
 
-def _restore(kept: dict[str, dict[str, int | None]], retested: set[str]) -> None:
+def _restore(kept: dict[Scope, dict[str, int | None]], retested: set[str]) -> None:
     """Put back the verdicts a --survivors run did not test again. mutmut forgets every verdict
     whose tests changed (a test file was added to the selection, say), although a mutant an older
     test killed is still killed while that test is there; the re-tested ones keep their new verdict."""
-    for path, codes in kept.items():
-        meta = REPO / "mutants" / (path + ".meta")  # the file's, whichever scope named it
+    for scope, codes in kept.items():
+        meta = _meta(scope)
         if not meta.exists():
             continue
         data = json.loads(meta.read_text())

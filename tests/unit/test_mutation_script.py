@@ -23,13 +23,13 @@ def test_a_survivors_run_keeps_the_verdicts_it_did_not_test_again(tmp_path, monk
     # what mutmut leaves after re-testing the survivor (now killed) with a changed test selection
     meta.write_text(json.dumps({"exit_code_by_key": {"m.killed": None, "m.survivor": 1, "m.unreached": None},
                                 "other": "kept"}))
-    mutation._restore({"analysis/tables.py": before}, {"m.survivor"})
+    mutation._restore({mutation.SCOPES["tables"]: before}, {"m.survivor"})
     data = json.loads(meta.read_text())
     assert data["exit_code_by_key"] == {"m.killed": 1, "m.survivor": 1, "m.unreached": None}
     assert data["other"] == "kept"
     # a re-tested mutant keeps its new verdict even where the old one differs
     meta.write_text(json.dumps({"exit_code_by_key": {"m.killed": None, "m.survivor": 0, "m.unreached": None}}))
-    mutation._restore({"analysis/tables.py": before}, {"m.survivor"})
+    mutation._restore({mutation.SCOPES["tables"]: before}, {"m.survivor"})
     assert json.loads(meta.read_text())["exit_code_by_key"]["m.survivor"] == 0
 
 
