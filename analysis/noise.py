@@ -1,15 +1,20 @@
-"""How much the back-translation noise changed the training texts, per task and temperature T,
-from the `noise_sets` table (each set is recorded once, when a worker makes it)."""
+"""How much the back-translation noise changed the training texts, per task and temperature T:
+in characters, from the `noise_sets` table (each set is recorded once, when a worker makes it), and
+in the token ids each model saw, from the metrics of the jobs that trained on them
+(harness.noise.tokens; jobs before that measure existed have none)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import sqlalchemy as sa
 
-from analysis.load import engine_of
+from analysis.load import engine_of, load_results
+from harness.noise.tokens import NOISE_EDIT_RATE, NOISE_UNCHANGED, TOKEN_MEASURES
 from harness.store import db as hdb
 
 COLUMNS = ["task", "temperature", "backend", "sets", "examples", "changed_share", "mean_edit_distance"]
+TOKEN_COLUMNS = ["model", "task", "temperature", "noise_mode", "runs", "unchanged_tokens_share",
+                 "token_edit_rate"]
 
 
 def noise_summary(db) -> pd.DataFrame:
@@ -45,3 +50,43 @@ def render_noise_summary(summary: pd.DataFrame, fmt: str = "terminal") -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     fmt_row = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([title, fmt_row(header), fmt_row(["-" * w for w in widths])] + [fmt_row(r) for r in rows])
+
+
+def token_summary(db) -> pd.DataFrame:
+    """Per (model, task, T, noise mode): the finished noisy runs that measured their token ids, the
+    mean share of noisy copies whose token ids equal the original's, and the mean token edit
+    distance per original token. Empty when no run measured it."""
+    engine = engine_of(db)
+    m, r = hdb.metrics, hdb.results
+    query = (sa.select(r.c.job_id, m.c.name, m.c.value)
+             .select_from(r.join(m, sa.and_(m.c.attempt_id == r.c.attempt_id, m.c.job_id == r.c.job_id)))
+             .where(m.c.name.in_(TOKEN_MEASURES)))
+    with hdb.connect(engine) as conn:
+        rows = pd.read_sql(query, conn)
+    if rows.empty:
+        return pd.DataFrame(columns=TOKEN_COLUMNS)
+    wide = rows.pivot_table(index="job_id", columns="name", values="value").reset_index()
+    runs = load_results(engine)[["job_id", "model", "task", "noise", "noise_mode"]].merge(wide, on="job_id")
+    out = (runs.groupby(["model", "task", "noise", "noise_mode"])
+               .agg(runs=("job_id", "count"), unchanged_tokens_share=(NOISE_UNCHANGED, "mean"),
+                    token_edit_rate=(NOISE_EDIT_RATE, "mean"))
+               .reset_index().rename(columns={"noise": "temperature"}))
+    order = {t: i for i, t in enumerate(("sst2", "qnli", "mnli"))}
+    out = out.sort_values(["model", "noise_mode", "task", "temperature"],
+                          key=lambda c: c.map(order).fillna(len(order)) if c.name == "task" else c)
+    return out[TOKEN_COLUMNS].reset_index(drop=True)
+
+
+def render_token_summary(summary: pd.DataFrame) -> str:
+    """The token-level summary as a markdown table (for the report)."""
+    if summary.empty:
+        return ("Noise in tokens: no run in the database measured how much the noise changed its "
+                "token ids (runs before that measure existed do not have it).")
+    lines = ["What the model saw change (the noisy copies' token ids against their originals', "
+             "per model's tokenizer; special tokens included):", "",
+             "| model | noisy copies | task | T | runs | copies with identical token ids | "
+             "token edits per original token |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.model} | {r.noise_mode} | {r.task} | {r.temperature:g} | {r.runs} | "
+              f"{100 * r.unchanged_tokens_share:.1f}% | {r.token_edit_rate:.3f} |"
+              for r in summary.itertuples()]
+    return "\n".join(lines)

@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 TRANSLATION_BATCH = 32  # sentences per translator call: one progress tick each
 DEFAULT_CACHE = Path("runs/.cache")
@@ -45,8 +45,9 @@ class NoiseSet:
         return asdict(self)
 
 
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance in characters (two-row dynamic programme)."""
+def edit_distance(a: Sequence, b: Sequence) -> int:
+    """Levenshtein distance between two sequences: characters of strings, or token ids of lists
+    (two-row dynamic programme)."""
     if len(a) < len(b):
         a, b = b, a
     prev = list(range(len(b) + 1))

@@ -155,6 +155,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     tok = functools.partial(encode, pre.tokenizer, pre.tokenizer_id, task.name, max_length=spec.max_length,
                             cache_dir=ctx.cache_dir)
     enc_train, enc_val, enc_test = tok(train), tok(data.validation), tok(data.test)
+    noise_tokens = {} if noise_set is None else _noise_token_change(tok(data.train), enc_train)
     # examples cut to max_length, per split: recorded (metrics and config), never silent
     truncated = {"train": enc_train.truncated, "validation": enc_val.truncated, "test": enc_test.truncated}
     label_dtype = torch.float32 if task.is_regression else torch.long
@@ -243,6 +244,7 @@ def fine_tune(spec: JobSpec, ctx: RunContext, *, checkpoint: str = "auto",
     if scl_batch_size is not None:
         state.metrics.append(("train", None, "scl_batch_size", scl_batch_size))
     state.metrics += [(split, None, "truncated", k) for split, k in truncated.items()]
+    state.metrics += [("train", None, name, value) for name, value in noise_tokens.items()]
     state.seconds += time.perf_counter() - test_started
     state.metrics.append(("test", state.best_epoch, "seconds", time.perf_counter() - test_started))
     artifact = None
@@ -410,6 +412,15 @@ def _memory_errors(spec: JobSpec, device: torch.device):
         if shares_gpu(device):
             raise SharedDeviceOutOfMemory(message + " (other processes use this GPU: retrying)") from exc
         raise PermanentJobError(message) from exc
+
+
+def _noise_token_change(clean, enc_train) -> dict[str, float]:
+    """How much the noisy copies changed the token ids this job trains on (harness.noise.tokens):
+    the copies are the whole training set (replace) or its second half (augment)."""
+    from harness.noise.tokens import token_change
+
+    copies = enc_train.input_ids[len(enc_train.input_ids) - len(clean.input_ids):]
+    return token_change(clean.input_ids, copies)
 
 
 def _noisy_train(spec: JobSpec, train: Examples, ctx: RunContext):

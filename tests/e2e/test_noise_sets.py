@@ -3,14 +3,16 @@ and CE+SCL jobs, and recorded in the database."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
-from analysis.noise import noise_summary, render_noise_summary
+from analysis.noise import noise_summary, render_noise_summary, render_token_summary, token_summary
 from harness.store import db, queue
-from harness.noise import sets
+from harness.noise import sets, tokens
 from harness.protocol.spec import JobSpec
 from harness.worker import Worker, WorkerOptions
 
@@ -72,6 +74,53 @@ def test_noise_job_end_to_end_records_its_set(tmp_path):
     assert lines[1].split()[:5] == ["task", "T", "backend", "sets", "examples"] and len(lines) == 4
     assert lines[3].split() == ["sst2", "0.7", backend, "1", "8", f"{100 * share:.1f}%", f"{edits:.1f}"]
     assert f"| sst2 | 0.7 | {backend} | 1 | 8 | {100 * share:.1f}% |" in render_noise_summary(summary, "markdown")
+    _check_token_measures(engine, specs[0], tmp_path / "runs" / ".cache")
+
+
+def _levenshtein(a: list, b: list) -> int:
+    """Edit distance by the textbook recursion (independent of harness.noise.sets.edit_distance)."""
+    @functools.lru_cache(maxsize=None)
+    def d(i: int, j: int) -> int:
+        if i == 0 or j == 0:
+            return i + j
+        return min(d(i - 1, j) + 1, d(i, j - 1) + 1, d(i - 1, j - 1) + (a[i - 1] != b[j - 1]))
+    return d(len(a), len(b))
+
+
+def _check_token_measures(engine, spec: JobSpec, cache: Path) -> None:
+    """Each noisy job stores how much the noise changed its token ids: the same for CE and CE+SCL
+    (one set), equal to the ids the model's tokenizer gives the originals and the noisy copies."""
+    from harness.training.inputs import prepare_data
+    from harness.training.models import load_pretrained
+
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "select m.job_id, m.name, m.value from metrics m join results r on r.attempt_id = m.attempt_id "
+            "where m.name in (:u, :e)"), {"u": tokens.NOISE_UNCHANGED, "e": tokens.NOISE_EDIT_RATE}).all()
+    per_job = {}
+    for job, name, value in rows:
+        per_job.setdefault(job, {})[name] = value
+    assert len(per_job) == 2 and len({tuple(sorted(v.items())) for v in per_job.values()}) == 1
+    stored = next(iter(per_job.values()))
+
+    train = prepare_data(spec).train
+    noisy, _ = sets.noisy_texts([tuple(t) for t in train.texts], temperature=spec.noise,
+                                backend="firefox-pt", seed=spec.seed, cache_dir=cache)
+    tok = load_pretrained(spec.model).tokenizer
+    ids = lambda texts: tok([t[0] for t in texts], truncation=True, max_length=spec.max_length)["input_ids"]  # noqa: E731
+    clean, copies = ids(train.texts), ids(noisy)
+    same = [a == b for a, b in zip(clean, copies)]
+    rates = [_levenshtein(tuple(a), tuple(b)) / len(a) for a, b in zip(clean, copies)]
+    assert stored[tokens.NOISE_UNCHANGED] == pytest.approx(sum(same) / len(same))
+    assert stored[tokens.NOISE_EDIT_RATE] == pytest.approx(sum(rates) / len(rates))
+    assert 0 < stored[tokens.NOISE_EDIT_RATE]  # T = 0.7 changes some tokens of 8 sentences
+
+    summary = token_summary(engine)
+    assert summary[["task", "temperature", "noise_mode", "runs"]].values.tolist() == [["sst2", 0.7, "augment", 2]]
+    assert summary.loc[0, "unchanged_tokens_share"] == pytest.approx(stored[tokens.NOISE_UNCHANGED])
+    table = render_token_summary(summary)
+    assert (f"| {spec.model} | augment | sst2 | 0.7 | 2 | {100 * stored[tokens.NOISE_UNCHANGED]:.1f}% | "
+            f"{stored[tokens.NOISE_EDIT_RATE]:.3f} |") in table
 
 
 def test_a_gpu_job_translates_on_the_cpu(tmp_path, monkeypatch):

@@ -26,10 +26,11 @@ ALLOWED: dict[str, set[str]] = {
     # The store writes what a job hands back: the RunResult and the records inside it.
     "harness.store": {ERRORS, "harness.protocol", "harness.training.runner",
                       "harness.training.artifacts", "harness.noise.sets"},
-    # The store's schema and the paper's facts (no data loading, no queue verbs, no training).
+    # The store's schema and the paper's facts (no data loading, no queue verbs, no training),
+    # and the names of the token-change metrics noisy jobs store (harness.noise.tokens).
     "analysis": {"harness.store.db", "harness.store.jobs", "harness.store.packing",
                  "harness.protocol.paper", "harness.protocol.tasks", "harness.protocol.spec",
-                 "harness.protocol.grids"},
+                 "harness.protocol.grids", "harness.noise.tokens"},
 }
 TOP = {"harness.cli", "harness.worker", "harness.status", "harness.display", "harness.enqueue",
        "harness.tuning", "harness.bench", "harness.hf_trainer", "harness.baseline", "harness"}
