@@ -15,14 +15,47 @@ from typing import Callable
 
 import pandas as pd
 
-from harness.protocol import paper
+from harness.protocol import grids, paper
 from harness.protocol.tasks import HUB_ROWS
 
 # Columns that must match for two runs to sit in one section (and to be paired): the model and
 # the training hyper-parameters, how batches were formed and how the sample was drawn. The SCL
 # settings (λ, τ, reduction) split rows, not sections.
-SIGNATURE = ("model", "lr", "batch_size", "epochs", "steps", "max_length", "warmup_ratio",
-             "weight_decay", "val_size", "batching", "sampling")  # steps: protocol v2's budget
+SIGNATURE = ("model", "lr", "batch_size", "epochs", "budget", "max_length", "warmup_ratio",
+             "weight_decay", "val_size", "batching", "sampling")  # budget: step_budget()
+V2_BUDGET = "v2 budgets"  # step_budget()'s value for a run at its N's protocol-v2 budget
+
+
+def step_budget(df: pd.DataFrame) -> pd.Series:
+    """A run's training budget as a setting of its section: NA under the epoch protocol (its
+    epochs say it); V2_BUDGET where it trained for the budget the convergence study chose for its
+    N (`grids.V2_BUDGETS`: the budgets differ by N, yet a table's N = 20, 100 and 1000 runs of
+    protocol v2 belong in one section); else 'S steps', a budget of one's own."""
+    if "steps" not in df:
+        return pd.Series(pd.NA, index=df.index, dtype=object)
+
+    def label(n, steps):
+        if pd.isna(steps):
+            return pd.NA
+        if not pd.isna(n) and grids.V2_BUDGETS.get(int(n)) == int(steps):
+            return V2_BUDGET
+        return f"{int(steps)} steps"
+    return pd.Series([label(n, s) for n, s in zip(df["n"], df["steps"])], index=df.index, dtype=object)
+
+
+def protocol_of(df: pd.DataFrame) -> pd.Series:
+    """Each run's protocol: "v1" (epochs), "v2" (its N's protocol-v2 budget) or a budget of one's
+    own ("200 steps"). Runs of different protocols are never pooled or paired."""
+    budget = step_budget(df)
+    return budget.map(lambda b: "v1" if pd.isna(b) else "v2" if b == V2_BUDGET else str(b)).astype(object)
+
+
+def budget_caption(value) -> str:
+    """How a section's caption names its budget (step_budget's value)."""
+    if value != V2_BUDGET:
+        return str(value)
+    per_n = ", ".join(f"N={n}: {s}" for n, s in sorted(grids.V2_BUDGETS.items()))
+    return f"protocol v2's step budgets ({per_n} steps; validation every {grids.V2_EVAL_EVERY})"
 
 # Full training-set sizes (the Hub's); a full-data run that trained on fewer rows is flagged (the
 # local mirror holds 9,999-row subsets of QNLI and MNLI).
@@ -83,6 +116,7 @@ def _tag(df: pd.DataFrame, mask: pd.Series, group: str | pd.Series, col: str, va
     out["_col"] = out[col]
     out["_loss"] = out["loss"]
     out["value"] = out[value].astype(float)
+    out["budget"] = step_budget(out)
     return out
 
 
@@ -94,7 +128,19 @@ def _t2(df):
 
 def _t3(df):
     d = paper.NOISE
-    m = _clean(df) & df["n"].isin(d.ns) & df["noise"].isin(d.noises) & df["task"].isin(d.tasks)
+    m = (_clean(df) & df["n"].isin(d.ns) & df["noise"].isin(d.noises) & df["task"].isin(d.tasks)
+         & (df["noise_mode"].fillna("augment") == "augment"))  # the paper's: copies beside the originals
+    return _tag(df, m, "task", "noise", "test_score")
+
+
+# Our extension of Table 3 (grid noise-replace): the back-translations replace the originals.
+HARSH = paper.Design(paper.NOISE.tasks, paper.NOISE.ns, noises=(0.0,) + grids.HARSH_NOISES, samples=5)
+
+
+def _t8(df):
+    d = HARSH
+    noisy = (df["noise_mode"] == "replace") & df["noise"].isin(d.noises)
+    m = _clean(df) & df["n"].isin(d.ns) & df["task"].isin(d.tasks) & ((df["noise"] == 0) | noisy)
     return _tag(df, m, "task", "noise", "test_score")
 
 
@@ -217,5 +263,15 @@ LAYOUTS = {
               notes=("Rows CE / CE+SCL: the loss of the SST-2 model the run started from "
                      "(spec.init_from); baseline: no SST-2 stage (init_from empty, per_class set).",),
               describe=_t7_describe),
+    8: Layout(8, "Our extension of Table 3 (not in the paper): the noisy texts replace the originals, "
+                 "N=100, T up to 1.5", HARSH, _t8, HARSH.tasks, paper.TASK_LABELS.get, HARSH.noises,
+              _fmt_noise, lambda g, c, loss: None, derived={"average": grids.HARSH_NOISES},
+              expected=HARSH.samples, by_seed="average",
+              notes=("Not the paper's design: each training example is replaced by its back-translation "
+                     "(the paper adds the copy beside the original), at temperatures up to 1.5 (the "
+                     "paper's go to 0.9), so that CE has a degradation to resist; 'original' is the "
+                     "clean N = 100 runs, shared with Table 3. 'average' pools the noisy temperatures, "
+                     "seeds as units, as in Table 3. How much the noise changed the texts and their "
+                     "tokens: under Table 3.",)),
 }
 TABLES = tuple(LAYOUTS)  # the tables `harness report --table` builds

@@ -75,7 +75,18 @@ def _order(key) -> tuple:
 
 
 def render_model_size(table: Table, df: pd.DataFrame) -> str:
-    """The report's section: a sentence of verdict and a table of gains per (N, task) and model."""
+    """The report's section: a sentence of verdict and a table of gains per (N, task) and model;
+    under each protocol on its own where the table holds several (v1's runs are never compared
+    with v2's: they trained for different budgets)."""
+    protocols = sorted({s.protocol for s in table.sections})
+    if len(protocols) <= 1:
+        return _render_models(table, df)
+    names = {"v1": "Protocol v1 (epochs)", "v2": "Protocol v2 (step budgets)"}
+    return "\n\n".join(f"**{names.get(p, p)}.** " + _render_models(table.where(lambda s, p=p: s.protocol == p), df)
+                         for p in protocols)
+
+
+def _render_models(table: Table, df: pd.DataFrame) -> str:
     comps = compare_models(table, df)
     if not comps:
         models = ", ".join(f"`{m}`" for m in table.models) or "none"

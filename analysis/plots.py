@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.layouts import reported  # noqa: E402
+from analysis.layouts import HARSH, protocol_of, reported  # noqa: E402
 from analysis.load import load_embeddings, load_results  # noqa: E402
 from harness.protocol.paper import FEWSHOT, LOSS_LABELS, NOISE, TASK_LABELS  # noqa: E402
 
@@ -53,6 +53,18 @@ def _plain_runs(df: pd.DataFrame, mask: pd.Series, model: str | None) -> pd.Data
     return df[mask]
 
 
+def _by_model(sel: pd.DataFrame):
+    """(model, protocol, file-name suffix, runs): one figure per model and protocol, never pooling
+    v1's runs with v2's; v1 keeps the plain file name."""
+    sel = sel.assign(_protocol=protocol_of(sel))
+    for (mdl, proto), g in sel.groupby(["model", "_protocol"]):
+        yield mdl, proto, "" if proto == "v1" else f"_{_safe(proto)}", g
+
+
+def _protocol_text(proto: str) -> str:
+    return {"v1": "protocol v1 (epochs)", "v2": "protocol v2 (step budgets)"}.get(proto, proto)
+
+
 def _no_runs(ax) -> None:
     """An empty panel says so instead of showing a meaningless axis."""
     ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
@@ -70,7 +82,7 @@ def plot_variance(df_or_db, out_dir, *, tasks=FEWSHOT.tasks, ns=FEWSHOT.ns,
     df = _frame(df_or_db)
     sel = _plain_runs(df, df["task"].isin(tasks) & df["n"].isin(ns) & (df["noise"] == noise), model)
     paths = []
-    for mdl, g in sel.groupby("model"):
+    for mdl, proto, suffix, g in _by_model(sel):
         scale = _scale(g["test_score"])
         fig, axes = plt.subplots(len(ns), len(tasks), figsize=(3.2 * len(tasks), 2.8 * len(ns)), squeeze=False)
         for i, n in enumerate(ns):
@@ -97,21 +109,32 @@ def plot_variance(df_or_db, out_dir, *, tasks=FEWSHOT.tasks, ns=FEWSHOT.ns,
                 if not len(cell):
                     _no_runs(ax)
         fig.suptitle("Run-to-run variance: each seed's test score (lines join runs on the same sample)")
-        fig.text(0.5, -0.01, f"model: {mdl}; noise T={noise:g}; every finished run shown", ha="center", fontsize=8)
+        fig.text(0.5, -0.01, f"model: {mdl}; {_protocol_text(proto)}; noise T={noise:g}; every finished run shown",
+                 ha="center", fontsize=8)
         fig.tight_layout()
-        paths += _save(fig, out_dir, f"variance_{_safe(mdl)}")
+        paths += _save(fig, out_dir, f"variance_{_safe(mdl)}{suffix}")
     return paths
 
 
+NOISE_MODES = {"augment": (NOISE.noises, "Robustness to noisy training data", ""),
+               "replace": (HARSH.noises, "Our extension: the noisy texts replace the originals", "_replace")}
+
+
 def plot_noise(df_or_db, out_dir, *, tasks=NOISE.tasks, n: int = NOISE.ns[0],
-               model: str | None = None) -> list[Path]:
-    """Per model, one panel per task: mean test score against T for each loss, ± std shaded,
-    each run as a faint dot. T = 0 is the clean (original) training set."""
+               model: str | None = None, mode: str = "augment") -> list[Path]:
+    """Per model and protocol, one panel per task: mean test score against T for each loss, ± std
+    shaded, each run as a faint dot. T = 0 is the clean (original) training set. mode: the
+    paper's design ("augment": noisy copies beside the originals, Table 3) or our extension
+    ("replace", Table 8)."""
+    noises, title, mode_suffix = NOISE_MODES[mode]
     df = _frame(df_or_db)
+    noisy_mode = (df["noise_mode"].fillna("augment") == mode) | (df["noise"] == 0)
     sel = _plain_runs(df, df["task"].isin(tasks) & (df["n"] == n).fillna(False)
-                      & df["noise"].isin(NOISE.noises), model)
+                      & df["noise"].isin(noises) & noisy_mode, model)
+    if not (sel["noise"] > 0).any():  # clean runs alone make no noise figure
+        return []
     paths = []
-    for mdl, g in sel.groupby("model"):
+    for mdl, proto, suffix, g in _by_model(sel):
         scale = _scale(g["test_score"])
         fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.2), squeeze=False)
         for j, task in enumerate(tasks):
@@ -127,17 +150,18 @@ def plot_noise(df_or_db, out_dir, *, tasks=NOISE.tasks, n: int = NOISE.ns[0],
                 ax.scatter(cell["noise"], cell["test_score"] * scale, color=color, s=6, alpha=0.35)
             ax.set_title(f"{TASK_LABELS.get(task, task)}, N={n}", fontsize=10)
             ax.set_xlabel("back-translation temperature T (0 = original)")
-            ax.set_xticks(NOISE.noises)
+            ax.set_xticks(noises)
             if j == 0:
                 ax.set_ylabel("test accuracy (%)" if scale == 100 else "test score")
             if ax.lines:
                 ax.legend(fontsize=7)
             else:
                 _no_runs(ax)
-        fig.suptitle("Robustness to noisy training data")
-        fig.text(0.5, -0.02, f"model: {mdl}; N={n}; runs per point: all finished seeds", ha="center", fontsize=8)
+        fig.suptitle(title)
+        fig.text(0.5, -0.02, f"model: {mdl}; {_protocol_text(proto)}; N={n}; runs per point: all finished seeds",
+                 ha="center", fontsize=8)
         fig.tight_layout()
-        paths += _save(fig, out_dir, f"noise_{_safe(mdl)}_n{n}")
+        paths += _save(fig, out_dir, f"noise_{_safe(mdl)}_n{n}{mode_suffix}{suffix}")
     return paths
 
 
@@ -157,13 +181,14 @@ def plot_tsne(db, out_dir, task: str = "sst2", n: int | None = 20, seed: int | N
         sel = sel[sel["model"] == model]
     emb = load_embeddings(db, sel["job_id"].tolist())
     sel = sel[sel["job_id"].isin(list(emb))]
-    pairs = sel.pivot_table(index=["model", "seed"], columns="loss", values="job_id", aggfunc="first")
+    sel = sel.assign(_protocol=protocol_of(sel))  # a CE run is paired with CE+SCL of its protocol
+    pairs = sel.pivot_table(index=["model", "_protocol", "seed"], columns="loss", values="job_id", aggfunc="first")
     pairs = pairs.dropna(subset=[c for c in COLORS if c in pairs.columns]) if set(COLORS) <= set(pairs.columns) else pairs.iloc[0:0]
     if seed is not None:
         pairs = pairs[pairs.index.get_level_values("seed") == seed]
     if pairs.empty:
         return []
-    (mdl, sd), row = next(iter(pairs.iterrows()))
+    (mdl, proto, sd), row = next(iter(pairs.iterrows()))
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
     for ax, loss in zip(axes, COLORS):
         x, _, y = emb[row[loss]]
@@ -183,10 +208,11 @@ def plot_tsne(db, out_dir, task: str = "sst2", n: int | None = 20, seed: int | N
         ax.legend(fontsize=7, markerscale=2)
     nlabel = "full data" if n is None else f"N={n}"
     fig.suptitle(f"t-SNE of test-set [CLS] embeddings, {TASK_LABELS.get(task, task)}, {nlabel}")
-    fig.text(0.5, -0.02, f"model: {mdl}; {nlabel}; seed {sd}; {len(x)} test examples per panel",
-             ha="center", fontsize=8)
+    fig.text(0.5, -0.02, f"model: {mdl}; {_protocol_text(proto)}; {nlabel}; seed {sd}; {len(x)} test "
+             "examples per panel", ha="center", fontsize=8)
     fig.tight_layout()
-    return _save(fig, out_dir, f"tsne_{task}_{'full' if n is None else n}_seed{sd}_{_safe(mdl)}")
+    suffix = "" if proto == "v1" else f"_{_safe(proto)}"
+    return _save(fig, out_dir, f"tsne_{task}_{'full' if n is None else n}_seed{sd}_{_safe(mdl)}{suffix}")
 
 
 def plot_convergence(curves: pd.DataFrame, out_dir, budgets: dict | None = None) -> list[Path]:

@@ -15,10 +15,10 @@ from analysis import stats
 from analysis.convergence import budget_per_n, design, render_budgets, render_previews, study
 from analysis.cost import grid_costs, render_costs
 from analysis.evidence import EVIDENCE_GRIDS, pooled_text, split
-from analysis.layouts import TABLES
+from analysis.layouts import TABLES, protocol_of
 from analysis.load import engine_of, load_embeddings, load_results, load_tuning, train_forwards
 from analysis.model_size import render_model_size
-from analysis.noise import noise_summary, render_noise_summary
+from analysis.noise import noise_summary, render_noise_summary, render_token_summary, token_summary
 from analysis.plots import plot_convergence, plot_noise, plot_tsne, plot_variance
 from analysis.render import render
 from analysis.selection import CUT_SHORT_SHARE
@@ -84,7 +84,11 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
           _selection_rules(),
           "## Claims of the paper"]
     say("claims")
-    md += [f"- **{paper.CLAIMS[k]}** {v}" for k, v in _claims(built, engine, df).items()]
+    verdicts = _claims(built, engine, df)
+    md += [f"- **{CLAIMS[k]}** {verdicts[k]}" for k in CLAIMS]
+    shift = render_protocol_shift(built, df)
+    if shift:
+        md += [CLAIMS_TITLE_SHIFT, shift]
     md += ["## Does the gain depend on the model? (Table 2)", render_model_size(built[2], df)]
     md += ["## Hyper-parameters chosen on validation", render_tuning(load_tuning(engine))]
     md += ["## Protocol v2: how long to train (the convergence study)",
@@ -97,6 +101,7 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
         md.append(render(built[n], "markdown"))
         if built[n].layout.noise_summary:
             md.append(render_noise_summary(noise_summary(engine), "markdown"))
+            md.append(render_token_summary(token_summary(engine)))
         if built[n].sections:
             say(f"Table {n}, aggregation {other}")
             md.append(render(build_table(df, n, other, n_resamples=n_resamples, seed=seed), "markdown"))
@@ -104,7 +109,7 @@ def write_report(db, out_dir, *, aggregation: str = "top3", n_resamples: int = s
         md.append("## Figures")
         figs = out / "figures"
         say("figures: variance across seeds, noise curves")
-        paths = plot_variance(df, figs) + plot_noise(df, figs)
+        paths = plot_variance(df, figs) + plot_noise(df, figs) + plot_noise(df, figs, mode="replace")
         for n in (20, 100, None):
             say(f"figure: t-SNE of SST-2 embeddings, N = {n or 'full'}")
             paths += plot_tsne(engine, figs, "sst2", n, runs=df)
@@ -236,13 +241,19 @@ def _mean_gain(table, keep) -> float | None:
     return float(np.mean(d)) if d else None
 
 
+# The paper's claims, then the one our extension of Table 3 (Table 8) asks of the same data design.
+CLAIMS = {**{k: v for k, v in paper.CLAIMS.items() if k != "tsne"},
+          "noise_replace": "Our extension, not the paper's claim: CE+SCL is more robust than CE when "
+                           "the back-translations replace the training texts, most of all at high "
+                           "T (Table 8).",
+          "tsne": paper.CLAIMS["tsne"]}
 # the runs a claim rests on: its table, and which of that table's tests
 CLAIM_DATA = {"fewshot": (2, lambda t: t.group in (20, 100)), "fewshot_shrinks": (2, lambda t: t.group == 1000),
               "noise": (3, lambda t: t.col != 0), "glue": (4, lambda t: True), "batch": (5, lambda t: True),
-              "transfer": (7, lambda t: True)}
+              "transfer": (7, lambda t: True), "noise_replace": (8, lambda t: t.col != 0)}
 # the cells whose runs a claim's text rests on (its mean gains too: every N, every T)
 CLAIM_POOLS = {**CLAIM_DATA, "fewshot_shrinks": (2, lambda c: True), "noise": (3, lambda c: True),
-               "glue": (4, lambda c: c.group == "accuracy")}
+               "glue": (4, lambda c: c.group == "accuracy"), "noise_replace": (8, lambda c: True)}
 
 
 def _pooled(table, keep, df) -> str:
@@ -255,26 +266,89 @@ def _pooled_runs(runs) -> str:
     return f" *Pooled: {pooled_text(runs)}.*"
 
 
+def _views(built, df) -> dict[tuple[str, str], dict]:
+    """(model, protocol) -> the tables restricted to that model's sections under that protocol
+    (most runs first; v1 before v2)."""
+    in_tables = {(s.model, s.protocol) for t in built.values() for s in t.sections}
+    models = [str(m) for m in df["model"].value_counts().index]
+    keys = sorted(in_tables, key=lambda k: (models.index(k[0]) if k[0] in models else len(models), k[1]))
+    return {k: {n: t.where(lambda s, k=k: (s.model, s.protocol) == k) for n, t in built.items()} for k in keys}
+
+
 def _claims(built, engine, df) -> dict[str, str]:
-    """A verdict per claim; with several models, one per model that has runs for it (most runs
-    first), each on that model's tests and Holm-adjusted p alone."""
-    in_tables = {m for t in built.values() for m in t.models}  # not those with tuning runs only
-    models = [str(m) for m in df["model"].value_counts().index if m in in_tables]
-    if len(models) <= 1:
+    """A verdict per claim; with several models or protocols, one per (model, protocol) that has
+    runs for it (most runs first), each on its own tests and Holm-adjusted p alone."""
+    views = _views(built, df)
+    if len(views) <= 1:
         return {**_model_claims(built, df), "tsne": _tsne_claim(engine, df)}
-    views = {m: {n: t.for_model(m) for n, t in built.items()} for m in models}
-    per = {m: _model_claims(views[m], df) for m in models}
+    protocols = {p for _, p in views}
+    name = lambda k: f"`{k[0]}`" + (f" ({_protocol_name(k[1])})" if len(protocols) > 1 else "")  # noqa: E731
+    per = {k: _model_claims(v, df) for k, v in views.items()}
     out = {}
     for key, (n, keep) in CLAIM_DATA.items():
-        have = [m for m in models if any(keep(t) for t in views[m][n].tests)]
+        have = [k for k in views if any(keep(t) for t in views[k][n].tests)]
         if not have:
-            out[key] = per[models[0]][key]
+            out[key] = per[next(iter(views))][key]
             continue
-        out[key] = "".join(f"\n  - `{m}`: {per[m][key]}" for m in have)
-        if len(have) < len(models):
-            out[key] += "\n  - No runs for it with " + ", ".join(f"`{m}`" for m in models if m not in have) + "."
+        out[key] = "".join(f"\n  - {name(k)}: {per[k][key]}" for k in have)
+        models = {m for m, _ in views}
+        missing = sorted(models - {m for m, _ in have})
+        if missing:
+            out[key] += "\n  - No runs for it with " + ", ".join(f"`{m}`" for m in missing) + "."
     out["tsne"] = _tsne_claim(engine, df)
     return out
+
+
+CLAIMS_TITLE_SHIFT = "## v1 beside v2: does the verdict depend on how long the baseline trains?"
+DESCRIPTIVE = ("fewshot_shrinks", "batch")  # claims whose verdict is a description, not a test
+
+
+def _protocol_name(protocol: str) -> str:
+    return {"v1": "protocol v1: epochs", "v2": "protocol v2: step budgets"}.get(protocol, protocol)
+
+
+def _short_verdict(table, keep) -> tuple[str | None, str]:
+    """A claim's verdict in a few words: (direction, text). direction: "supported" (significant
+    gains only), "contradicted" (significant losses only), "mixed", "not supported" (nothing
+    significant), None (no testable cell)."""
+    tests = [t for t in table.tests if keep(t)]
+    tested = [t for t in tests if t.comparison.primary is not None]
+    if not tested:
+        return None, ("no data" if not tests else "cannot be tested")
+    sig = [t for t in tested if t.comparison.p_holm < ALPHA]
+    gains = sum(t.comparison.mean_diff > 0 for t in sig)
+    losses = len(sig) - gains
+    direction = ("mixed" if gains and losses else "supported" if gains else "contradicted" if losses
+                 else "not supported")
+    best = min(tested, key=lambda t: t.comparison.p_holm)
+    mean = float(np.mean([t.comparison.mean_diff for t in tested]))
+    return direction, (f"{direction}: {gains} gain(s), {losses} loss(es) of {len(tested)} cells; "
+                       f"mean Δ {mean:+.1f}; smallest Holm-adjusted "
+                       f"{best.comparison.primary.p_text(best.comparison.p_holm)}")
+
+
+def render_protocol_shift(built, df) -> str:
+    """v1 beside v2: per claim and model, the verdict under each protocol and whether it moved.
+    '' when no model has sections under both protocols."""
+    views = _views(built, df)
+    both = sorted({m for m, p in views if p == "v1"} & {m for m, p in views if p == "v2"})
+    if not both:
+        return ""
+    lines = ["| claim | model | protocol v1 (epochs) | protocol v2 (step budgets) | moved? |",
+             "|---|---|---|---|---|"]
+    for key, (n, keep) in CLAIM_DATA.items():
+        if key in DESCRIPTIVE:
+            continue
+        for m in both:
+            (d1, v1), (d2, v2) = (_short_verdict(views[(m, p)][n], keep) for p in ("v1", "v2"))
+            if d1 is None and d2 is None:
+                continue
+            moved = "—" if d1 is None or d2 is None else "no" if d1 == d2 else f"yes: {d1} → {d2}"
+            lines.append(f"| {CLAIMS[key]} | `{m}` | {v1} | {v2} | {moved} |")
+    return ("Each tested claim's verdict under protocol v1 (a budget in epochs) and under protocol "
+            "v2 (the convergence study's step budgets), per model, from the same tests as the "
+            "claims above (each protocol's Holm correction on its own); 'moved?' says whether the verdict's direction changed "
+            "(supported, not supported, contradicted, mixed).\n\n" + "\n".join(lines))
 
 
 def _model_claims(built, df) -> dict[str, str]:
@@ -285,7 +359,7 @@ def _model_claims(built, df) -> dict[str, str]:
 
 
 def _verdicts(built) -> dict[str, str]:
-    t2, t3, t4, t5, t7 = (built[n] for n in TABLES)
+    t2, t3, t4, t5, t7 = (built[n] for n in (2, 3, 4, 5, 7))
     out = {"fewshot": _summary(t2, lambda t: t.group in (20, 100))}
     gains = {n: _mean_gain(t2, lambda t, n=n: t.group == n) for n in paper.FEWSHOT.ns}
     if all(g is not None for g in gains.values()):
@@ -296,11 +370,8 @@ def _verdicts(built) -> dict[str, str]:
                                   "At N=1000: " + "; ".join(_verdict_line(t2, t) for t in t2.tests if t.group == 1000) + ".")
     else:
         out["fewshot_shrinks"] = "Not all of N = 20, 100, 1000 have CE and CE+SCL runs in the database."
-    by_t = {T: _mean_gain(t3, lambda t, T=T: t.col == T) for T in paper.NOISE.noises}
-    trend = ", ".join(f"T={T:g} {g:+.1f}" for T, g in by_t.items() if g is not None)
-    out["noise"] = ((f"Mean gain of CE+SCL over tasks by temperature: {trend} points. " if trend else "")
-                    + "Main effect over the noisy T, seeds as units: " + _summary(t3, lambda t: t.col == "average")
-                    + " " + _trend_summary(t3))
+    out["noise"] = _noise_verdict(t3)
+    out["noise_replace"] = _noise_verdict(built[8])
     out["glue"] = _summary(t4, lambda t: t.group == "accuracy" and t.col != "average")
     means = {}
     for c in t5.cells:
@@ -320,6 +391,34 @@ def _verdicts(built) -> dict[str, str]:
     return out
 
 
+def _noise_verdict(table) -> str:
+    """Tables 3 and 8: CE's own drop from the clean runs, the mean gain by T, the main effect over
+    the noisy T (seeds as units) and whether the gap grows with T."""
+    noisy = [c for c in table.layout.cols if c != 0]
+    by_t = {T: _mean_gain(table, lambda t, T=T: t.col == T) for T in noisy}
+    trend = ", ".join(f"T={T:g} {g:+.1f}" for T, g in by_t.items() if g is not None)
+    return (_ce_drop(table) + (f"Mean gain of CE+SCL over tasks by temperature: {trend} points. " if trend else "")
+            + "Main effect over the noisy T, seeds as units: " + _summary(table, lambda t: t.col == "average")
+            + " " + _trend_summary(table))
+
+
+def _ce_drop(table) -> str:
+    """What the noise cost CE (mean test score at each noisy T minus clean, per task): without a
+    drop there is no robustness to show. '' where no task has clean and noisy CE runs."""
+    if not table.sections:
+        return ""
+    parts, first = [], table.sections[0].label
+    for group in table.layout.groups:
+        means = {c.col: c.mean for c in table.cells if (c.section, c.group, c.row.label) == (first, group, "CE")
+                 and c.mean is not None and c.col in table.layout.cols}
+        if 0 in means and len(means) > 1:
+            drops = ", ".join(f"T={T:g} {means[T] - means[0]:+.1f}" for T in table.layout.cols if T != 0 and T in means)
+            parts.append(f"{table.layout.group_label(group)} {drops}")
+    if not parts:
+        return ""
+    return ("What the noise cost CE (the table's CE number at T minus clean, points): " + "; ".join(parts) + ". ")
+
+
 def _tsne_claim(engine, df) -> str:
     """Class separation of the stored SST-2 test embeddings: silhouette score by label, CE against
     CE+SCL paired by seed, tested within each (model, N) on its own, Holm over those tests."""
@@ -333,17 +432,21 @@ def _tsne_claim(engine, df) -> str:
     sel["sil"] = [silhouette_score(emb[j][0], emb[j][2]) if len(np.unique(emb[j][2])) > 1 else np.nan
                   for j in sel["job_id"]]
     sel["size"] = sel["n"].fillna(-1).astype(int)  # -1: full data
-    wide = sel.pivot_table(index=["model", "size", "seed"], columns="loss", values="sil", aggfunc="first")
+    sel["protocol"] = protocol_of(sel)  # v1's runs are never paired with v2's
+    wide = sel.pivot_table(index=["model", "protocol", "size", "seed"], columns="loss", values="sil",
+                           aggfunc="first")
     if not {"ce", "ce+scl"} <= set(wide.columns):
         return "Embeddings are stored for one loss only."
     wide = wide.dropna(subset=["ce", "ce+scl"])
     if wide.empty:
         return "No seed has embeddings for both losses."
-    groups = [(model, size, g) for (model, size), g in wide.groupby(level=["model", "size"])]
-    tests = [stats.paired_t(g["ce"], g["ce+scl"]) for _, _, g in groups]
+    groups = [(key, g) for key, g in wide.groupby(level=["model", "protocol", "size"])]
+    tests = [stats.paired_t(g["ce"], g["ce+scl"]) for _, g in groups]
+    several = wide.index.get_level_values("protocol").nunique() > 1
     lines, sup = [], 0
-    for (model, size, g), t, p_holm in zip(groups, tests, stats.holm([t.p for t in tests])):
-        where = f"`{model}` {'full data' if size < 0 else f'N={size}'}"
+    for ((model, proto, size), g), t, p_holm in zip(groups, tests, stats.holm([t.p for t in tests])):
+        where = (f"`{model}`" + (f" ({_protocol_name(proto)})" if several else "")
+                 + f" {'full data' if size < 0 else f'N={size}'}")
         means = f"CE {g['ce'].mean():.2f}, CE+SCL {g['ce+scl'].mean():.2f} over {len(g)} seed pair(s)"
         if not np.isfinite(t.p):
             lines.append(f"{where}: {means}, too few pairs to test")
@@ -358,7 +461,7 @@ def _tsne_claim(engine, df) -> str:
     return (f"Silhouette score of the SST-2 test embeddings by label (higher = better separated), "
             f"each (model, N) tested on its own: supported in {sup} of {len(groups)}. The t-SNE "
             "figures below show the same embeddings."
-            + _pooled_runs(sel[sel.set_index(["model", "size", "seed"]).index.isin(wide.index)])
+            + _pooled_runs(sel[sel.set_index(["model", "protocol", "size", "seed"]).index.isin(wide.index)])
             + "".join(f"\n  - {line}" for line in lines))
 
 

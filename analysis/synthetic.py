@@ -95,9 +95,10 @@ def noise_scores(*, tasks=TABLE3_TASKS, seeds: int = 10, temps=NOISY_T, effect: 
 
 
 def noise_frame(ce: np.ndarray, scl: np.ndarray, *, tasks=TABLE3_TASKS, temps=NOISY_T,
-                n_test: int = 1000, model: str = MODEL) -> pd.DataFrame:
+                n_test: int = 1000, model: str = MODEL, mode: str = "augment") -> pd.DataFrame:
     """Results rows (the shape of load_results, scores as fractions) for `noise_scores` arrays:
-    one job per task, seed, T and loss at N = 100. A score is kept to 1 / n_test (the test set)."""
+    one job per task, seed, T and loss at N = 100. A score is kept to 1 / n_test (the test set).
+    mode: the noisy copies beside the originals (augment, Table 3) or instead of them (replace)."""
     recs = []
     for i, task in enumerate(tasks):
         for s in range(ce.shape[1]):
@@ -105,8 +106,9 @@ def noise_frame(ce: np.ndarray, scl: np.ndarray, *, tasks=TABLE3_TASKS, temps=NO
                 for loss, scores in (("ce", ce), ("ce+scl", scl)):
                     k = int(round(np.clip(scores[i, s, j], 0, 100) / 100 * n_test))
                     correct = (np.arange(n_test) < k).astype(np.int8)
+                    noisy = dict(noise_mode=mode) if t else {}
                     recs.append(_record(dict(task=task, n=100, noise=float(t), seed=s, loss=loss,
-                                             model=model), correct, k / n_test))
+                                             model=model, **noisy), correct, k / n_test))
     return _frame(recs)
 
 
@@ -140,7 +142,7 @@ def grid_of(spec: JobSpec) -> str:
     if spec.init_from or spec.per_class:
         return "transfer"
     if spec.noise:
-        return "noise"
+        return "noise-replace" if spec.noise_mode == "replace" else "noise"
     if spec.n is None:
         return "glue" if spec.batch_size == PAPER_BATCH_SIZE else "batch"
     return "fewshot"
@@ -157,11 +159,11 @@ def _record(fields: dict, correct: np.ndarray, val: float, grid: str | None = No
         "lr": spec.lr, "epochs": spec.epochs, "metric": "accuracy", "val_score": val, "test_score": acc,
         "val_accuracy": val, "test_accuracy": acc, "best_epoch": 3,
         "steps": spec.steps, "best_step": spec.steps,  # a step-budget job: selected at its last step
-        "n_train": FULL_ROWS.get(spec.task, 1000) if full else (spec.n * (2 if spec.noise else 1)),
+        "n_train": FULL_ROWS.get(spec.task, 1000) if full else (spec.n * (2 if spec.noise_mode == "augment" else 1)),
         "n_test": correct.size, "train_seconds": 60.0, "wall_seconds": 70.0,
         "batching": spec.batching, "sampling": spec.sampling, "spec": spec.to_json(),
         "init_from": spec.init_from, "per_class": spec.per_class,
-        "noise_mode": "augment" if spec.noise else None, "max_length": spec.max_length,
+        "noise_mode": spec.noise_mode, "max_length": spec.max_length,
         "warmup_ratio": spec.warmup_ratio, "weight_decay": spec.weight_decay, "val_size": spec.val_size,
         "train_seed": spec.train_seed, "_correct": correct,
     }

@@ -9,12 +9,13 @@ runs than the paper's protocol says how many it has.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from analysis import selection, stats
-from analysis.layouts import FULL_TRAIN_ROWS, LAYOUTS, Layout
+from analysis.layouts import FULL_TRAIN_ROWS, LAYOUTS, Layout, budget_caption, protocol_of
 from harness.protocol.paper import LOSS_LABELS, TASK_LABELS
 
 AGGREGATIONS = {
@@ -119,6 +120,9 @@ class Section:
     model: str
     caption: str  # hyper-parameters shared by the runs
     rows: list[Row]
+    # "v1" (the epoch protocol), "v2" (protocol v2's step budgets) or a budget of one's own
+    # ("200 steps"): a claim is answered by each model under each protocol on its own
+    protocol: str = "v1"
 
 
 @dataclass
@@ -147,7 +151,12 @@ class Table:
     def for_model(self, model: str) -> Table:
         """This table restricted to one model's sections (its Holm-adjusted p are already the
         model's own, see `_adjust`)."""
-        labels = {s.label for s in self.sections if s.model == model}
+        return self.where(lambda s: s.model == model)
+
+    def where(self, keep: Callable[[Section], bool]) -> Table:
+        """This table restricted to the sections `keep` accepts (e.g. one model under one
+        protocol; Holm's correction runs within each (model, protocol), see `_adjust`)."""
+        labels = {s.label for s in self.sections if keep(s)}
         return replace(self, sections=[s for s in self.sections if s.label in labels],
                        cells=[c for c in self.cells if c.section in labels],
                        tests=[t for t in self.tests if t.section in labels],
@@ -156,7 +165,7 @@ class Table:
 
 def build_table(df: pd.DataFrame, table: int, aggregation: str = "top3", model: str | None = None,
                 db=None, *, n_resamples: int = stats.N_RESAMPLES, seed: int = 0) -> Table:
-    """One of the paper's tables (2, 3, 4, 5, 7) from the frame of `load_results`.
+    """One of the paper's tables (2, 3, 4, 5, 7), or our extension of Table 3 (8), from the frame of `load_results`.
 
     aggregation: "top3" (the paper's) or "mean". model: keep only this model; otherwise one
     section per model (and per training setting). db: the database (Engine, URL or path), to add
@@ -210,7 +219,7 @@ def build_table(df: pd.DataFrame, table: int, aggregation: str = "top3", model: 
     notes += _selection_notes(cells, aggregation)
     if db is not None:
         _example_tests(tests, db, n_resamples, rng)
-    _adjust(tests, trends, {s.label: s.model for s in sections})
+    _adjust(tests, trends, {s.label: (s.model, s.protocol) for s in sections})
     return Table(table, lay.title, aggregation, lay, sections, cells, tests, scale, notes, trends)
 
 
@@ -229,10 +238,10 @@ def _selection_notes(cells: list[Cell], aggregation: str) -> list[str]:
     return notes
 
 
-def _adjust(tests: list[CellTest], trends: list[TrendTest], model_of: dict[str, str]) -> None:
-    """Holm's correction over the tests of each model in the table: each model answers the
-    paper's question on its own, so running a second model leaves the first one's verdicts as
-    they were."""
+def _adjust(tests: list[CellTest], trends: list[TrendTest], model_of: dict[str, tuple]) -> None:
+    """Holm's correction over the tests of each (model, protocol) in the table: each model answers
+    the paper's question on its own under each protocol, so running a second model, or the same
+    model under protocol v2, leaves the first one's verdicts as they were."""
     for model in set(model_of.values()):
         mine = [t for t in tests if model_of[t.section] == model]
         for attr, out in (("primary", "p_holm"), ("example_test", "example_p_holm")):
@@ -260,7 +269,10 @@ def _sections(sub: pd.DataFrame, lay: Layout) -> tuple[pd.DataFrame, list[Sectio
         first = g.iloc[0]
         per_task = g.loc[g["loss"] == "ce+scl", ["task", "lam", "tau", "scl_reduction"]].drop_duplicates()
         scl = per_task[["lam", "tau", "scl_reduction"]].drop_duplicates()
-        caption = ", ".join(f"{k} {first[k]}" for k in sig if k != "model" and not pd.isna(first[k]))
+        # under a step budget the spec's epochs field is unused: the caption names the budget
+        by_steps = "budget" in sig and not pd.isna(first["budget"])
+        shown = [k for k in sig if k != "model" and not pd.isna(first[k]) and not (by_steps and k == "epochs")]
+        caption = ", ".join(budget_caption(first[k]) if k == "budget" else f"{k} {first[k]}" for k in shown)
         if "grid" in g:  # which design the runs came from: a demo reads as one at once
             names = sorted(g["grid"].unique())
             caption = f"grid{'s' if len(names) > 1 else ''} {', '.join(names)}; {caption}"
@@ -289,11 +301,22 @@ def _sections(sub: pd.DataFrame, lay: Layout) -> tuple[pd.DataFrame, list[Sectio
         if per_model[first["model"]] > 1:  # name the hyper-parameters that tell its sections apart
             same = sub.loc[sub["model"] == first["model"], sig]
             differ = [k for k in sig if same[k].nunique(dropna=False) > 1]
-            label += " [" + ", ".join(f"{k} {first[k]}" for k in differ) + "]"
+            if "budget" in differ and "epochs" in differ:  # v1 against v2: the budget says it
+                differ.remove("epochs")
+            label += " [" + ", ".join(_setting(k, first[k]) for k in differ) + "]"
         labels[sid] = label
-        sections.append(Section(label, str(first["model"]), caption, rows))
+        protocol = protocol_of(g.iloc[:1]).iloc[0] if "steps" in g else "v1"
+        sections.append(Section(label, str(first["model"]), caption, rows, protocol))
     sub["_section"] = sub["_section"].map(labels)
     return sub, sections
+
+
+def _setting(key: str, value) -> str:
+    """A section label's part for one setting: 'lr 0.0001'; a budget by its name ('v2 budgets',
+    '200 steps', 'epochs' for the epoch protocol)."""
+    if key == "budget":
+        return "epochs" if pd.isna(value) else str(value)
+    return f"{key} {value}"
 
 
 def _task_order(task: str) -> int:

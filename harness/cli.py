@@ -383,7 +383,7 @@ def _jobs_engine(grid: str | None, job: list[str] | None, db_url: str | None, an
 @app.command()
 @fail_cleanly
 def report(
-    table: Optional[int] = typer.Option(None, "--table", "-t", help="Paper table: 2 few-shot, 3 noise, 4 GLUE, 5 batch size, 7 transfer."),
+    table: Optional[int] = typer.Option(None, "--table", "-t", help="Paper table: 2 few-shot, 3 noise, 4 GLUE, 5 batch size, 7 transfer; 8: our extension of 3 (noisy texts replace the originals)."),
     fmt: str = typer.Option("terminal", "--format", "-f", help="terminal | markdown | latex | csv | json."),
     aggregation: str = typer.Option("top3", "--aggregation", "-a", help="top3 (the paper's: test score of the top 3 of 10 runs by validation) or mean (all seeds)."),
     model: Optional[str] = typer.Option(None, help="Only results of this model (its Hub id, or the "
@@ -414,7 +414,7 @@ def report(
         _warn_changed_data(engine)
         return
     if table is None:
-        raise HarnessError("say which table: --table 2|3|4|5|7, or --all --out DIR for everything")
+        raise HarnessError("say which table: --table 2|3|4|5|7|8, or --all --out DIR for everything")
     _choice(table, analysis.TABLES, "--table")
     _choice(fmt, analysis.FORMATS, "--format")
     engine = db.open_db(db_url, readonly=True)

@@ -82,3 +82,26 @@ def test_one_model_reports_nothing_to_compare(tmp_path):
                         figures=False).read_text()
     assert f"Table 2 has runs of one model only (`{MODEL}`): nothing to compare yet." in text
     assert "  - `" not in text[text.index("## Claims"):text.index("## Does")]  # one model: no per-model list
+
+
+def test_models_are_compared_within_each_protocol(monkeypatch):
+    """v1's and v2's runs of a model are different trainings: each protocol compares its models
+    on its own, so a model with runs under both keeps every cell (none dropped as ambiguous)."""
+    from analysis.model_size import render_model_size
+    from harness.protocol import grids
+
+    monkeypatch.setitem(grids.V2_BUDGETS, 20, 75)
+    monkeypatch.setitem(grids.V2_BUDGETS, 100, 100)
+    monkeypatch.setitem(grids.V2_BUDGETS, 1000, 325)
+    v1 = two_models(0.06)
+    v2 = two_models(0.0, rng=7)
+    v2["steps"] = pd.array([75 if n == 20 else 100 if n == 100 else 325 for n in v2["n"]], dtype="Int64")
+    v2["job_id"] = v2["job_id"] + "-v2"
+    df = pd.concat([v1, v2], ignore_index=True)
+    table = build_table(df, 2, n_resamples=FAST)
+    text = render_model_size(table, df)
+    v1_part, v2_part = text.split("**Protocol v2 (step budgets).**")
+    assert v1_part.startswith("**Protocol v1 (epochs).**")
+    assert "The gain differs significantly in 6 of 6 cells." in v1_part  # BIG's planted gain, v1 only
+    assert "The gain differs significantly in 0 of 6 cells." in v2_part
+    assert v1_part.count("| `bigger-model` |") == 6 and v2_part.count("| `bigger-model` |") == 6

@@ -47,3 +47,25 @@ def test_report_embeds_the_figures(db, tmp_path):
     assert "Silhouette score" in md
     for name in ("report.md", "report.html"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_figures_never_pool_protocols_or_noise_designs(tmp_path, monkeypatch):
+    """v1's and v2's runs of one model get a figure each (v1 keeps the plain name); runs whose
+    noise replaced the originals get the extension's figure, never the paper's."""
+    from analysis.synthetic import noise_frame, noise_scores
+    from harness.protocol import grids
+
+    monkeypatch.setitem(grids.V2_BUDGETS, 20, 75)
+    v1 = synthetic_results([dict(task="sst2", n=20)], seeds=range(3), rng=3)
+    v2 = synthetic_results([dict(task="sst2", n=20, steps=75)], seeds=range(3), rng=4, grid="fewshot-v2")
+    paths = plot_variance(pd.concat([v1, v2], ignore_index=True), tmp_path)
+    _check(paths)
+    assert sorted(p.name for p in paths if p.suffix == ".png") == ["variance_sentence-transformers_paraphrase-MiniLM-L3-v2.png",
+                                                                   "variance_sentence-transformers_paraphrase-MiniLM-L3-v2_v2.png"]
+    temps = (0.0,) + grids.HARSH_NOISES
+    ce, scl = noise_scores(temps=temps, seeds=3, rng=5)
+    replaced = noise_frame(ce, scl, temps=temps, mode="replace")
+    assert plot_noise(replaced, tmp_path / "paper") == []  # only its clean runs are the paper's design
+    ext = plot_noise(replaced, tmp_path / "ext", mode="replace")
+    _check(ext)
+    assert [p.name for p in ext if p.suffix == ".png"] == ["noise_sentence-transformers_paraphrase-MiniLM-L3-v2_n100_replace.png"]

@@ -124,7 +124,7 @@ def test_cut_short_cells_and_ties_from_a_database_into_the_report(tmp_path):
     t = build_table(got, 2, n_resamples=FAST)
     # the step budget is part of a run's setting: the two step-budget runs form a section of their own
     (sec,) = [s.label for s in t.sections if "steps" not in s.caption]
-    (v2,) = [s.label for s in t.sections if "steps 200" in s.caption]
+    (v2,) = [s.label for s in t.sections if "200 steps" in s.caption]
     a, b = t.cell(sec, 20, "CE", "sst2"), t.cell(sec, 20, "CE+SCL", "sst2")
     assert (a.n_last, a.n_known, a.cut_short, a.tie_decided) == (5, 10, True, True)
     assert (b.n_last, b.n_known, b.cut_short, b.tie_decided) == (0, 8, False, False)
@@ -233,3 +233,71 @@ def test_example_level_tests_use_only_examples_both_runs_of_a_pair_predicted(tmp
     assert mnli.example_test.test == "paired bootstrap over examples"
     assert mnli.example_p_holm == pytest.approx(mnli.example_test.p)  # the model's only one
     assert mnli.extra[-1] == stats.mcnemar_pooled(ca, cb)
+
+
+def test_report_sets_each_claim_under_v1_beside_v2(tmp_path, monkeypatch):
+    """One model under both protocols: each answers the claims on its own (Holm within each
+    protocol, so v2's runs leave v1's p as they were), and the report says how the verdict moved."""
+    from analysis.report import CLAIMS_TITLE_SHIFT
+    from harness.protocol import grids, paper
+
+    monkeypatch.setitem(grids.V2_BUDGETS, 20, 75)
+    monkeypatch.setitem(grids.V2_BUDGETS, 100, 100)
+    v1 = synthetic_results([dict(task="sst2", n=20), dict(task="sst2", n=100)], effect=0.0, n_test=400, rng=5)
+    v2 = synthetic_results([dict(task="sst2", n=20, steps=75), dict(task="sst2", n=100, steps=100)],
+                           effect=0.15, n_test=400, rng=6, grid="fewshot-v2")
+    both = pd.concat([v1, v2], ignore_index=True)
+    alone, t = build_table(v1, 2, n_resamples=FAST), build_table(both, 2, n_resamples=FAST)
+    assert sorted(s.protocol for s in t.sections) == ["v1", "v2"]
+    v1_label = next(s.label for s in t.sections if s.protocol == "v1")
+    assert ([x.comparison.p_holm for x in t.tests if x.section == v1_label]
+            == [x.comparison.p_holm for x in alone.tests])
+    v2_tests = [x for x in t.tests if x.section != v1_label]
+    assert len(v2_tests) == 2 and all(x.comparison.p_holm < 0.05 and x.comparison.mean_diff > 10 for x in v2_tests)
+    assert all(x.comparison.p_holm >= 0.05 for x in alone.tests)
+
+    text = write_report(make_db(tmp_path / "r.db", both, predictions=False), tmp_path / "rep",
+                        n_resamples=FAST, figures=False).read_text()
+    assert CLAIMS_TITLE_SHIFT in text
+    row = next(line for line in text.splitlines() if line.startswith(f"| {paper.CLAIMS['fewshot']} | `{MODEL}` |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2].startswith("not supported: 0 gain(s), 0 loss(es) of 2 cells")
+    assert cells[3].startswith("supported: 2 gain(s), 0 loss(es) of 2 cells")
+    assert cells[4] == "yes: not supported → supported"
+    claim = text[text.index(f"**{paper.CLAIMS['fewshot']}**"):].split("\n- **")[0]
+    assert f"`{MODEL}` (protocol v1: epochs): Our data support it in 0 of 2 cells" in claim
+    assert f"`{MODEL}` (protocol v2: step budgets): Our data support it in 2 of 2 cells" in claim
+
+
+def test_replaced_noise_is_table_8_not_table_3(tmp_path, monkeypatch):
+    """Runs whose back-translations replace the originals (grid noise-replace) fill our extension,
+    Table 8, never the paper's Table 3; the clean runs serve both; the report says what the noise
+    cost CE and judges the extension's claim."""
+    from analysis.report import CLAIMS
+    from harness.protocol import grids
+
+    monkeypatch.setitem(grids.V2_BUDGETS, 100, 100)
+    temps = (0.0,) + grids.HARSH_NOISES
+    ce, scl = noise_scores(temps=temps, effect=4.0, seeds=5, rng=8)
+    ce = ce - np.array([0.0, 3.0, 6.0, 9.0])  # CE loses 3 points per step of T; CE+SCL does not
+    df = noise_frame(ce, scl, temps=temps, mode="replace")
+    df["steps"] = pd.array([100] * len(df), dtype="Int64")
+    df["best_step"] = pd.array([50] * len(df), dtype="Int64")
+    assert set(df.loc[df["noise"] > 0, "noise_mode"]) == {"replace"} and df.loc[df["noise"] == 0, "noise_mode"].isna().all()
+
+    t3, t8 = build_table(df, 3, n_resamples=FAST), build_table(df, 8, n_resamples=FAST)
+    (s3,), (s8,) = t3.sections, t8.sections
+    assert t3.cell(s3.label, "sst2", "CE", 0.0).n_runs == 5
+    assert all(t3.cell(s3.label, "sst2", "CE", T).n_runs == 0 for T in (0.3, 0.5, 0.7, 0.9))
+    assert all(t8.cell(s8.label, task, "CE", T).n_runs == 5 for task in TABLE3_TASKS for T in temps)
+    assert t8.layout.cols == temps and "replace" in s8.caption
+
+    text = write_report(make_db(tmp_path / "r.db", df, predictions=False), tmp_path / "rep",
+                        n_resamples=FAST, figures=False).read_text()
+    claim = text[text.index(f"**{CLAIMS['noise_replace']}**"):].split("\n- **")[0]
+    cost = claim[claim.index("What the noise cost CE"):].split(". ")[0]
+    sst2 = cost[cost.index("SST-2") + len("SST-2 "):].split(";")[0]  # "T=0.9 -3.1, T=1.2 -5.8, ..."
+    drops = [float(x.split(" ")[1]) for x in sst2.split(", ")]
+    assert len(drops) == 3 and drops[2] < drops[0] < 0  # CE loses more at higher T
+    assert "Main effect over the noisy T, seeds as units: Our data support it in" in claim
+    assert "## Table 8" in text

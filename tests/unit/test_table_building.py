@@ -27,7 +27,7 @@ def one_cell(**kw) -> pd.DataFrame:
 
 def test_an_unknown_table_or_aggregation_is_refused_with_the_choices():
     df = one_cell()
-    with pytest.raises(ValueError, match=r"^no table 6; tables: 2, 3, 4, 5, 7$"):
+    with pytest.raises(ValueError, match=r"^no table 6; tables: 2, 3, 4, 5, 7, 8$"):
         build_table(df, 6)
     with pytest.raises(ValueError, match=r"^unknown aggregation 'median'; choose one of top3, mean$"):
         build_table(df, 2, "median")

@@ -222,3 +222,25 @@ def test_cell_tests_pair_runs_by_seed_not_by_rank():
     assert test.comparison.mean_diff == pytest.approx((wide["ce+scl"] - wide["ce"]).mean())
     job = df.set_index(["loss", "seed"])["job_id"]
     assert sorted(test.pairs) == sorted((job["ce", s], job["ce+scl", s]) for s in range(10))
+
+
+def test_protocol_v2_runs_at_their_budgets_share_one_section(monkeypatch):
+    """The study's budgets differ by N (grids.V2_BUDGETS), yet the v2 runs of N = 20 and 100 form
+    one section, captioned with the budgets; a run at a budget of its own gets its own section."""
+    from harness.protocol import grids
+
+    monkeypatch.setitem(grids.V2_BUDGETS, 20, 75)
+    monkeypatch.setitem(grids.V2_BUDGETS, 100, 100)
+    df = synthetic_results([dict(task="sst2", n=20), dict(task="sst2", n=100)], rng=3)
+    df["steps"] = pd.array([75 if n == 20 else 100 for n in df["n"]], dtype="Int64")
+    own = synthetic_results([dict(task="sst2", n=20)], rng=4)
+    own["steps"] = pd.array([100] * len(own), dtype="Int64")  # N = 20 at 100 steps: not v2's budget
+    own["job_id"] = own["job_id"] + "-own"
+    t = build_table(pd.concat([df, own], ignore_index=True), 2, n_resamples=FAST)
+    assert len(t.sections) == 2
+    (v2,) = [s for s in t.sections if "protocol v2's step budgets" in s.caption]
+    assert "(N=20: 75, N=100: 100 steps; validation every 25)" in v2.caption
+    assert t.cell(v2.label, 20, "CE", "sst2").n_runs == 10 and t.cell(v2.label, 100, "CE", "sst2").n_runs == 10
+    (mine,) = [s for s in t.sections if s is not v2]
+    assert "100 steps" in mine.caption and t.cell(mine.label, 20, "CE", "sst2").n_runs == 10
+    assert t.cell(mine.label, 100, "CE", "sst2").n_runs == 0
