@@ -6,7 +6,9 @@
 #   scripts/campaign.sh p3       # tune (L6) -> select -> Table 2 at N=20,100 (L6); then Tables 4, 5 (1 seed)
 #   scripts/campaign.sh all      # p1, p2, p3 in turn, then drain
 #   scripts/campaign.sh study    # protocol v2's convergence study (then record its budgets: harness convergence)
-#   scripts/campaign.sh v2       # tune-v2 (each model: CE, then CE+SCL at CE's lr) -> select -> fewshot-v2
+#   scripts/campaign.sh v2       # issue 22 P1: tune-v2 (each model: CE, then CE+SCL at CE's lr) -> select -> fewshot-v2
+#   scripts/campaign.sh v2-p2    # issue 22 P2: Table 3 under v2 and our noise extension (Table 8), 3-layer model
+#   scripts/campaign.sh v2-p3    # issue 22 P3: Tables 4 and 5 (1 seed, reduced budget), then Table 3 v2 with the 6-layer model
 #   scripts/campaign.sh workers  # top the background workers up (e.g. after a reboot)
 #   scripts/campaign.sh drain    # wait until nothing is queued or running, then stop the workers
 #   scripts/campaign.sh stop     # stop the workers now (each hands its job back to the queue)
@@ -160,15 +162,43 @@ study() {
     workers
 }
 
+in_rounds() {  # in_rounds FIRST LAST ARGS...: enqueue ARGS one seed at a time, FIRST..LAST
+    # Workers claim in enqueue order, so every cell gets seed s before any cell gets s + 1: a
+    # stretch cut short leaves each started cell with as many seeds as its neighbours (±1).
+    local first=$1 last=$2 seed
+    shift 2
+    for seed in $(seq "$first" "$last"); do enqueue "$@" --seeds "$seed-$seed"; done
+}
+
 v2() {
-    # Protocol v2 (issue 22): needs the study's budgets in V2_BUDGETS (enqueue says so if not).
-    # Seeds 0-4 of every cell first, then 5-9, as in p3.
+    # Protocol v2, issue 22 P1: needs the study's budgets in V2_BUDGETS (enqueue says so if not).
+    # The 3-layer model's Table 2 is queued as soon as its tuning is chosen, in rounds of seeds,
+    # then the 6-layer model's tuning and Table 2.
     local model
     for model in "$L3" "$L6"; do
         tune "$model" tune-v2
-        enqueue --grid fewshot-v2 --tuned --model "$model" --seeds 5
+        in_rounds 0 9 --grid fewshot-v2 --tuned --model "$model"
     done
-    for model in "$L3" "$L6"; do enqueue --grid fewshot-v2 --tuned --model "$model"; done
+    workers
+}
+
+v2_p2() {
+    # Issue 22 P2 (3-layer model): Table 3 under v2 (the paper's design, 5 seeds) beside our
+    # extension, Table 8 (the back-translations replace the originals, T up to 1.5), seed by seed.
+    local seed
+    for seed in 0 1 2 3 4; do
+        enqueue --grid noise-v2 --tuned --model "$L3" --seeds "$seed-$seed"
+        enqueue --grid noise-replace --tuned --model "$L3" --seeds "$seed-$seed"
+    done
+    workers
+}
+
+v2_p3() {
+    # Issue 22 P3: Tables 4 and 5 at the budget this machine allows (1 seed, FULL_EPOCHS), then
+    # Table 3 under v2 with the 6-layer model.
+    enqueue --grid glue --model "$L3" --seeds 1 --epochs "$FULL_EPOCHS" --lr "$FULL_LR" --warmup-ratio 0.1
+    enqueue --grid batch --model "$L3" --seeds 1 --epochs "$FULL_EPOCHS" --lr "$FULL_LR" --warmup-ratio 0.1
+    in_rounds 0 4 --grid noise-v2 --tuned --model "$L6"
     workers
 }
 
@@ -179,10 +209,12 @@ case "${1:-}" in
     all) p1; p2; p3; drain ;;
     study) study ;;
     v2) v2 ;;
+    v2-p2) v2_p2 ;;
+    v2-p3) v2_p3 ;;
     workers) workers ;;
     drain) drain ;;
     stop) stop ;;
     status) "$HARNESS" status ;;
     report) "$HARNESS" report --all --out report ;;
-    *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
