@@ -10,8 +10,9 @@ here and nowhere else:
    sanity run);
 2. seed: one of its grid's own seeds (0–9; glue and batch 0–2), so extra seeds change nothing;
 3. budget: a run of a protocol-v2 grid trained for the step budget the convergence study chose
-   for its N (`grids.V2_BUDGETS`); until the study has recorded one, v2 runs are previews, shown
-   in the report's protocol-v2 section and judged nowhere;
+   for its N (`grids.V2_BUDGETS`, through `grids.budget_for`: an N between the studied ones takes
+   the next larger one's; full-data runs keep epochs); until the study has recorded one, v2 runs
+   are previews, shown in the report's protocol-v2 section and judged nowhere;
 4. settings: a run of a tuned grid (`grids.TUNED_GRIDS`) whose model has a choice stored by that
    grid's tuning grid for its task (transfer: SST-2's) carries that choice's lr, warm-up ratio
    and, for CE+SCL, λ and τ: it is what `enqueue --tuned` made, not a variant by hand.
@@ -86,7 +87,10 @@ def _at_budget(df: pd.DataFrame) -> pd.Series:
         budgets = grids.GRIDS[grid].step_budgets if grid in grids.GRIDS else None
         if budgets is None:
             return True
-        return not pd.isna(steps) and not pd.isna(n) and budgets.get(int(n)) == int(steps)
+        if pd.isna(n):  # full data (a transfer grid's stage 1) keeps the epoch protocol
+            return pd.isna(steps)
+        budget = grids.budget_for(budgets, n)
+        return not pd.isna(steps) and budget is not None and budget == int(steps)
 
     steps = df["steps"] if "steps" in df else pd.Series(pd.NA, index=df.index)
     return pd.Series([ok(g, n, s) for g, n, s in zip(df["grid"], df["n"], steps)], index=df.index, dtype=bool)

@@ -37,7 +37,7 @@ def step_budget(df: pd.DataFrame) -> pd.Series:
     def label(n, steps):
         if pd.isna(steps):
             return pd.NA
-        if not pd.isna(n) and grids.V2_BUDGETS.get(int(n)) == int(steps):
+        if grids.budget_for(grids.V2_BUDGETS, None if pd.isna(n) else n) == int(steps):
             return V2_BUDGET
         return f"{int(steps)} steps"
     return pd.Series([label(n, s) for n, s in zip(df["n"], df["steps"])], index=df.index, dtype=object)

@@ -7,7 +7,7 @@
 #   scripts/campaign.sh all      # p1, p2, p3 in turn, then drain
 #   scripts/campaign.sh study    # protocol v2's convergence study (then record its budgets: harness convergence)
 #   scripts/campaign.sh v2       # issue 22 P1: tune-v2 (each model: CE, then CE+SCL at CE's lr) -> select -> fewshot-v2
-#   scripts/campaign.sh v2-p2    # issue 22 P2: Table 3 under v2 and our noise extension (Table 8), 3-layer model
+#   scripts/campaign.sh v2-p2    # issue 22 P2: Table 3 v2, our noise extension (Table 8), Table 7 v2; 3-layer model
 #   scripts/campaign.sh v2-p3    # issue 22 P3: Tables 4 and 5 (1 seed, reduced budget), then Table 3 v2 with the 6-layer model
 #   scripts/campaign.sh workers  # top the background workers up (e.g. after a reboot)
 #   scripts/campaign.sh drain    # wait until nothing is queued or running, then stop the workers
@@ -27,7 +27,7 @@
 # or `stop` ends them. Stopped workers lose only their leases.
 # Settings (environment): HARNESS_DB (default sqlite:///results.db), WORKERS (default: one per
 # core), OMP_NUM_THREADS (default: cores / WORKERS), WORK_ARGS (e.g. "--gpu 0"), STAGE1_EPOCHS,
-# FULL_EPOCHS, FULL_LR, TUNE_STEPS, POLL_SECONDS.
+# FULL_EPOCHS, FULL_LR, TUNE_STEPS, POLL_SECONDS, V2_MODELS.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -44,6 +44,7 @@ WORK_ARGS=${WORK_ARGS:-}
 POLL_SECONDS=${POLL_SECONDS:-120}
 L3=sentence-transformers/paraphrase-MiniLM-L3-v2
 L6=sentence-transformers/all-MiniLM-L6-v2
+V2_MODELS=${V2_MODELS:-"$L3 $L6"}  # the models of stage v2, in order
 STAGE1_EPOCHS=${STAGE1_EPOCHS:-2}  # full SST-2 (67k examples) per epoch: what fits on a CPU in hours
 FULL_EPOCHS=${FULL_EPOCHS:-2}      # Tables 4 and 5 (full training sets): the reduced budget, recorded
 FULL_LR=${FULL_LR:-1e-4}           # not tuned (the tune grid is few-shot); thousands of steps, so below the few-shot choice
@@ -175,7 +176,7 @@ v2() {
     # The 3-layer model's Table 2 is queued as soon as its tuning is chosen, in rounds of seeds,
     # then the 6-layer model's tuning and Table 2.
     local model
-    for model in "$L3" "$L6"; do
+    for model in $V2_MODELS; do
         tune "$model" tune-v2
         in_rounds 0 9 --grid fewshot-v2 --tuned --model "$model"
     done
@@ -184,12 +185,17 @@ v2() {
 
 v2_p2() {
     # Issue 22 P2 (3-layer model): Table 3 under v2 (the paper's design, 5 seeds) beside our
-    # extension, Table 8 (the back-translations replace the originals, T up to 1.5), seed by seed.
+    # extension, Table 8 (the back-translations replace the originals, T up to 1.5), seed by seed;
+    # then Table 7 under v2 (stage 1 on full SST-2 in epochs, the targets at a step budget),
+    # Amazon-2 and Yelp-2 (the paper's two) first.
     local seed
     for seed in 0 1 2 3 4; do
         enqueue --grid noise-v2 --tuned --model "$L3" --seeds "$seed-$seed"
         enqueue --grid noise-replace --tuned --model "$L3" --seeds "$seed-$seed"
     done
+    in_rounds 0 9 --grid transfer-v2 --tuned --model "$L3" --stage1-epochs "$STAGE1_EPOCHS" \
+        --tasks amazon_polarity_sample,yelp_polarity
+    in_rounds 0 9 --grid transfer-v2 --tuned --model "$L3" --stage1-epochs "$STAGE1_EPOCHS" --tasks mr,cr,mpqa,subj
     workers
 }
 

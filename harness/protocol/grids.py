@@ -72,6 +72,7 @@ class Grid:
     tuned_by: str | None = None  # the tuning grid whose choices `enqueue --tuned` takes
     # Protocol v2: N -> budget in optimizer steps (None: the epoch protocol; empty: not chosen yet)
     step_budgets: dict | None = None
+    transfer: bool = False  # two stages: an SST-2 model (stage 1), then the target tasks from it
 
     def axes(self) -> dict:
         return dict(tasks=self.tasks, ns=self.ns, seeds=self.seeds, losses=self.losses,
@@ -96,7 +97,7 @@ GRIDS: dict[str, Grid] = {g.name: g for g in [
     Grid("transfer", 1, "Table 7: SST-2 model (stage 1) fine-tuned on related tasks with 20 "
          "examples per class (stage 2), 10 samples, plus a from-pretrained baseline",
          tasks=paper.TRANSFER.tasks, ns=paper.TRANSFER.ns, seeds=tuple(range(10)),
-         base=dict(_PAPER, epochs=10), tuned_by="tune"),
+         base=dict(_PAPER, epochs=10), tuned_by="tune", transfer=True),
     Grid("tune", 1, "hyper-parameters on validation: N = 100, tuning seeds 100-101, CE over 3 "
          "learning rates, CE+SCL over λ ∈ {0.5, 0.9} × τ ∈ {0.1, 0.3, 0.7} at each (small model)",
          tasks=paper.FEWSHOT.tasks, ns=(100,), seeds=TUNE_SEEDS, lrs=TUNE_LRS,
@@ -127,6 +128,10 @@ GRIDS: dict[str, Grid] = {g.name: g for g in [
          tasks=paper.NOISE.tasks, ns=paper.NOISE.ns, seeds=tuple(range(paper.PAPER_SEEDS)),
          noises=(0.0,) + HARSH_NOISES, models=STUDY_MODELS, base=_V2 | dict(noise_mode="replace"),
          tuned_by="tune-v2", step_budgets=V2_BUDGETS),
+    Grid("transfer-v2", 2, "Table 7 under protocol v2: stage 1 on SST-2 in epochs (full data), stage 2 "
+         "(20 examples per class) at the step budget of the smallest studied N at or above its 40",
+         tasks=paper.TRANSFER.tasks, ns=paper.TRANSFER.ns, seeds=tuple(range(10)), base=_V2,
+         tuned_by="tune-v2", step_budgets=V2_BUDGETS, transfer=True),
     Grid("smoke", 1, "a minute-scale sanity run for demos and tests, not evidence (enqueued into "
          "demo.db unless --db says otherwise): small model, SST-2, N = 20, 6 epochs",
          tasks=("sst2",), ns=(20,), seeds=(0, 1, 2, 3),
@@ -147,7 +152,18 @@ TUNED_FIELDS = ("lr", "lam", "tau", "warmup_ratio")
 def tuning_task(grid: str, task: str) -> str:
     """Whose tuning choice a tuned job of `grid` takes: its own task's, but every transfer job
     (SST-2 stage 1, sentiment and subjectivity targets) takes SST-2's."""
-    return paper.TRANSFER_SOURCE if grid == "transfer" else task
+    return paper.TRANSFER_SOURCE if grid in GRIDS and GRIDS[grid].transfer else task
+
+
+def budget_for(budgets: dict, n) -> int | None:
+    """Protocol v2's step budget for N examples: the study's budget for N, else that of the
+    smallest N it studied above N (the budgets grow with N, so it is long enough: a transfer
+    target's 40 examples train for N = 100's budget); None above the largest N studied, for the
+    full training set (n None: full-data grids keep epochs), or before the study chose any."""
+    if n is None or n != n:  # None or NaN
+        return None
+    above = sorted(k for k in budgets if k >= int(n))
+    return budgets[above[0]] if above else None
 
 
 def get_grid(name: str) -> Grid:
@@ -171,8 +187,8 @@ def expand(grid: Grid, **overrides) -> list[tuple[JobSpec, str | None]]:
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     stage1 = {k: overrides.pop(k) for k in STAGE1_OPTIONS if k in overrides}
-    if stage1 and grid.name != "transfer":
-        raise HarnessError(f"--stage1-n / --stage1-epochs apply to the transfer grid only, not {grid.name!r}")
+    if stage1 and not grid.transfer:
+        raise HarnessError(f"--stage1-n / --stage1-epochs apply to the transfer grids only, not {grid.name!r}")
     axes = grid.axes() | {k: tuple(overrides.pop(k)) for k in AXIS_NAMES if k in overrides}
     spec_fields = {f.name for f in dataclasses.fields(JobSpec)}
     unknown = set(overrides) - spec_fields
@@ -187,8 +203,9 @@ def expand(grid: Grid, **overrides) -> list[tuple[JobSpec, str | None]]:
     for axis, values in axes.items():
         if not values:
             raise HarnessError(f"the {axis} axis of grid {grid.name!r} is empty")
-    if grid.name == "transfer":
-        return _expand_transfer(axes, base, **stage1)
+    if grid.transfer:
+        (n,) = axes["ns"][:1]
+        return _expand_transfer(axes, base, _step_budgets(grid, base, (n,), "steps" in overrides)[n], **stage1)
     # the grid's learning rates, unless --lr pins one (then base holds it)
     lrs = [dict(lr=lr) for lr in grid.lrs] if grid.lrs and "lr" not in overrides else [{}]
     settings = _scl_settings(grid, overrides)
@@ -212,7 +229,7 @@ def _step_budgets(grid: Grid, base: dict, ns, pinned: bool) -> dict:
         return {n: {} for n in ns}
     out = {}
     for n in ns:
-        steps = base.get("steps") if pinned or grid.step_budgets is None else grid.step_budgets.get(n)
+        steps = base.get("steps") if pinned or grid.step_budgets is None else budget_for(grid.step_budgets, n)
         if steps is None:
             raise HarnessError(f"grid {grid.name!r} has no step budget for N = {n} yet: the convergence "
                                "study chooses it (`harness enqueue --grid convergence`, then `harness "
@@ -230,19 +247,22 @@ def _scl_settings(grid: Grid, overrides: dict) -> list[dict]:
     return [dict(lam=lam, tau=tau) for lam, tau in dict.fromkeys(pinned)]
 
 
-def _expand_transfer(axes: dict, base: dict, stage1_n: int | None = None,
+def _expand_transfer(axes: dict, base: dict, budget: dict, stage1_n: int | None = None,
                      stage1_epochs: int | None = None) -> list[tuple[JobSpec, str | None]]:
-    """Stage 1: full SST-2 per loss (seed 0), or a stage1_n sample of it (a CPU demo). Stage 2:
-    each target × sample seed × loss, starting from the stage-1 model of the same loss and trained
-    with that loss. Baseline: each target × sample seed from the pretrained model with CE."""
+    """Stage 1: full SST-2 per loss (seed 0), or a stage1_n sample of it (a CPU demo), in epochs.
+    Stage 2: each target × sample seed × loss, starting from the stage-1 model of the same loss
+    and trained with that loss. Baseline: each target × sample seed from the pretrained model with
+    CE. budget: stage 2's and the baseline's step-budget fields (protocol v2; empty: epochs)."""
     out: list[tuple[JobSpec, str | None]] = []
     (n,) = axes["ns"][:1]
     per_class = None if n is None else max(1, n // 2)
     epochs1 = stage1_epochs or min(base.get("epochs", 10), STAGE1_MAX_EPOCHS)
+    stage1_base = {k: v for k, v in base.items() if k not in ("steps", "eval_every")}  # full data: epochs
+    base = base | budget
     stage1 = {}
     for loss in axes["losses"]:
-        s1 = JobSpec.make(**(base | dict(task=paper.TRANSFER_SOURCE, n=stage1_n, seed=0, loss=loss,
-                                         epochs=epochs1)))
+        s1 = JobSpec.make(**(stage1_base | dict(task=paper.TRANSFER_SOURCE, n=stage1_n, seed=0, loss=loss,
+                                                epochs=epochs1)))
         stage1[loss] = s1
         out.append((s1, None))
     for task, seed in itertools.product(axes["tasks"], axes["seeds"]):

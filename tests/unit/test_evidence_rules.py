@@ -69,3 +69,21 @@ def test_a_v2_run_is_evidence_only_at_the_budget_the_study_chose_for_its_n(monke
     assert sorted(ev.runs.loc[ev.runs["grid"] == "fewshot-v2", "steps"]) == [75, 75]
     assert list(ev.left_out["budget"]["steps"]) == [200, 200]
     assert render_previews(ev.left_out["budget"].iloc[0:0], ev.runs) == ""
+
+
+def test_transfer_v2_counts_its_stage_1_in_epochs_and_its_targets_at_the_next_studied_budget(monkeypatch):
+    """A transfer grid under v2: the full-data stage 1 keeps epochs (no step budget applies to it),
+    the 40-example targets count at the budget of N = 100, the smallest studied N above 40."""
+    from analysis.synthetic import transfer_results
+    from harness.protocol import grids
+
+    monkeypatch.setitem(grids.V2_BUDGETS, 20, 75)
+    monkeypatch.setitem(grids.V2_BUDGETS, 100, 110)
+    df = transfer_results(seeds=range(2), tasks=("mr",))
+    df["grid"] = "transfer-v2"
+    targets = df["n"].notna()
+    df["steps"] = pd.array([110 if t else pd.NA for t in targets], dtype="Int64")
+    df.loc[df.index[targets][:1], "steps"] = 75  # N = 20's budget: not the targets'
+    ev = split(df, None)
+    assert len(ev.runs) == len(df) - 1 and ev.runs["n"].isna().sum() == 2  # both stage-1 runs count
+    assert list(ev.left_out["budget"]["steps"]) == [75]

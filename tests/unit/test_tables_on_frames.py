@@ -244,3 +244,15 @@ def test_protocol_v2_runs_at_their_budgets_share_one_section(monkeypatch):
     (mine,) = [s for s in t.sections if s is not v2]
     assert "100 steps" in mine.caption and t.cell(mine.label, 20, "CE", "sst2").n_runs == 10
     assert t.cell(mine.label, 100, "CE", "sst2").n_runs == 0
+
+
+def test_each_runs_protocol(monkeypatch):
+    from analysis.layouts import protocol_of
+    from harness.protocol import grids
+
+    monkeypatch.setitem(grids.V2_BUDGETS, 20, 75)
+    monkeypatch.setitem(grids.V2_BUDGETS, 100, 110)
+    df = pd.DataFrame({"n": pd.array([20, 40, 40, None, 20, None], dtype="Int64"),
+                       "steps": pd.array([75, 110, 75, None, None, 500], dtype="Int64")})
+    assert protocol_of(df).tolist() == ["v2", "v2", "75 steps", "v1", "v1", "500 steps"]
+    assert protocol_of(df.drop(columns="steps")).tolist() == ["v1"] * 6
