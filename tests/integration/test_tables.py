@@ -301,3 +301,18 @@ def test_replaced_noise_is_table_8_not_table_3(tmp_path, monkeypatch):
     assert len(drops) == 3 and drops[2] < drops[0] < 0  # CE loses more at higher T
     assert "Main effect over the noisy T, seeds as units: Our data support it in" in claim
     assert "## Table 8" in text
+
+
+def test_table_8_holds_no_clean_runs_without_replaced_noise_beside_them():
+    """Clean N = 100 runs fill Table 8's 'original' column only where their setting has runs with
+    replaced noise: otherwise the table would repeat Table 2's N = 100 cells as if it had run."""
+    from harness.protocol import grids
+
+    temps = (0.0,) + grids.HARSH_NOISES
+    ce, scl = noise_scores(temps=temps, seeds=3, rng=9)
+    replaced = noise_frame(ce, scl, temps=temps, mode="replace", tasks=("sst2",))
+    other = synthetic_results([dict(task="qnli", n=100)], seeds=range(3), rng=10)  # clean QNLI only
+    t = build_table(pd.concat([replaced, other], ignore_index=True), 8, n_resamples=FAST)
+    (sec,) = t.sections
+    assert t.cell(sec.label, "sst2", "CE", 0.0).n_runs == 3 and t.cell(sec.label, "qnli", "CE", 0.0).n_runs == 0
+    assert build_table(other, 8, n_resamples=FAST).sections == []
