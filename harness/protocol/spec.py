@@ -24,9 +24,12 @@ SMALL_MODEL = "sentence-transformers/paraphrase-MiniLM-L3-v2"  # runs on a CPU i
 HASH_CHARS = 16  # hex characters of sha256 kept as the job id
 # Back-translation temperature T: 0 (clean) or 0 < T ≤ MAX_NOISE. The paper ran 0.3–0.9; up to 1.5
 # the pt<->en round trip still gives sentences (SST-2, 16 sentences of ~91 characters: mean edit
-# distance 23 at T = 0.9, 29 at 1.2, 40 at 1.5), at 2.0 word salad (70: "deforesting soundf f wear
-# film" for "unflinchingly dark and desperate"), which is not a paraphrase with a known label.
-MAX_NOISE = 1.5
+# distance 23 at T = 0.9, 29 at 1.2, 40 at 1.5), at 2.0 half-broken ones (70: "graceful and intried
+# with eache a griege, as it was a century and a half ago" for "satisfyingly odd and intriguing a
+# tale as it was a century and a half ago"), beyond it word salad ("bit last lifer avoids
+# byschbion" at 3.0), which no longer carries its label. Our noise extension (grid noise-replace)
+# needs 2.0: up to 1.5, with the texts replaced, CE lost under 2 points (pilot, 3 seeds, N = 100).
+MAX_NOISE = 2.0
 # SCL temperature τ ≥ MIN_TAU. The SCL term of an anchor is at most 2/τ + ln(B − 1) (cosine
 # similarities lie in [−1, 1]), its gradient of order 1/τ: at 0.01 a few hundred, while τ = 1e-30
 # stored a training loss of 1.1e29 (and 1/τ² overflows Adam's float32 second moment below ~1e-19).

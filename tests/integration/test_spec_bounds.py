@@ -15,7 +15,7 @@ from harness.worker import Worker, WorkerOptions
 
 @pytest.mark.parametrize("field,value,reason", [
     ("tau", 1e-30, "τ (--tau) must be ≥ 0.01"),
-    ("noise", 2.0, "must be 0 (clean) or 0 < T ≤ 1.5"),
+    ("noise", 2.5, "must be 0 (clean) or 0 < T ≤ 2"),
 ])
 def test_a_queued_job_outside_the_bounds_fails_once_with_the_reason(field, value, reason, tmp_path):
     valid = JobSpec.make(task="sst2", n=8, seed=0, loss="ce+scl", model=SMALL_MODEL, epochs=1,

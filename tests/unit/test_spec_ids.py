@@ -85,10 +85,10 @@ def test_grid_task_option_is_case_insensitive():
     (dict(loss="ce+scl", tau=0.01), None),
     (dict(loss="ce+scl", tau=0.0099), "τ (--tau) must be ≥ 0.01"),
     (dict(loss="ce+scl", tau=1e-30), "τ (--tau) must be ≥ 0.01"),
-    (dict(noise=1.5), None),
-    (dict(noise=1.5001), "must be 0 (clean) or 0 < T ≤ 1.5"),
-    (dict(noise=2.0), "must be 0 (clean) or 0 < T ≤ 1.5"),
-    (dict(noise=-0.1), "must be 0 (clean) or 0 < T ≤ 1.5"),
+    (dict(noise=2.0), None),
+    (dict(noise=2.0001), "must be 0 (clean) or 0 < T ≤ 2"),
+    (dict(noise=3.0), "must be 0 (clean) or 0 < T ≤ 2"),
+    (dict(noise=-0.1), "must be 0 (clean) or 0 < T ≤ 2"),
 ])
 def test_tau_and_noise_bounds_are_inclusive_and_say_what_is_allowed(fields, refused):
     from harness.errors import HarnessError
