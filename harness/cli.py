@@ -139,12 +139,13 @@ def _stage1_n(value: str | None) -> int | None:
 @fail_cleanly
 def grids_cmd():
     """List the named experimental designs and how many jobs each expands to."""
+    width = max(len(name) for name in grids.GRIDS)
     for g in grids.GRIDS.values():
         try:
             count = f"{len(grids.expand(g)):>4} jobs"
         except HarnessError:  # a v2 grid before the convergence study has chosen its budgets
             count = "   ? jobs (step budgets not chosen yet: --steps)"
-        typer.echo(f"{g.name:<11} v{g.version} {count}  {g.description}")
+        typer.echo(f"{g.name:<{width}} v{g.version} {count}  {g.description}")
 
 
 @app.command()

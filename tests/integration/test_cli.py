@@ -44,6 +44,9 @@ def test_grids_lists_every_design_with_job_counts():
     for name, count in [("fewshot", 180), ("noise", 300), ("smoke", 8)]:
         line = next(line for line in r.stdout.splitlines() if line.startswith(name))
         assert f" {count} jobs" in line
+    lines = r.stdout.splitlines()
+    assert "noise-replace v2" in r.stdout  # the longest name sets the column
+    assert len({line.index(" v1 ") if " v1 " in line else line.index(" v2 ") for line in lines}) == 1
 
 
 def test_fewshot_dry_run_reports_180_and_writes_nothing(tmp_path):
