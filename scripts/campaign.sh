@@ -185,7 +185,7 @@ v2() {
 
 v2_p2() {
     # Issue 22 P2 (3-layer model): Table 3 under v2 (the paper's design, 5 seeds) beside our
-    # extension, Table 8 (the back-translations replace the originals, T up to 1.5), seed by seed;
+    # extension, Table 8 (the back-translations replace the originals, T up to 2.0), seed by seed;
     # then Table 7 under v2 (stage 1 on full SST-2 in epochs, the targets at a step budget),
     # Amazon-2 and Yelp-2 (the paper's two) first.
     local seed

@@ -48,8 +48,11 @@ TUNE2_SCL = tuple(itertools.product((0.1, 0.3, 0.5, 0.7, 0.9), (0.05, 0.1, 0.3, 
 # Our extension of Table 3 (issue 22), beside the paper's design: the noisy texts replace the
 # originals (the paper adds them beside), at temperatures up to MAX_NOISE, so that CE has a
 # degradation to resist; the paper's back-translations at T <= 0.9, added beside the originals,
-# never cost our CE a point (v1: SST-2 75.0 -> 75.7 at T = 0.9).
-HARSH_NOISES = (0.9, 1.2, 1.5)
+# never cost our CE a point (v1: SST-2 75.0 -> 75.7 at T = 0.9). A pilot (3-layer MiniLM, N = 100,
+# 100 steps, lr 1e-4, seeds 0-2, CE; mean test accuracy, clean -> replaced at T = 0.9 / 1.5 / 2.0):
+# SST-2 73.2 -> 73.2 / 71.3 / 68.6, MNLI 41.9 -> 42.2 / 41.8 / 40.2. 0.9 is the paper's highest T,
+# 2.0 the first that cost CE 3 points (SST-2; MNLI at N = 100 is near chance and loses less).
+HARSH_NOISES = (0.9, 1.5, 2.0)
 _V2 = dict(lam=paper.PAPER_LAM, tau=paper.PAPER_TAU, model=SMALL_MODEL, lr=1e-4, warmup_ratio=0.1,
            eval_every=V2_EVAL_EVERY, max_length=128)
 
@@ -124,7 +127,7 @@ GRIDS: dict[str, Grid] = {g.name: g for g in [
          noises=paper.NOISE.noises, models=STUDY_MODELS, base=_V2, tuned_by="tune-v2",
          step_budgets=V2_BUDGETS),
     Grid("noise-replace", 2, "our extension of Table 3 (not the paper's design): the back-translations "
-         "replace the N = 100 originals, T = 0.9, 1.2, 1.5 (and clean), protocol v2; both small models",
+         "replace the N = 100 originals, T = 0.9, 1.5, 2.0 (and clean), protocol v2; both small models",
          tasks=paper.NOISE.tasks, ns=paper.NOISE.ns, seeds=tuple(range(paper.PAPER_SEEDS)),
          noises=(0.0,) + HARSH_NOISES, models=STUDY_MODELS, base=_V2 | dict(noise_mode="replace"),
          tuned_by="tune-v2", step_budgets=V2_BUDGETS),

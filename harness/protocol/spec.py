@@ -28,7 +28,8 @@ HASH_CHARS = 16  # hex characters of sha256 kept as the job id
 # with eache a griege, as it was a century and a half ago" for "satisfyingly odd and intriguing a
 # tale as it was a century and a half ago"), beyond it word salad ("bit last lifer avoids
 # byschbion" at 3.0), which no longer carries its label. Our noise extension (grid noise-replace)
-# needs 2.0: up to 1.5, with the texts replaced, CE lost under 2 points (pilot, 3 seeds, N = 100).
+# needs 2.0: up to 1.5, with the texts replaced, CE lost under 2 points (pilot, 3 seeds, N = 100;
+# SST-2 4.6 points at 2.0, harness.protocol.grids.HARSH_NOISES).
 MAX_NOISE = 2.0
 # SCL temperature τ ≥ MIN_TAU. The SCL term of an anchor is at most 2/τ + ln(B − 1) (cosine
 # similarities lie in [−1, 1]), its gradient of order 1/τ: at 0.01 a few hundred, while τ = 1e-30
