@@ -300,7 +300,17 @@ def _claims(built, engine, df) -> dict[str, str]:
 
 
 CLAIMS_TITLE_SHIFT = "## v1 beside v2: does the verdict depend on how long the baseline trains?"
-DESCRIPTIVE = ("fewshot_shrinks", "batch")  # claims whose verdict is a description, not a test
+
+
+def _main_effect(t) -> bool:  # Tables 3 and 8: the gap over the noisy T, seeds as units
+    return t.col == "average"
+
+
+# The tests each tested claim's verdict rests on (the claims' text and the v1-beside-v2 table);
+# the shrinking gain and the batch sizes are descriptions, not tests.
+VERDICT_TESTS = {"fewshot": (2, lambda t: t.group in (20, 100)), "noise": (3, _main_effect),
+                 "glue": (4, lambda t: t.group == "accuracy" and t.col != "average"),
+                 "transfer": (7, lambda t: True), "noise_replace": (8, _main_effect)}
 
 
 def _protocol_name(protocol: str) -> str:
@@ -336,9 +346,7 @@ def render_protocol_shift(built, df) -> str:
         return ""
     lines = ["| claim | model | protocol v1 (epochs) | protocol v2 (step budgets) | moved? |",
              "|---|---|---|---|---|"]
-    for key, (n, keep) in CLAIM_DATA.items():
-        if key in DESCRIPTIVE:
-            continue
+    for key, (n, keep) in VERDICT_TESTS.items():
         for m in both:
             (d1, v1), (d2, v2) = (_short_verdict(views[(m, p)][n], keep) for p in ("v1", "v2"))
             if d1 is None and d2 is None:
@@ -360,7 +368,7 @@ def _model_claims(built, df) -> dict[str, str]:
 
 def _verdicts(built) -> dict[str, str]:
     t2, t3, t4, t5, t7 = (built[n] for n in (2, 3, 4, 5, 7))
-    out = {"fewshot": _summary(t2, lambda t: t.group in (20, 100))}
+    out = {"fewshot": _summary(t2, VERDICT_TESTS["fewshot"][1])}
     gains = {n: _mean_gain(t2, lambda t, n=n: t.group == n) for n in paper.FEWSHOT.ns}
     if all(g is not None for g in gains.values()):
         shrinks = gains[1000] < min(gains[20], gains[100])
@@ -372,7 +380,7 @@ def _verdicts(built) -> dict[str, str]:
         out["fewshot_shrinks"] = "Not all of N = 20, 100, 1000 have CE and CE+SCL runs in the database."
     out["noise"] = _noise_verdict(t3)
     out["noise_replace"] = _noise_verdict(built[8])
-    out["glue"] = _summary(t4, lambda t: t.group == "accuracy" and t.col != "average")
+    out["glue"] = _summary(t4, VERDICT_TESTS["glue"][1])
     means = {}
     for c in t5.cells:
         if c.loss == "ce+scl" and c.mean is not None:
@@ -387,7 +395,7 @@ def _verdicts(built) -> dict[str, str]:
         out["batch"] = "Fewer than two batch sizes of full-data CE+SCL runs are in the database."
     var = [f"{t7.layout.col_text(t.col)}: {e.p_text()} ({e.test} of equal spread; CE vs CE+SCL {e.detail})"
            for t in t7.tests for e in t.comparison.extra if e.test == "Brown–Forsythe test" and np.isfinite(e.p)]
-    out["transfer"] = _summary(t7, lambda t: True) + (" Variance: " + "; ".join(var) + "." if var else "")
+    out["transfer"] = _summary(t7, VERDICT_TESTS["transfer"][1]) + (" Variance: " + "; ".join(var) + "." if var else "")
     return out
 
 
@@ -398,7 +406,7 @@ def _noise_verdict(table) -> str:
     by_t = {T: _mean_gain(table, lambda t, T=T: t.col == T) for T in noisy}
     trend = ", ".join(f"T={T:g} {g:+.1f}" for T, g in by_t.items() if g is not None)
     return (_ce_drop(table) + (f"Mean gain of CE+SCL over tasks by temperature: {trend} points. " if trend else "")
-            + "Main effect over the noisy T, seeds as units: " + _summary(table, lambda t: t.col == "average")
+            + "Main effect over the noisy T, seeds as units: " + _summary(table, _main_effect)
             + " " + _trend_summary(table))
 
 
