@@ -303,3 +303,17 @@ def test_the_trend_headline_at_its_edges():
     lo, hi = qnli.ci
     assert f"[95% CI {lo:+.1f}, {hi:+.1f}]" in lines[2] and lo != hi
     assert f"Holm-adjusted {qnli.test.p_text(0.01)} →" in lines[2]
+
+
+def test_a_short_verdict_counts_holm_adjusted_gains_and_losses():
+    df = planted_fewshot()
+    tables = built(df)
+    keep = report.VERDICT_TESTS["fewshot"][1]
+    direction, text = report._short_verdict(tables[2], keep)
+    assert direction == "mixed" and text.startswith("mixed: 1 gain(s), 1 loss(es) of 6 cells; mean Δ ")
+    assert report._short_verdict(tables[2].where(lambda s: False), keep) == (None, "no data")
+    gains_only = built(plant({("sst2", 20): STRONG, ("qnli", 100): NULL}, rng=4))
+    assert report._short_verdict(gains_only[2], keep)[0] == "supported"
+    assert report._short_verdict(built(plant({("sst2", 20): -STRONG}, rng=5))[2], keep)[0] == "contradicted"
+    assert report._short_verdict(built(plant({("qnli", 100): NULL}, rng=6))[2], keep)[0] == "not supported"
+    assert report.render_protocol_shift(tables, df) == ""  # one protocol: nothing to set beside
