@@ -279,7 +279,7 @@ def _sections(sub: pd.DataFrame, lay: Layout) -> tuple[pd.DataFrame, list[Sectio
         if len(scl) == 1:
             lam, tau, red = scl.iloc[0]
             caption += f"; CE+SCL with λ={lam:g}, τ={tau:g}, SCL {red} over anchors"
-        elif not per_task["task"].duplicated().any():
+        elif len(per_task) and not per_task["task"].duplicated().any():
             # one setting per task (chosen per task on validation, `--tuned`): one CE+SCL row, its
             # setting per task in the caption, rather than a row per setting, empty for other tasks
             caption += "; CE+SCL with " + "; ".join(

@@ -256,3 +256,9 @@ def test_each_runs_protocol(monkeypatch):
                        "steps": pd.array([75, 110, 75, None, None, 500], dtype="Int64")})
     assert protocol_of(df).tolist() == ["v2", "v2", "75 steps", "v1", "v1", "500 steps"]
     assert protocol_of(df.drop(columns="steps")).tolist() == ["v1"] * 6
+
+
+def test_a_section_without_ce_scl_runs_names_no_ce_scl_setting():
+    df = synthetic_results([dict(task="sst2", n=20)], seeds=range(3), losses=("ce",), rng=2)
+    (sec,) = build_table(df, 2, n_resamples=FAST).sections
+    assert "CE+SCL" not in sec.caption and sec.caption.endswith("sampling uniform")
