@@ -43,11 +43,23 @@ def step_budget(df: pd.DataFrame) -> pd.Series:
     return pd.Series([label(n, s) for n, s in zip(df["n"], df["steps"])], index=df.index, dtype=object)
 
 
+def protocol_from(budget) -> str:
+    """The protocol of a run with this step_budget() value: "v1" (epochs), "v2" (its N's
+    protocol-v2 budget) or the budget of one's own ("200 steps")."""
+    return "v1" if pd.isna(budget) else "v2" if budget == V2_BUDGET else str(budget)
+
+
 def protocol_of(df: pd.DataFrame) -> pd.Series:
-    """Each run's protocol: "v1" (epochs), "v2" (its N's protocol-v2 budget) or a budget of one's
-    own ("200 steps"). Runs of different protocols are never pooled or paired."""
-    budget = step_budget(df)
-    return budget.map(lambda b: "v1" if pd.isna(b) else "v2" if b == V2_BUDGET else str(b)).astype(object)
+    """Each run's protocol (protocol_from). Runs of different protocols are never pooled or paired."""
+    return step_budget(df).map(protocol_from).astype(object)
+
+
+PROTOCOL_NAMES = {"v1": "protocol v1 (epochs)", "v2": "protocol v2 (step budgets)"}
+
+
+def protocol_name(protocol: str) -> str:
+    """How the report, its figures and its tables name a protocol ('200 steps' names itself)."""
+    return PROTOCOL_NAMES.get(protocol, protocol)
 
 
 def budget_caption(value) -> str:
@@ -141,10 +153,9 @@ def _t8(df):
     d = HARSH
     m = _clean(df) & df["n"].isin(d.ns) & df["task"].isin(d.tasks)
     noisy = m & (df["noise_mode"] == "replace") & df["noise"].isin(d.noises)
-    # the clean runs of a setting that has replaced-noise runs: without those, Table 8 would only
-    # repeat Table 2's N = 100 cells
-    keys = [c for c in ("model", "task", "lr", "batch_size", "epochs", "steps", "max_length",
-                        "warmup_ratio", "weight_decay") if c in df]
+    # the clean runs of a setting (SIGNATURE, its budget as steps) that has replaced-noise runs:
+    # without those, Table 8 would only repeat Table 2's N = 100 cells
+    keys = [c for c in ("task", "steps", *SIGNATURE) if c in df]
     ran = set(df.loc[noisy, keys].astype(str).itertuples(index=False, name=None))
     setting = pd.Series([k in ran for k in df[keys].astype(str).itertuples(index=False, name=None)],
                         index=df.index, dtype=bool)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
+from analysis.layouts import protocol_name
 from analysis.tables import ALPHA, Table
 from harness.protocol.paper import TASK_LABELS
 
@@ -81,8 +82,7 @@ def render_model_size(table: Table, df: pd.DataFrame) -> str:
     protocols = sorted({s.protocol for s in table.sections})
     if len(protocols) <= 1:
         return _render_models(table, df)
-    names = {"v1": "Protocol v1 (epochs)", "v2": "Protocol v2 (step budgets)"}
-    return "\n\n".join(f"**{names.get(p, p)}.** " + _render_models(table.where(lambda s, p=p: s.protocol == p), df)
+    return "\n\n".join(f"**{protocol_name(p).capitalize()}.** " + _render_models(table.where(lambda s, p=p: s.protocol == p), df)
                          for p in protocols)
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from analysis.load import engine_of, load_results
+from analysis.tables import task_order
 from harness.noise.tokens import NOISE_EDIT_RATE, NOISE_UNCHANGED, TOKEN_MEASURES
 from harness.store import db as hdb
 
@@ -71,9 +72,8 @@ def token_summary(db) -> pd.DataFrame:
                .agg(runs=("job_id", "count"), unchanged_tokens_share=(NOISE_UNCHANGED, "mean"),
                     token_edit_rate=(NOISE_EDIT_RATE, "mean"))
                .reset_index().rename(columns={"noise": "temperature"}))
-    order = {t: i for i, t in enumerate(("sst2", "qnli", "mnli"))}
     out = out.sort_values(["model", "noise_mode", "task", "temperature"],
-                          key=lambda c: c.map(order).fillna(len(order)) if c.name == "task" else c)
+                          key=lambda c: c.map(task_order) if c.name == "task" else c)
     return out[TOKEN_COLUMNS].reset_index(drop=True)
 
 

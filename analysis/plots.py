@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.layouts import HARSH, protocol_of, reported  # noqa: E402
+from analysis.layouts import HARSH, protocol_name, protocol_of, reported  # noqa: E402
 from analysis.load import load_embeddings, load_results  # noqa: E402
 from harness.protocol.paper import FEWSHOT, LOSS_LABELS, NOISE, TASK_LABELS  # noqa: E402
 
@@ -58,11 +58,12 @@ def _by_model(sel: pd.DataFrame):
     v1's runs with v2's; v1 keeps the plain file name."""
     sel = sel.assign(_protocol=protocol_of(sel))
     for (mdl, proto), g in sel.groupby(["model", "_protocol"]):
-        yield mdl, proto, "" if proto == "v1" else f"_{_safe(proto)}", g
+        yield mdl, proto, _protocol_suffix(proto), g
 
 
-def _protocol_text(proto: str) -> str:
-    return {"v1": "protocol v1 (epochs)", "v2": "protocol v2 (step budgets)"}.get(proto, proto)
+def _protocol_suffix(proto: str) -> str:
+    """A figure file's name part for its protocol: none for v1 (the names figures had before v2)."""
+    return "" if proto == "v1" else f"_{_safe(proto)}"
 
 
 def _no_runs(ax) -> None:
@@ -109,7 +110,7 @@ def plot_variance(df_or_db, out_dir, *, tasks=FEWSHOT.tasks, ns=FEWSHOT.ns,
                 if not len(cell):
                     _no_runs(ax)
         fig.suptitle("Run-to-run variance: each seed's test score (lines join runs on the same sample)")
-        fig.text(0.5, -0.01, f"model: {mdl}; {_protocol_text(proto)}; noise T={noise:g}; every finished run shown",
+        fig.text(0.5, -0.01, f"model: {mdl}; {protocol_name(proto)}; noise T={noise:g}; every finished run shown",
                  ha="center", fontsize=8)
         fig.tight_layout()
         paths += _save(fig, out_dir, f"variance_{_safe(mdl)}{suffix}")
@@ -158,7 +159,7 @@ def plot_noise(df_or_db, out_dir, *, tasks=NOISE.tasks, n: int = NOISE.ns[0],
             else:
                 _no_runs(ax)
         fig.suptitle(title)
-        fig.text(0.5, -0.02, f"model: {mdl}; {_protocol_text(proto)}; N={n}; runs per point: all finished seeds",
+        fig.text(0.5, -0.02, f"model: {mdl}; {protocol_name(proto)}; N={n}; runs per point: all finished seeds",
                  ha="center", fontsize=8)
         fig.tight_layout()
         paths += _save(fig, out_dir, f"noise_{_safe(mdl)}_n{n}{mode_suffix}{suffix}")
@@ -208,11 +209,11 @@ def plot_tsne(db, out_dir, task: str = "sst2", n: int | None = 20, seed: int | N
         ax.legend(fontsize=7, markerscale=2)
     nlabel = "full data" if n is None else f"N={n}"
     fig.suptitle(f"t-SNE of test-set [CLS] embeddings, {TASK_LABELS.get(task, task)}, {nlabel}")
-    fig.text(0.5, -0.02, f"model: {mdl}; {_protocol_text(proto)}; {nlabel}; seed {sd}; {len(x)} test "
+    fig.text(0.5, -0.02, f"model: {mdl}; {protocol_name(proto)}; {nlabel}; seed {sd}; {len(x)} test "
              "examples per panel", ha="center", fontsize=8)
     fig.tight_layout()
-    suffix = "" if proto == "v1" else f"_{_safe(proto)}"
-    return _save(fig, out_dir, f"tsne_{task}_{'full' if n is None else n}_seed{sd}_{_safe(mdl)}{suffix}")
+    return _save(fig, out_dir, f"tsne_{task}_{'full' if n is None else n}_seed{sd}_{_safe(mdl)}"
+                              f"{_protocol_suffix(proto)}")
 
 
 def plot_convergence(curves: pd.DataFrame, out_dir, budgets: dict | None = None) -> list[Path]:

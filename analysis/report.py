@@ -15,7 +15,7 @@ from analysis import stats
 from analysis.convergence import budget_per_n, design, render_budgets, render_previews, study
 from analysis.cost import grid_costs, render_costs
 from analysis.evidence import EVIDENCE_GRIDS, pooled_text, split
-from analysis.layouts import TABLES, protocol_of
+from analysis.layouts import TABLES, protocol_name, protocol_of
 from analysis.load import engine_of, load_embeddings, load_results, load_tuning, train_forwards
 from analysis.model_size import render_model_size
 from analysis.noise import noise_summary, render_noise_summary, render_token_summary, token_summary
@@ -282,7 +282,7 @@ def _claims(built, engine, df) -> dict[str, str]:
     if len(views) <= 1:
         return {**_model_claims(built, df), "tsne": _tsne_claim(engine, df)}
     protocols = {p for _, p in views}
-    name = lambda k: f"`{k[0]}`" + (f" ({_protocol_name(k[1])})" if len(protocols) > 1 else "")  # noqa: E731
+    name = lambda k: f"`{k[0]}`" + (f" under {protocol_name(k[1])}" if len(protocols) > 1 else "")  # noqa: E731
     per = {k: _model_claims(v, df) for k, v in views.items()}
     out = {}
     for key, (n, keep) in CLAIM_DATA.items():
@@ -313,10 +313,6 @@ VERDICT_TESTS = {"fewshot": (2, lambda t: t.group in (20, 100)), "noise": (3, _m
                  "transfer": (7, lambda t: True), "noise_replace": (8, _main_effect)}
 
 
-def _protocol_name(protocol: str) -> str:
-    return {"v1": "protocol v1: epochs", "v2": "protocol v2: step budgets"}.get(protocol, protocol)
-
-
 def _short_verdict(table, keep) -> tuple[str | None, str]:
     """A claim's verdict in a few words: (direction, text). direction: "supported" (significant
     gains only), "contradicted" (significant losses only), "mixed", "not supported" (nothing
@@ -344,7 +340,7 @@ def render_protocol_shift(built, df) -> str:
     both = sorted({m for m, p in views if p == "v1"} & {m for m, p in views if p == "v2"})
     if not both:
         return ""
-    lines = ["| claim | model | protocol v1 (epochs) | protocol v2 (step budgets) | moved? |",
+    lines = [f"| claim | model | {protocol_name('v1')} | {protocol_name('v2')} | moved? |",
              "|---|---|---|---|---|"]
     for key, (n, keep) in VERDICT_TESTS.items():
         for m in both:
@@ -453,7 +449,7 @@ def _tsne_claim(engine, df) -> str:
     several = wide.index.get_level_values("protocol").nunique() > 1
     lines, sup = [], 0
     for ((model, proto, size), g), t, p_holm in zip(groups, tests, stats.holm([t.p for t in tests])):
-        where = (f"`{model}`" + (f" ({_protocol_name(proto)})" if several else "")
+        where = (f"`{model}`" + (f" under {protocol_name(proto)}" if several else "")
                  + f" {'full data' if size < 0 else f'N={size}'}")
         means = f"CE {g['ce'].mean():.2f}, CE+SCL {g['ce+scl'].mean():.2f} over {len(g)} seed pair(s)"
         if not np.isfinite(t.p):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import selection, stats
-from analysis.layouts import FULL_TRAIN_ROWS, LAYOUTS, Layout, budget_caption, protocol_of
+from analysis.layouts import FULL_TRAIN_ROWS, LAYOUTS, Layout, budget_caption, protocol_from
 from harness.protocol.paper import LOSS_LABELS, TASK_LABELS
 
 AGGREGATIONS = {
@@ -284,7 +284,7 @@ def _sections(sub: pd.DataFrame, lay: Layout) -> tuple[pd.DataFrame, list[Sectio
             # setting per task in the caption, rather than a row per setting, empty for other tasks
             caption += "; CE+SCL with " + "; ".join(
                 f"{TASK_LABELS.get(t, t)} λ={lam:g}, τ={tau:g}" for t, lam, tau, _ in
-                sorted(per_task.itertuples(index=False), key=lambda r: _task_order(r[0])))
+                sorted(per_task.itertuples(index=False), key=lambda r: task_order(r[0])))
             caption += f", SCL {', '.join(sorted(set(per_task['scl_reduction'])))} over anchors"
         else:  # several SCL settings for a task: one row each, each compared with CE
             s = g[g["_loss"] == "ce+scl"]
@@ -305,7 +305,7 @@ def _sections(sub: pd.DataFrame, lay: Layout) -> tuple[pd.DataFrame, list[Sectio
                 differ.remove("epochs")
             label += " [" + ", ".join(_setting(k, first[k]) for k in differ) + "]"
         labels[sid] = label
-        protocol = protocol_of(g.iloc[:1]).iloc[0] if "steps" in g else "v1"
+        protocol = protocol_from(first["budget"]) if "budget" in sig else "v1"
         sections.append(Section(label, str(first["model"]), caption, rows, protocol))
     sub["_section"] = sub["_section"].map(labels)
     return sub, sections
@@ -319,7 +319,7 @@ def _setting(key: str, value) -> str:
     return f"{key} {value}"
 
 
-def _task_order(task: str) -> int:
+def task_order(task: str) -> int:
     """The paper's order of tasks (SST-2, QNLI, MNLI, ...), other tasks after them."""
     order = list(TASK_LABELS)
     return order.index(task) if task in order else len(order)

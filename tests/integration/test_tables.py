@@ -265,8 +265,8 @@ def test_report_sets_each_claim_under_v1_beside_v2(tmp_path, monkeypatch):
     assert cells[3].startswith("supported: 2 gain(s), 0 loss(es) of 2 cells")
     assert cells[4] == "yes: not supported → supported"
     claim = text[text.index(f"**{paper.CLAIMS['fewshot']}**"):].split("\n- **")[0]
-    assert f"`{MODEL}` (protocol v1: epochs): Our data support it in 0 of 2 cells" in claim
-    assert f"`{MODEL}` (protocol v2: step budgets): Our data support it in 2 of 2 cells" in claim
+    assert f"`{MODEL}` under protocol v1 (epochs): Our data support it in 0 of 2 cells" in claim
+    assert f"`{MODEL}` under protocol v2 (step budgets): Our data support it in 2 of 2 cells" in claim
 
 
 def test_replaced_noise_is_table_8_not_table_3(tmp_path, monkeypatch):
